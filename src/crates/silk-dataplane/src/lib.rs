@@ -1,3 +1,5 @@
 //! The data plane: desired-state models, pure planners that diff desired against actual state,
 //! and the backends that apply a plan (netlink through rtnetlink, iptables through one
 //! iptables-restore payload per change). Planners know no sockets; backends hold no policy.
+
+pub mod vtep;
