@@ -2,4 +2,6 @@
 //! and the backends that apply a plan (netlink through rtnetlink, iptables through one
 //! iptables-restore payload per change). Planners know no sockets; backends hold no policy.
 
+pub mod filelock;
+pub mod iptables;
 pub mod vtep;
