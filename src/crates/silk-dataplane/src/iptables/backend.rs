@@ -54,8 +54,8 @@ pub struct LockGuard(#[allow(dead_code)] Option<FileLock>);
 /// The iptables side effects. Callers take [`Iptables::lock`] once, then save and restore.
 pub trait Iptables: Send + Sync {
     fn lock(&self) -> Result<LockGuard, IptablesError>;
-    /// `iptables-save -t <table>` text.
-    fn save(&self, family: Family, table: Table) -> Result<String, IptablesError>;
+    /// `iptables-save -t <table>` text, or every table when `table` is `None`.
+    fn save(&self, family: Family, table: Option<Table>) -> Result<String, IptablesError>;
     /// One `iptables-restore --noflush` of `payload`.
     fn restore(&self, family: Family, payload: &str) -> Result<(), IptablesError>;
 }
@@ -120,8 +120,11 @@ impl Iptables for SystemIptables {
         )?)))
     }
 
-    fn save(&self, family: Family, table: Table) -> Result<String, IptablesError> {
-        run(family.save_bin(), &["-t", table.as_str()], None)
+    fn save(&self, family: Family, table: Option<Table>) -> Result<String, IptablesError> {
+        match table {
+            Some(t) => run(family.save_bin(), &["-t", t.as_str()], None),
+            None => run(family.save_bin(), &[], None),
+        }
     }
 
     fn restore(&self, family: Family, payload: &str) -> Result<(), IptablesError> {
@@ -150,7 +153,7 @@ impl Iptables for RecordingIptables {
         Ok(LockGuard(None))
     }
 
-    fn save(&self, _family: Family, _table: Table) -> Result<String, IptablesError> {
+    fn save(&self, _family: Family, _table: Option<Table>) -> Result<String, IptablesError> {
         Ok(self.saved.lock().map(|s| s.clone()).unwrap_or_default())
     }
 

@@ -46,10 +46,13 @@ impl SavedTable {
 }
 
 /// Normalised lines of saved text: comments dropped, counters zeroed, the iptables default
-/// `--limit-burst 5` dropped, chain declarations sorted within each table (their order differs
-/// between the legacy and nft backends), rules kept in order, tables sorted by name.
+/// `--limit-burst 5` dropped, chain declarations sorted within each table, rules grouped by
+/// chain with chains sorted by name (declaration and group order differ between the legacy and
+/// nft backends and between a payload and what iptables-save prints) and kept in order within
+/// a chain, tables sorted by name.
 pub fn normalize(text: &str) -> Vec<String> {
-    let mut tables: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    type Tbl = (String, Vec<String>, Vec<(String, String)>);
+    let mut tables: Vec<Tbl> = Vec::new();
     for line in text
         .lines()
         .map(str::trim_end)
@@ -66,17 +69,19 @@ pub fn normalize(text: &str) -> Vec<String> {
                 let policy = parts.next().unwrap_or("-");
                 t.1.push(format!(":{name} {policy} [0:0]"));
             } else {
-                t.2.push(line.replace(" --limit-burst 5 ", " "));
+                let chain = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                t.2.push((chain, line.replace(" --limit-burst 5 ", " ")));
             }
         }
     }
     tables.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
-    for (name, mut decls, rules) in tables {
+    for (name, mut decls, mut rules) in tables {
         decls.sort();
+        rules.sort_by(|a, b| a.0.cmp(&b.0));
         out.push(format!("*{name}"));
         out.extend(decls);
-        out.extend(rules);
+        out.extend(rules.into_iter().map(|(_, l)| l));
         out.push("COMMIT".into());
     }
     out

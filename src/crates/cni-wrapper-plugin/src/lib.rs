@@ -1,0 +1,5 @@
+//! cni-wrapper-plugin: delegates interface setup to silk-cni and wires each container's
+//! iptables chains (NetIn, NetOut, ASGs, overlay, masquerade) per cni.md section 4.
+
+pub mod config;
+pub mod netrules;

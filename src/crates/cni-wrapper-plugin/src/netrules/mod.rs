@@ -1,0 +1,401 @@
+//! Every per-container chain and rule, with upstream's names, order and log prefixes
+//! (cni.md §4.4-4.8), rendered as one restore payload per family; and the DEL plan that
+//! removes them by chain name from the saved tables (cni.md §7: no IP needed to find them).
+
+pub mod asg;
+pub mod options;
+
+use std::net::IpAddr;
+
+use silk_dataplane::iptables::chain::log_prefix;
+use silk_dataplane::iptables::{ChainName, Payload, Rule, SavedTable, Table};
+
+use crate::config::PortMapping;
+pub use options::{Container, RuleOptions};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetrulesError {
+    #[error("cannot allocate port {0}")]
+    BadPort(i64),
+}
+
+fn reject(v6: bool) -> &'static str {
+    if v6 {
+        "-j REJECT --reject-with icmp6-port-unreachable"
+    } else {
+        "-j REJECT --reject-with icmp-port-unreachable"
+    }
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// The chains a handle owns in the filter table.
+pub struct FilterChains {
+    pub input: ChainName,
+    pub netout: ChainName,
+    pub overlay: ChainName,
+    pub log: ChainName,
+    pub rl_log: ChainName,
+}
+
+impl FilterChains {
+    pub fn for_handle(h: &str) -> Self {
+        FilterChains {
+            input: ChainName::input(h),
+            netout: ChainName::netout(h),
+            overlay: ChainName::overlay(h),
+            log: ChainName::netout_log(h),
+            rl_log: ChainName::netout_rl_log(h),
+        }
+    }
+}
+
+/// The netout chain's final rule list. `static_asgs` is `None` in dynamic-ASG mode, where the
+/// wrapper writes only the defaults and vxlan-policy-agent adds the `asg-…` jump.
+pub fn netout_rules(
+    o: &RuleOptions,
+    c: &Container,
+    static_asgs: Option<&[(String, bool)]>,
+) -> Vec<Rule> {
+    let ch = FilterChains::for_handle(&c.handle);
+    let v6 = c.ip.is_ipv6();
+    let mut rules = Vec::new();
+    let mut push = |spec: String| rules.push(Rule::new(&ch.netout, spec));
+    if let Some(asgs) = static_asgs {
+        push("-m state --state RELATED,ESTABLISHED -j ACCEPT".into());
+        push("-p tcp -m state --state INVALID -j DROP".into());
+        let oc = &o.outbound;
+        if oc.limit || oc.dry_run {
+            let target = if oc.logging || oc.dry_run {
+                format!("-j {}", ch.rl_log)
+            } else {
+                reject(v6).to_string()
+            };
+            let expire = ((oc.burst + oc.rate_per_sec - 1) / oc.rate_per_sec) * 1000;
+            push(format!(
+                "-p tcp -m conntrack --ctstate NEW -m hashlimit --hashlimit-above {}/sec --hashlimit-burst {} \
+                 --hashlimit-mode dstip,dstport --hashlimit-name {} --hashlimit-htable-expire {expire} {target}",
+                oc.rate_per_sec, oc.burst, c.handle
+            ));
+        }
+        let deny = if v6 { &o.deny_v6 } else { &o.deny_v4 };
+        for net in deny.for_workload(&c.workload).iter().rev() {
+            push(format!("-d {net} {}", reject(v6)));
+        }
+        for (spec, log) in asgs.iter().rev() {
+            let target = if *log {
+                format!("-g {}", ch.log)
+            } else {
+                "-j ACCEPT".to_string()
+            };
+            push(format!("{spec} {target}"));
+        }
+    }
+    if o.asg_logging {
+        let d = o.denied_logs_per_sec;
+        push(format!(
+            "-m limit --limit {d}/sec --limit-burst {d} -j LOG --log-prefix \"{}\"",
+            log_prefix(&format!("DENY_{}", c.handle))
+        ));
+    }
+    push(reject(v6).into());
+    rules
+}
+
+/// The filter-table part of an ADD for one family: chains, parent jumps, chain rules.
+fn add_filter(
+    o: &RuleOptions,
+    c: &Container,
+    static_asgs: Option<&[(String, bool)]>,
+    p: &mut Payload,
+) {
+    let ch = FilterChains::for_handle(&c.handle);
+    let v6 = c.ip.is_ipv6();
+    let ip = host(c.ip);
+    let with_rl = o.outbound.has_rl_log_chain();
+    let f = p.table(Table::Filter);
+    f.declare.extend([
+        ch.input.clone(),
+        ch.netout.clone(),
+        ch.overlay.clone(),
+        ch.log.clone(),
+    ]);
+    if with_rl {
+        f.declare.push(ch.rl_log.clone());
+    }
+    f.append
+        .push(Rule::new("INPUT", format!("-s {ip} -j {}", ch.input)));
+    for ifname in &c.underlay_ifs {
+        f.append.push(Rule::new(
+            "FORWARD",
+            format!("-s {ip} -o {ifname} -j {}", ch.netout),
+        ));
+    }
+    f.append
+        .push(Rule::new("FORWARD", format!("-j {}", ch.overlay)));
+
+    // input--: established, link-local DNS (IPv4 only), host services, reject.
+    f.append.push(Rule::new(
+        &ch.input,
+        "-m state --state RELATED,ESTABLISHED -j ACCEPT",
+    ));
+    if !v6 {
+        for dns in &o.dns_link_local {
+            f.append.push(Rule::new(
+                &ch.input,
+                format!("-d {dns}/32 -p tcp -m tcp --dport 53 -j ACCEPT"),
+            ));
+            f.append.push(Rule::new(
+                &ch.input,
+                format!("-d {dns}/32 -p udp -m udp --dport 53 -j ACCEPT"),
+            ));
+        }
+    }
+    let (tcp, udp) = if v6 {
+        (&o.host_tcp_v6, &o.host_udp_v6)
+    } else {
+        (&o.host_tcp_v4, &o.host_udp_v4)
+    };
+    for (a, port) in tcp {
+        f.append.push(Rule::new(
+            &ch.input,
+            format!("-d {} -p tcp -m tcp --dport {port} -j ACCEPT", host(*a)),
+        ));
+    }
+    for (a, port) in udp {
+        f.append.push(Rule::new(
+            &ch.input,
+            format!("-d {} -p udp -m udp --dport {port} -j ACCEPT", host(*a)),
+        ));
+    }
+    f.append.push(Rule::new(&ch.input, reject(v6)));
+
+    // netout--…--log: accepted-egress logging, reached by -g.
+    let ok = log_prefix(&format!("OK_{}", c.handle));
+    let u = o.accepted_udp_logs_per_sec;
+    f.append.push(Rule::new(
+        &ch.log,
+        format!(
+            "! -p udp -m conntrack --ctstate INVALID,NEW,UNTRACKED -j LOG --log-prefix \"{ok}\""
+        ),
+    ));
+    f.append.push(Rule::new(
+        &ch.log,
+        format!("-p udp -m limit --limit {u}/sec --limit-burst {u} -j LOG --log-prefix \"{ok}\""),
+    ));
+    f.append.push(Rule::new(&ch.log, "-j ACCEPT"));
+
+    if with_rl {
+        let d = o.denied_logs_per_sec;
+        if o.outbound.logging || o.outbound.dry_run {
+            let pfx = log_prefix(&format!("DENY_ORL_{}", c.handle));
+            f.append.push(Rule::new(
+                &ch.rl_log,
+                format!("-m limit --limit {d}/sec --limit-burst {d} -j LOG --log-prefix \"{pfx}\""),
+            ));
+        }
+        if !o.outbound.dry_run {
+            f.append.push(Rule::new(&ch.rl_log, reject(v6)));
+        }
+    }
+
+    f.append.extend(netout_rules(o, c, static_asgs));
+
+    // overlay--: container-to-container.
+    if !v6 {
+        f.append.push(Rule::new(
+            &ch.overlay,
+            format!("-s {ip} -o {} -m mark ! --mark 0x0 -j ACCEPT", o.vtep),
+        ));
+    }
+    f.append.push(Rule::new(
+        &ch.overlay,
+        format!("-d {ip} -m state --state RELATED,ESTABLISHED -j ACCEPT"),
+    ));
+    if !v6 {
+        f.append.push(Rule::new(
+            &ch.overlay,
+            format!("-d {ip} -m mark --mark {:#x} -j ACCEPT", o.ingress_tag),
+        ));
+    }
+    if o.c2c_logging {
+        let d = o.denied_logs_per_sec;
+        let pfx = log_prefix(&format!("DENY_C2C_{}", c.handle));
+        f.append.push(Rule::new(
+            &ch.overlay,
+            format!(
+                "-d {ip} -m limit --limit {d}/sec --limit-burst {d} -j LOG --log-prefix \"{pfx}\""
+            ),
+        ));
+    }
+    f.append
+        .push(Rule::new(&ch.overlay, format!("-d {ip} {}", reject(v6))));
+}
+
+/// The whole ADD for the IPv4 family: filter, nat (DNAT, MASQUERADE) and mangle (MARK).
+pub fn plan_add(
+    o: &RuleOptions,
+    c: &Container,
+    static_asgs: Option<&[(String, bool)]>,
+) -> Result<Payload, NetrulesError> {
+    let mut p = Payload::default();
+    if let Some(bad) = c
+        .port_mappings
+        .iter()
+        .find(|m| m.host_port <= 0 || m.container_port <= 0)
+    {
+        return Err(NetrulesError::BadPort(if bad.host_port <= 0 {
+            bad.host_port
+        } else {
+            bad.container_port
+        }));
+    }
+    add_filter(o, c, static_asgs, &mut p);
+    if c.ip.is_ipv6() {
+        return Ok(p);
+    }
+    let netin = ChainName::netin(&c.handle);
+    let inst = format!("{}/32", o.instance_address);
+    let mangle = p.table(Table::Mangle);
+    mangle.declare.push(netin.clone());
+    mangle
+        .append
+        .push(Rule::new("PREROUTING", format!("-j {netin}")));
+    for PortMapping { host_port, .. } in &c.port_mappings {
+        for ifname in &c.underlay_ifs {
+            mangle.append.push(Rule::new(
+                &netin,
+                format!("-d {inst} -i {ifname} -p tcp -m tcp --dport {host_port} -j MARK --set-xmark {:#x}/0xffffffff", o.ingress_tag),
+            ));
+        }
+    }
+    let nat = p.table(Table::Nat);
+    nat.declare.push(netin.clone());
+    nat.append
+        .push(Rule::new("PREROUTING", format!("-j {netin}")));
+    for PortMapping {
+        host_port,
+        container_port,
+    } in &c.port_mappings
+    {
+        nat.append.push(Rule::new(
+            &netin,
+            format!("-d {inst} -p tcp -m tcp --dport {host_port} -j DNAT --to-destination {}:{container_port}", c.ip),
+        ));
+    }
+    nat.append
+        .push(Rule::new("POSTROUTING", masquerade_spec(o, c)));
+    Ok(p)
+}
+
+fn masquerade_spec(o: &RuleOptions, c: &Container) -> String {
+    match &c.masq_exclude {
+        Some(net) => format!("-s {} ! -d {net} ! -o {} -j MASQUERADE", host(c.ip), o.vtep),
+        None => format!("-s {} ! -o {} -j MASQUERADE", host(c.ip), o.vtep),
+    }
+}
+
+/// Static ASGs after vxlan-policy-agent answered 405: the netout chain rewritten whole.
+pub fn plan_static_netout(o: &RuleOptions, c: &Container, asgs: &[(String, bool)]) -> Payload {
+    let mut p = Payload::default();
+    let f = p.table(Table::Filter);
+    f.declare.push(ChainName::netout(&c.handle));
+    f.append.extend(netout_rules(o, c, Some(asgs)));
+    p
+}
+
+const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
+
+/// Removes everything `handle` owns from saved tables (`saved` holds filter, nat and mangle):
+/// parent jumps found by target chain name, MASQUERADE rules for the container IP (given, or
+/// read from the `INPUT` jump when the store lost it), then the chains. A chain still referenced
+/// by a chain we do not own (vxlan-policy-agent's `asg-…` goes to the log chain) is flushed
+/// and left for the agent's orphan cleanup.
+pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
+    let ch = FilterChains::for_handle(handle);
+    let netin = ChainName::netin(handle);
+    let mut p = Payload::default();
+    let filter = SavedTable::parse(saved, Table::Filter);
+    let ip = ip.or_else(|| {
+        filter
+            .references_to(ch.input.as_str())
+            .filter(|r| r.chain == "INPUT")
+            .find_map(|r| {
+                let toks: Vec<&str> = r.spec.split_whitespace().collect();
+                toks.windows(2)
+                    .find(|w| w[0] == "-s")
+                    .and_then(|w| w[1].split('/').next()?.parse().ok())
+            })
+    });
+    let owned_filter = [&ch.input, &ch.netout, &ch.overlay, &ch.log, &ch.rl_log];
+    for (table, owned) in [
+        (Table::Filter, owned_filter.to_vec()),
+        (Table::Nat, vec![&netin]),
+        (Table::Mangle, vec![&netin]),
+    ] {
+        let saved_t = if table == Table::Filter {
+            filter.clone()
+        } else {
+            SavedTable::parse(saved, table)
+        };
+        let is_owned = |c: &str| owned.iter().any(|o| o.as_str() == c);
+        let plan = p.table(table);
+        for chain in owned.iter().filter(|c| saved_t.has_chain(c.as_str())) {
+            plan.declare.push((*chain).clone());
+        }
+        let mut foreign_refs = Vec::new();
+        for r in &saved_t.rules {
+            let Some(target) = owned.iter().find(|c| r.targets(c.as_str())) else {
+                continue;
+            };
+            if is_owned(&r.chain) {
+                continue;
+            }
+            if BUILTIN.contains(&r.chain.as_str()) {
+                plan.delete.push(r.clone());
+            } else {
+                foreign_refs.push(target.as_str().to_string());
+            }
+        }
+        if table == Table::Nat {
+            if let Some(ip) = ip {
+                let src = format!("-s {} ", host(ip));
+                for r in saved_t.rules.iter().filter(|r| r.chain == "POSTROUTING") {
+                    if r.spec.starts_with(&src)
+                        && r.spec.ends_with("-j MASQUERADE")
+                        && !plan.delete.contains(r)
+                    {
+                        plan.delete.push(r.clone());
+                    }
+                }
+            }
+        }
+        let removable: Vec<ChainName> = plan
+            .declare
+            .iter()
+            .filter(|c| !foreign_refs.iter().any(|f| f == c.as_str()))
+            .cloned()
+            .collect();
+        plan.remove = removable;
+    }
+    p
+}
+
+/// The IPv6 ADD: filter chains only (no netin, no masquerade), cni.md upstream-delta §3.3.3.
+pub fn plan_add_v6(
+    o: &RuleOptions,
+    c: &Container,
+    static_asgs: Option<&[(String, bool)]>,
+) -> Payload {
+    let mut p = Payload::default();
+    add_filter(o, c, static_asgs, &mut p);
+    p
+}
+
+#[cfg(test)]
+mod tests;
