@@ -2,6 +2,9 @@
 //! and the backends that apply a plan (netlink through rtnetlink, iptables through one
 //! iptables-restore payload per change). Planners know no sockets; backends hold no policy.
 
+pub mod atomicfile;
+pub mod datastore;
 pub mod filelock;
+pub mod hostlocal;
 pub mod iptables;
 pub mod vtep;
