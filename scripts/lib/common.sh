@@ -11,7 +11,7 @@ log() { printf '%s [%s] %s\n' "$(date -u +%H:%M:%S)" "${SCRIPT_NAME:-silk}" "$*"
 die() { log "error: $*"; exit 1; }
 
 # Debian packages every tier needs. Installs only what is missing, so a second run is fast.
-SILK_DEB_PACKAGES=(iptables iproute2 iputils-ping ruby bundler postgresql openssl curl jq ethtool kmod)
+SILK_DEB_PACKAGES=(iptables iproute2 iputils-ping ruby bundler postgresql openssl curl jq ethtool kmod ruby-rspec shellcheck)
 
 ensure_packages() {
   local missing=()
