@@ -150,7 +150,7 @@ module BoshTemplate
         expect(monit).to include('with pidfile /var/vcap/sys/run/bpm/silk-controller/silk-controller.pid')
         expect(monit).to include('start program "/var/vcap/jobs/bpm/bin/bpm start silk-controller"')
         expect(monit).to include('if failed host 127.0.0.1 port 1234 protocol HTTP')
-        expect(monit).to include('request "/log-level"')
+        expect(monit).to include('request "/metrics"')
       end
 
       it 'is empty when disabled' do
@@ -162,7 +162,7 @@ module BoshTemplate
       it 'waits 25 tries for the debug server' do
         script = job.template('bin/post-start').render(properties)
         expect(script).to start_with("#!/bin/bash\n")
-        expect(script).to include('wait_for_server_to_become_healthy "127.0.0.1:46455/log-level" 25')
+        expect(script).to include('wait_for_server_to_become_healthy "127.0.0.1:46455/metrics" 25')
       end
 
       it 'does nothing when disabled' do
@@ -184,7 +184,7 @@ module BoshTemplate
     describe 'bin/check_log_health' do
       it 'probes the debug server' do
         script = job.template('bin/check_log_health').render(properties)
-        expect(script).to include('http://127.0.0.1:46455/log-level')
+        expect(script).to include('http://127.0.0.1:46455/metrics')
         expect(script).to include('Check passed')
       end
     end

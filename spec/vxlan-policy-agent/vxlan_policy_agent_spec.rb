@@ -148,16 +148,16 @@ module BoshTemplate
     describe 'bin/post-start' do
       it 'waits 25 tries for the debug server' do
         expect(job.template('bin/post-start').render(properties))
-          .to include('wait_for_server_to_become_healthy "127.0.0.1:8721/log-level" 25')
+          .to include('wait_for_server_to_become_healthy "127.0.0.1:8721/metrics" 25')
       end
     end
 
     describe 'monit' do
-      it 'probes /log-level on the debug port' do
+      it 'probes GET /metrics on the debug port' do
         monit = job.template('monit').render(properties)
         expect(monit).to include('check process vxlan-policy-agent')
         expect(monit).to include('if failed host 127.0.0.1 port 8721 protocol HTTP')
-        expect(monit).to include('request "/log-level"')
+        expect(monit).to include('request "/metrics"')
         expect(job.template('monit').render(properties.merge('disable' => true)).strip).to eq('')
       end
     end
