@@ -1,0 +1,180 @@
+//! The silk-cni plugin: ADD (network info, IPAM, veth, silk store), DEL (idempotent, works with
+//! silk-daemon down), CHECK (the container interface still carries its address), STATUS.
+
+use std::path::Path;
+
+use ipnetwork::Ipv4Network;
+use silk_cni_skel::{CmdArgs, CniError, CniPlugin, CniResult, Interface, IpConfig, Route};
+use silk_dataplane::datastore::SilkStore;
+use silk_dataplane::hostlocal::HostLocal;
+
+use crate::config::{macs, veth_names, Config};
+use crate::veth::{self, VethSpec, GATEWAY};
+
+pub const LOG_FILE: &str = "/var/vcap/sys/log/silk-cni/silk-cni.stdout.log";
+const SOURCE: &str = "cfnetworking.silk-cni";
+
+pub struct SilkCni;
+
+fn code100(msg: &str, details: impl std::fmt::Display) -> CniError {
+    CniError::plugin(100, msg, details)
+}
+
+fn config(args: &CmdArgs) -> Result<Config, CniError> {
+    serde_json::from_value(args.config.clone()).map_err(|e| {
+        CniError::new(
+            silk_cni_skel::ErrorCode::DecodingFailure,
+            "loading config",
+            e.to_string(),
+        )
+    })
+}
+
+fn ipam(c: &Config) -> HostLocal {
+    HostLocal::new(&Path::new(&c.data_dir).join("ipam"), &c.name)
+}
+
+fn store_key(netns: &str) -> String {
+    Path::new(netns)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl CniPlugin for SilkCni {
+    fn name(&self) -> &str {
+        "silk-cni"
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let c = config(args)?;
+        let info = c
+            .net_info()
+            .map_err(|e| code100("discover network info", e))?;
+        let subnet = Ipv4Network::new(info.subnet.network(), info.subnet.prefix())
+            .map_err(|e| code100("generate ipam config", e))?;
+        let pool = ipam(&c);
+        let ip = pool
+            .allocate(subnet, &args.container_id, &args.ifname)
+            .map_err(|e| code100("run ipam plugin", e))?;
+        // From here on, a failure releases the address and removes the veth (upstream leaks both).
+        let release = || {
+            let _ = pool.release(&args.container_id, &args.ifname);
+        };
+        if args.ifname.len() > 15 {
+            release();
+            return Err(code100(
+                "create config",
+                "IfName cannot be longer than 15 characters",
+            ));
+        }
+        let (host_name, temp_name) = veth_names(ip);
+        let (host_mac, container_mac) = macs(ip);
+        let spec = VethSpec {
+            ip,
+            host_name,
+            temp_name,
+            ifname: args.ifname.clone(),
+            host_mac,
+            container_mac,
+            mtu: info.mtu,
+            netns: args.netns.clone(),
+        };
+        if let Err((msg, e)) = veth::set_up(&spec) {
+            release();
+            return Err(code100(msg, e));
+        }
+        if let Err(e) = SilkStore::new(&c.datastore).add(&store_key(&args.netns), &ip.to_string()) {
+            let _ = veth::tear_down(&args.netns, &args.ifname);
+            release();
+            return Err(code100("write container metadata", e));
+        }
+        silk_cni_skel::filelog::append(
+            LOG_FILE,
+            SOURCE,
+            "add",
+            serde_json::json!({"container_id": args.container_id, "ip": ip.to_string(), "netns": args.netns}),
+        );
+        Ok(CniResult {
+            interfaces: vec![
+                Interface {
+                    name: spec.host_name,
+                    mac: spec.host_mac,
+                    ..Default::default()
+                },
+                Interface {
+                    name: spec.ifname,
+                    mac: spec.container_mac,
+                    sandbox: args.netns.clone(),
+                    mtu: None,
+                },
+            ],
+            ips: vec![IpConfig {
+                address: format!("{ip}/32"),
+                gateway: Some(GATEWAY.to_string()),
+                interface: Some(1),
+            }],
+            routes: vec![Route {
+                dst: "0.0.0.0/0".into(),
+                gw: Some(GATEWAY.to_string()),
+            }],
+            dns: Default::default(),
+        })
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let c = config(args)?;
+        if let Err(e) = ipam(&c).release(&args.container_id, &args.ifname) {
+            silk_cni_skel::filelog::append(
+                LOG_FILE,
+                SOURCE,
+                "ipam-release-failed",
+                serde_json::json!({"error": e.to_string()}),
+            );
+        }
+        if !args.netns.is_empty() {
+            veth::tear_down(&args.netns, &args.ifname)
+                .map_err(|e| code100("teardown failed", e))?;
+            // Unlike upstream, the store entry goes even when the namespace is already gone, so
+            // the silk-daemon drain does not wait on a container that no longer exists.
+            if let Err(e) = SilkStore::new(&c.datastore).delete(&store_key(&args.netns)) {
+                silk_cni_skel::filelog::append(
+                    LOG_FILE,
+                    SOURCE,
+                    "store-delete-failed",
+                    serde_json::json!({"error": e.to_string()}),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let prev = args
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::internal("CHECK: missing prevResult"))?;
+        let Some(ip) = prev.first_ipv4() else {
+            return Err(CniError::internal("CHECK: prevResult has no IPv4 address"));
+        };
+        match veth::has_address(&args.netns, &args.ifname, ip) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CniError::internal(format!(
+                "CHECK: {} has no address {ip}",
+                args.ifname
+            ))),
+            Err(e) => Err(CniError::internal(format!("CHECK: {e}"))),
+        }
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let c = config(args)?;
+        c.net_info().map(|_| ()).map_err(|e| {
+            CniError::new(
+                silk_cni_skel::ErrorCode::NotAvailable,
+                "silk-daemon not available",
+                e.to_string(),
+            )
+        })
+    }
+}
