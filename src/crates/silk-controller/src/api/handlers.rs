@@ -9,6 +9,12 @@ use super::error::ApiError;
 use super::{observed, ApiState};
 use crate::leaser::Acquired;
 
+/// `{"leases":[...]}`; a struct keeps the lease keys in upstream order.
+#[derive(serde::Serialize)]
+struct LeaseList<'a> {
+    leases: &'a [Lease],
+}
+
 fn json_ok(body: Vec<u8>) -> HttpResponse {
     // No Content-Type, as upstream (Go sniffs text/plain); clients only parse the JSON.
     HttpResponse::Ok().body(body)
@@ -22,7 +28,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 pub async fn index(state: web::Data<ApiState>) -> HttpResponse {
     observed(&state.metrics, "LeasesIndex", async {
         let leases = state.leaser.routable().await?;
-        Ok(json_ok(encode(&json!({ "leases": leases }))?))
+        Ok(json_ok(encode(&LeaseList { leases: &leases })?))
     })
     .await
 }
