@@ -7,4 +7,5 @@ pub mod datastore;
 pub mod filelock;
 pub mod hostlocal;
 pub mod iptables;
+pub mod netlink;
 pub mod vtep;

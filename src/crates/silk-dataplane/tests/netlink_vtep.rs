@@ -1,0 +1,215 @@
+//! netns tier: the rtnetlink backend against the real kernel, in a namespace of the test's
+//! own. Creates `silk-vtep` over a veth underlay, applies plans, and checks the result both
+//! through our own dump and through `ip -j`/`bridge -j` output.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+use silk_core::{HardwareAddr, Lease, NetworkSpec, OverlayNetworks};
+use silk_dataplane::netlink::Netlink;
+use silk_dataplane::vtep::{plan_vtep, vtep_addresses, LocalVtep, RemovalPolicy, VtepSpec};
+use silk_testkit::netns::{run_ok, unshare_test_netns};
+
+const OVERLAY: &str = "10.255.0.0/16";
+const UNDERLAY: &str = "192.0.2.1";
+
+fn require_root() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "this test needs root and SILK_TEST_ROOT=1: run it via scripts/test"
+    );
+}
+
+fn json(argv: &[&str]) -> Value {
+    serde_json::from_str(&run_ok(argv).unwrap()).unwrap()
+}
+
+fn lease(underlay: &str, subnet: &str) -> Lease {
+    Lease::new(underlay.parse().unwrap(), subnet.parse().unwrap())
+}
+
+async fn setup() -> (Netlink, u32, LocalVtep) {
+    unshare_test_netns().unwrap();
+    run_ok(&[
+        "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u1",
+    ])
+    .unwrap();
+    run_ok(&["ip", "addr", "add", &format!("{UNDERLAY}/24"), "dev", "u0"]).unwrap();
+    run_ok(&["ip", "link", "set", "u0", "up"]).unwrap();
+    run_ok(&["ip", "link", "set", "u1", "up"]).unwrap();
+    let nl = Netlink::connect().unwrap();
+    let networks = OverlayNetworks::parse(&NetworkSpec::One(OVERLAY.into())).unwrap();
+    let ip: Ipv4Addr = "10.255.7.0".parse().unwrap();
+    let spec = VtepSpec {
+        name: "silk-vtep".into(),
+        vni: 1,
+        port: 4789,
+        local: UNDERLAY.parse().unwrap(),
+        lower_ifindex: nl
+            .index_of_address(UNDERLAY.parse().unwrap())
+            .await
+            .unwrap(),
+        mac: HardwareAddr::for_overlay_ip(ip),
+        mtu: None,
+        addresses: vtep_addresses(ip, &networks).unwrap(),
+    };
+    let index = nl.create_vtep(&spec).await.unwrap();
+    let local = LocalVtep {
+        overlay_ip: ip,
+        subnet: "10.255.7.0/24".parse().unwrap(),
+        networks,
+        single_ip_only: false,
+    };
+    (nl, index, local)
+}
+
+#[tokio::test]
+#[ignore = "needs root: run via scripts/test"]
+async fn vtep_is_created_with_upstream_attributes() {
+    require_root();
+    let (nl, _, _) = setup().await;
+    let link = &json(&["ip", "-d", "-j", "link", "show", "silk-vtep"])[0];
+    let data = &link["linkinfo"]["info_data"];
+    assert_eq!(link["linkinfo"]["info_kind"], "vxlan");
+    assert_eq!(data["id"], 1);
+    assert_eq!(data["port"], 4789);
+    assert_eq!(data["gbp"], true);
+    assert_eq!(data["learning"], false);
+    assert_eq!(data["local"], UNDERLAY);
+    assert_eq!(data["link"], "u0");
+    assert_eq!(link["address"], "ee:ee:0a:ff:07:00");
+    assert_eq!(link["mtu"], 1450, "kernel default: lower MTU 1500 - 50");
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    let addrs = &json(&["ip", "-j", "addr", "show", "silk-vtep"])[0]["addr_info"];
+    let v4: Vec<&Value> = addrs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .collect();
+    assert_eq!(v4.len(), 1);
+    assert_eq!(v4[0]["local"], "10.255.7.0");
+    assert_eq!(v4[0]["prefixlen"], 16);
+    assert_eq!(v4[0]["scope"], "link");
+
+    let found = nl.find_vtep("silk-vtep").await.unwrap().unwrap();
+    assert_eq!(
+        found.mac,
+        Some(HardwareAddr::for_overlay_ip("10.255.7.0".parse().unwrap()))
+    );
+    assert_eq!(found.ipv4[0].to_string(), "10.255.7.0/16");
+    assert_eq!(found.mtu, Some(1450));
+
+    assert!(nl.delete_link("silk-vtep").await.unwrap());
+    assert!(
+        !nl.delete_link("silk-vtep").await.unwrap(),
+        "second delete is harmless"
+    );
+    assert!(nl.find_vtep("silk-vtep").await.unwrap().is_none());
+}
+
+#[tokio::test]
+#[ignore = "needs root: run via scripts/test"]
+async fn plans_apply_converge_and_remove() {
+    require_root();
+    let (nl, index, local) = setup().await;
+    let leases = vec![
+        lease(UNDERLAY, "10.255.7.0/24"),
+        lease("192.0.2.13", "10.255.8.0/24"),
+        lease("192.0.2.14", "10.255.0.5/32"),
+    ];
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert_eq!(
+        actual,
+        Default::default(),
+        "fresh VTEP has no entries of ours"
+    );
+    let plan = plan_vtep(&leases, &local, &actual, &RemovalPolicy::default());
+    assert_eq!(plan.len(), 6);
+    assert_eq!(nl.apply_vtep_plan(index, &plan).await.unwrap(), 6);
+
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert!(
+        plan_vtep(&leases, &local, &actual, &RemovalPolicy::default()).is_empty(),
+        "{actual:?}"
+    );
+    let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
+    let r = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dst"] == "10.255.8.0/24")
+        .unwrap();
+    assert_eq!(r["gateway"], "10.255.8.0");
+    assert_eq!(r["prefsrc"], "10.255.7.0");
+    let neigh = json(&["ip", "-j", "neigh", "show", "dev", "silk-vtep"]);
+    let n = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dst"] == "10.255.8.0")
+        .unwrap();
+    assert_eq!(n["lladdr"], "ee:ee:0a:ff:08:00");
+    assert_eq!(n["state"][0], "PERMANENT");
+    let fdb = json(&["bridge", "-j", "fdb", "show", "dev", "silk-vtep"]);
+    let f = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["mac"] == "ee:ee:0a:ff:08:00")
+        .unwrap();
+    assert_eq!(f["dst"], "192.0.2.13");
+    assert_eq!(f["state"], "permanent");
+
+    // The /32 lease leaves; its three entries go, the other lease's stay.
+    let plan = plan_vtep(&leases[..2], &local, &actual, &RemovalPolicy::default());
+    assert_eq!(
+        (
+            plan.remove_routes.len(),
+            plan.remove_arp.len(),
+            plan.remove_fdb.len()
+        ),
+        (1, 1, 1)
+    );
+    nl.apply_vtep_plan(index, &plan).await.unwrap();
+    let after = nl.read_vtep_state(index).await.unwrap();
+    assert_eq!(after.routes.len(), 1);
+    assert_eq!(after.arp.len(), 1);
+    assert_eq!(after.fdb.len(), 1);
+    // Applying the same removals again (already gone) is harmless.
+    nl.apply_vtep_plan(index, &plan).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs root: run via scripts/test"]
+async fn single_ip_routes_are_onlink() {
+    require_root();
+    let (nl, index, mut local) = setup().await;
+    local.single_ip_only = true;
+    let leases = vec![lease("192.0.2.13", "10.255.8.0/24")];
+    let plan = plan_vtep(
+        &leases,
+        &local,
+        &Default::default(),
+        &RemovalPolicy::default(),
+    );
+    nl.apply_vtep_plan(index, &plan).await.unwrap();
+    let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
+    let r = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dst"] == "10.255.8.0/24")
+        .unwrap();
+    assert!(
+        r["flags"].as_array().unwrap().iter().any(|f| f == "onlink"),
+        "{r}"
+    );
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert!(actual.routes[0].onlink, "{actual:?}");
+    let again = plan_vtep(&leases, &local, &actual, &RemovalPolicy::default());
+    assert!(again.is_empty(), "{again:?}");
+}
