@@ -14,7 +14,9 @@
 //!  "spec": {"ip": "10.0.16.15", "id": "cell-guid", "networks": {"default": {"ip": "10.0.16.15"}}}}
 //! ```
 //!
-//! `properties` holds the manifest properties only: defaults come from the templates.
+//! `properties` holds the manifest properties only: defaults come from the templates. An optional
+//! `"root"` (default `/var/vcap`) relocates every BOSH path the files name (`<root>/jobs/...`,
+//! `<root>/data/...`), so a lab can run the jobs under a scratch directory.
 
 use serde_json::Value;
 
@@ -65,6 +67,8 @@ pub enum RenderError {
     UnknownTemplate(String),
     #[error("context must be a JSON object with properties, links and spec")]
     BadContext,
+    #[error("root {0:?} must be an absolute path without quotes, backslashes or a trailing slash")]
+    BadRoot(String),
     #[error("load templates: {message}")]
     Load {
         message: String,
@@ -95,6 +99,12 @@ pub fn render(name: &str, context: &Value) -> Result<String, RenderError> {
         return Err(RenderError::BadContext);
     };
     let mut full = serde_json::Map::new();
+    let root = match map.get("root") {
+        None => DEFAULT_ROOT.to_owned(),
+        Some(Value::String(root)) if valid_root(root) => root.clone(),
+        Some(other) => return Err(RenderError::BadRoot(other.to_string())),
+    };
+    full.insert("root".to_owned(), Value::String(root));
     for key in ["properties", "links", "spec"] {
         let value = map
             .get(key)
@@ -115,6 +125,18 @@ pub fn render(name: &str, context: &Value) -> Result<String, RenderError> {
             message: innermost_message(&source),
             source,
         })
+}
+
+/// Where BOSH puts jobs, packages and data on a VM.
+pub const DEFAULT_ROOT: &str = "/var/vcap";
+
+/// The root is pasted into JSON strings and YAML scalars: keep it to plain absolute paths.
+fn valid_root(root: &str) -> bool {
+    root.starts_with('/')
+        && (root.len() == 1 || !root.ends_with('/'))
+        && !root
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control() || c == ' ')
 }
 
 /// The deepest error in the chain: for `throw(message=...)` that is the validation message.
@@ -157,6 +179,19 @@ mod tests {
         let context = json!({"properties": {"poll_interval": 0}});
         let err = render("netmon/config/netmon.json", &context).unwrap_err();
         assert_eq!(err.to_string(), "poll_interval must be at least 1");
+    }
+
+    #[test]
+    fn relocates_bosh_paths_under_root() {
+        let context = json!({"root": "/tmp/lab/cell-1", "properties": {}});
+        let out = render("silk-cni/config/teardown-config.json", &context).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            config["paths_to_delete"][0],
+            json!("/tmp/lab/cell-1/data/container-metadata")
+        );
+        let err = render("netmon/config/netmon.json", &json!({"root": "lab\"x"})).unwrap_err();
+        assert!(matches!(err, RenderError::BadRoot(_)));
     }
 
     #[test]
