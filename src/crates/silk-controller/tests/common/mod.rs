@@ -1,6 +1,6 @@
 //! Test harness: the real silk-controller binary started on a per-test database with
 //! generated certificates, plus raw mutual-TLS HTTP/1.1 requests for exact status/body checks.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream as StdTcpStream;
