@@ -1,0 +1,39 @@
+//! `silk-teardown -config=<client-config.json>`: release the lease, delete silk-vtep.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use silk_daemon::config::Config;
+
+#[derive(Parser)]
+#[command(name = "silk-teardown")]
+struct Args {
+    #[arg(long)]
+    config: String,
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let args = Args::parse_from(silk_daemon::flags::normalize(std::env::args()));
+    let cfg = match std::fs::read_to_string(&args.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| Ok(Config::parse(&t)?))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "cfnetworking.silk-teardown error: load config {}: {e:#}",
+                args.config
+            );
+            return ExitCode::from(64);
+        }
+    };
+    silk_ops::log::init(&cfg.log_prefix, "silk-teardown", log::LevelFilter::Info);
+    match silk_daemon::teardown::teardown(&cfg).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cfnetworking.silk-teardown error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The poll loop (control-plane contract §5.6): renew, list, then converge the VTEP as
+//! plan-then-apply: read the actual state once (one dump per object kind), plan against the
+//! list, apply nothing when nothing changed. Removals follow the rule in [`crate::retention`].
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use silk_client::{ClientError, ControllerClient};
+use silk_core::Lease;
+use silk_dataplane::netlink::{Netlink, NetlinkError};
+use silk_dataplane::vtep::plan::plan_desired;
+use silk_dataplane::vtep::{desired_from_leases, LocalVtep};
+use silk_ops::{log, Metrics};
+
+use crate::retention::Retention;
+
+/// Ends the daemon: exit 1 with
+/// `This cell must be restarted (run "bosh restart <job>"): fatal: renew lease: <err>`.
+#[derive(Debug, thiserror::Error)]
+#[error("renew lease: {0}")]
+pub struct FatalRenew(#[source] pub ClientError);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error("vtep {0} not found")]
+    VtepMissing(String),
+    #[error("converge leases: {0}")]
+    Netlink(#[from] NetlinkError),
+}
+
+/// What one cycle did, for logs and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub renewed: bool,
+    pub listed: Option<usize>,
+    pub applied: usize,
+    pub trusted: bool,
+}
+
+pub struct Poller {
+    client: ControllerClient,
+    nl: Netlink,
+    vtep_name: String,
+    lease: Lease,
+    local: LocalVtep,
+    metrics: Metrics,
+    retention: Retention,
+    partition_tolerance: Duration,
+    last_renew: Instant,
+}
+
+impl Poller {
+    pub fn new(
+        client: ControllerClient,
+        nl: Netlink,
+        vtep_name: String,
+        lease: Lease,
+        local: LocalVtep,
+        metrics: Metrics,
+        partition_tolerance: Duration,
+    ) -> Self {
+        Poller {
+            client,
+            nl,
+            vtep_name,
+            lease,
+            local,
+            metrics,
+            retention: Retention::default(),
+            partition_tolerance,
+            last_renew: Instant::now(),
+        }
+    }
+
+    /// Runs cycles every `interval` (end of one to start of the next; the first at once)
+    /// until a renew failure becomes fatal.
+    pub async fn run(mut self, interval: Duration) -> FatalRenew {
+        loop {
+            if let Err(fatal) = self.cycle().await {
+                return fatal;
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// One cycle. Only a fatal renew failure is an error; everything else is logged here.
+    pub async fn cycle(&mut self) -> Result<CycleReport, FatalRenew> {
+        let mut report = CycleReport::default();
+        if let Err(e) = self.client.renew(&self.lease).await {
+            self.metrics.incr("renewFailure");
+            if e.is_non_retriable() || self.last_renew.elapsed() >= self.partition_tolerance {
+                return Err(FatalRenew(e));
+            }
+            log::error("poll-cycle", json!({"error": format!("renew lease: {e}")}));
+            return Ok(report);
+        }
+        self.last_renew = Instant::now();
+        self.metrics.incr("renewSuccess");
+        log::debug("renew-lease", json!({"lease": self.lease}));
+        report.renewed = true;
+
+        let leases = match self.client.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                log::error(
+                    "poll-cycle",
+                    json!({"error": format!("get routable leases: {e}")}),
+                );
+                return Ok(report);
+            }
+        };
+        report.listed = Some(leases.len());
+        self.metrics.value("numberLeases", leases.len() as f64, "");
+        match self.converge(&leases).await {
+            Ok((applied, trusted)) => {
+                report.applied = applied;
+                report.trusted = trusted;
+                self.metrics.incr("convergeSuccess");
+            }
+            Err(e) => {
+                self.metrics.incr("convergeFailure");
+                log::error("poll-cycle", json!({"error": e.to_string()}));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Plans and applies the VTEP for `leases`; returns (operations applied, list trusted).
+    pub async fn converge(&mut self, leases: &[Lease]) -> Result<(usize, bool), ConvergeError> {
+        let started = Instant::now();
+        let index = self
+            .nl
+            .link_index(&self.vtep_name)
+            .await?
+            .ok_or_else(|| ConvergeError::VtepMissing(self.vtep_name.clone()))?;
+        let actual = self.nl.read_vtep_state(index).await?;
+        let desired = desired_from_leases(leases, &self.local);
+        let trusted = leases.iter().filter_map(|l| l.subnet().ok()).any(|s| {
+            s.network() == self.local.subnet.network() && s.prefix() == self.local.subnet.prefix()
+        });
+        let policy = self.retention.policy(trusted, &desired, &actual);
+        let plan = plan_desired(&desired, &self.local, &actual, &policy);
+        if desired.non_routable > 0 {
+            log::info(
+                "converger",
+                json!({"non-routable-lease-count": desired.non_routable}),
+            );
+        }
+        if !trusted {
+            log::debug(
+                "converge-leases",
+                json!({"removals": "suppressed: list does not contain our lease"}),
+            );
+        }
+        if plan.is_empty() {
+            log::debug(
+                "converge-leases",
+                json!({"leases": leases.len(), "changes": 0}),
+            );
+            return Ok((0, trusted));
+        }
+        let applied = self.nl.apply_vtep_plan(index, &plan).await?;
+        log::info(
+            "converge-leases",
+            json!({
+                "leases": leases.len(),
+                "upserted": plan.upsert_routes.len() + plan.upsert_arp.len() + plan.upsert_fdb.len(),
+                "removed": plan.remove_routes.len() + plan.remove_arp.len() + plan.remove_fdb.len(),
+                "held_back": policy.keep.len(),
+                "elapsed_ms": started.elapsed().as_millis() as u64,
+            }),
+        );
+        Ok((applied, trusted))
+    }
+}

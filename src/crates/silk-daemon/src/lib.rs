@@ -1,0 +1,15 @@
+//! silk-daemon: holds this cell's lease with the controller and keeps `silk-vtep` programmed
+//! with a route, permanent ARP neighbour and FDB entry for every other cell
+//! (control-plane contract §5), plus the helpers of §6 (`silk-teardown`,
+//! `silk-daemon-shutdown`, `silk-daemon-bootstrap`).
+
+pub mod api;
+pub mod config;
+pub mod cycle;
+pub mod daemon;
+pub mod datastore;
+pub mod flags;
+pub mod retention;
+pub mod shutdown;
+pub mod startup;
+pub mod teardown;

@@ -1,0 +1,49 @@
+//! `silk-daemon -config=<client-config.json>`: exits 64 on a bad config, 1 on a start-up error
+//! or a fatal renew failure, 0 on SIGTERM/SIGINT (leaving the VTEP and its entries in place).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use silk_daemon::config::Config;
+use silk_daemon::daemon::{run, Exit};
+
+#[derive(Parser)]
+#[command(name = "silk-daemon")]
+struct Args {
+    /// Path to client-config.json.
+    #[arg(long)]
+    config: String,
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let args = Args::parse_from(silk_daemon::flags::normalize(std::env::args()));
+    let cfg = match std::fs::read_to_string(&args.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| Ok(Config::parse(&t)?))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "cfnetworking.silk-daemon error: load config {}: {e:#}",
+                args.config
+            );
+            return ExitCode::from(64);
+        }
+    };
+    let level = silk_ops::log::parse_level(&cfg.log_level)
+        .map(|(_, l)| l)
+        .unwrap_or(log::LevelFilter::Info);
+    silk_ops::log::init(&cfg.log_prefix, "silk-daemon", level);
+    match run(cfg).await {
+        Ok(Exit::Signal(_)) => ExitCode::SUCCESS,
+        Ok(Exit::Fatal(f)) => {
+            eprintln!("This cell must be restarted (run \"bosh restart <job>\"): fatal: {f}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("cfnetworking.silk-daemon error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
