@@ -2,4 +2,8 @@
 //! iptables chains (NetIn, NetOut, ASGs, overlay, masquerade) per cni.md section 4.
 
 pub mod config;
+pub mod host;
 pub mod netrules;
+pub mod plugin;
+
+pub use plugin::Wrapper;

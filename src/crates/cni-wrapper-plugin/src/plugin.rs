@@ -1,0 +1,318 @@
+//! The wrapper's ADD and DEL (cni.md §4.2-4.3, with the fixes of §7): everything is validated
+//! before the delegate runs, each family's rules go in one iptables-restore under the shared
+//! lock, a failed ADD is rolled back, and DEL finds rules by chain name.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use silk_cni_skel::{delegate, CmdArgs, CniError, CniPlugin, CniResult};
+use silk_dataplane::datastore::MetadataStore;
+use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
+
+use crate::config::WrapperConfig;
+use crate::host;
+use crate::netrules::{self, asg, options, Container, RuleOptions};
+
+pub const LOG_FILE: &str = "/var/vcap/sys/log/silk-cni/cni-wrapper-plugin.stdout.log";
+const SOURCE: &str = "cfnetworking.cni-wrapper-plugin";
+/// vxlan-policy-agent calls are bounded (upstream's had no timeout, cni.md §7).
+const VPA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Wrapper;
+
+fn err(e: impl std::fmt::Display) -> CniError {
+    CniError::internal(e.to_string())
+}
+
+fn log(event: &str, data: Value) {
+    silk_cni_skel::filelog::append(LOG_FILE, SOURCE, event, data);
+}
+
+/// Everything checked before the first side effect.
+struct Prepared {
+    cfg: WrapperConfig,
+    opts: RuleOptions,
+    ipt: SystemIptables,
+    store: MetadataStore,
+}
+
+fn prepare(args: &CmdArgs) -> Result<Prepared, CniError> {
+    let cfg = WrapperConfig::parse(&args.stdin).map_err(err)?;
+    let owner =
+        host::resolve_owner(&cfg.datastore_file_owner, &cfg.datastore_file_group).map_err(err)?;
+    let opts = RuleOptions::from_config(&cfg).map_err(err)?;
+    host::prepare_lock_file(&cfg.iptables_lock_file, owner).map_err(err)?;
+    Ok(Prepared {
+        ipt: SystemIptables::new(&cfg.iptables_lock_file),
+        store: MetadataStore::new(&cfg.datastore, owner),
+        cfg,
+        opts,
+    })
+}
+
+fn vpa_get(addr: &str, path: &str) -> Result<silk_cni_skel::http::Response, CniError> {
+    silk_cni_skel::http::get(addr, path, VPA_TIMEOUT).map_err(err)
+}
+
+/// Removes every rule and chain of `handle` in one restore per family (save and restore under
+/// one lock hold).
+pub fn remove_rules(
+    ipt: &dyn Iptables,
+    family: Family,
+    handle: &str,
+    ip: Option<IpAddr>,
+) -> Result<(), CniError> {
+    let _lock = ipt.lock().map_err(err)?;
+    let saved = ipt.save(family, None).map_err(err)?;
+    let plan = netrules::plan_del(handle, ip, &saved);
+    if plan.is_empty() {
+        return Ok(());
+    }
+    ipt.restore(family, &plan.render())
+        .map_err(|e| err(format!("net out cleanup: {e}")))
+}
+
+fn apply(ipt: &dyn Iptables, family: Family, payload: &str) -> Result<(), CniError> {
+    let _lock = ipt.lock().map_err(err)?;
+    ipt.restore(family, payload)
+        .map_err(|e| err(format!("bulk insert: {e}")))
+}
+
+impl Wrapper {
+    fn add_after_delegate(
+        &self,
+        p: &Prepared,
+        args: &CmdArgs,
+        c4: &Container,
+        result: &CniResult,
+    ) -> Result<(), CniError> {
+        let handle = &args.container_id;
+        let v4 = netrules::plan_add(&p.opts, c4, None).map_err(err)?;
+        apply(&p.ipt, Family::V4, &v4.render())?;
+        let v6 = result.first_ipv6().filter(|_| p.cfg.enable_ipv6);
+        let metadata = if p.cfg.metadata.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(p.cfg.metadata.clone().into_iter().collect())
+        };
+        let v6_text = v6.map(|a| a.to_string());
+        p.store
+            .add(handle, &c4.ip.to_string(), v6_text.as_deref(), metadata)
+            .map_err(|e| err(format!("store add: {e}")))?;
+        let addr = &p.cfg.policy_agent_force_poll_address;
+        let r = vpa_get(addr, "/force-policy-poll-cycle")?;
+        if r.status != 200 {
+            return Err(err(format!(
+                "vpa response code: {} with message: {}",
+                r.status, r.body
+            )));
+        }
+        let r = vpa_get(
+            addr,
+            &format!("/force-asgs-for-container?container={handle}"),
+        )?;
+        let static_mode = match r.status {
+            405 => true,
+            200 => false,
+            s => {
+                return Err(err(format!(
+                    "asg sync returned {s} with message: {}",
+                    r.body
+                )))
+            }
+        };
+        let rules = &p.cfg.runtime_config.net_out_rules;
+        if static_mode {
+            let conv = asg::convert(rules, asg::Family::V4, p.opts.asg_logging).map_err(err)?;
+            for d in &conv.dropped {
+                eprintln!("{d}");
+            }
+            apply(
+                &p.ipt,
+                Family::V4,
+                &netrules::plan_static_netout(&p.opts, c4, &conv.rules).render(),
+            )?;
+        }
+        if let Some(ip6) = v6 {
+            let c6 = Container {
+                ip: IpAddr::V6(ip6),
+                ..c4.clone()
+            };
+            let asgs = if static_mode {
+                Some(
+                    asg::convert(rules, asg::Family::V6, p.opts.asg_logging)
+                        .map_err(err)?
+                        .rules,
+                )
+            } else {
+                None
+            };
+            apply(
+                &p.ipt,
+                Family::V6,
+                &netrules::plan_add_v6(&p.opts, &c6, asgs.as_deref()).render(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl CniPlugin for Wrapper {
+    fn name(&self) -> &str {
+        "silk-cni-wrapper-plugin"
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let p = prepare(args)?;
+        // Validate, then act: everything that can be rejected is rejected before the delegate.
+        let underlay_ifs = host::underlay_interfaces(
+            &p.cfg.temporary_underlay_interface_names,
+            &p.cfg.underlay_ips,
+        )
+        .map_err(err)?;
+        if let Some(bad) = p
+            .cfg
+            .runtime_config
+            .port_mappings
+            .iter()
+            .find(|m| m.host_port <= 0)
+        {
+            return Err(err(format!("cannot allocate port {}", bad.host_port)));
+        }
+        asg::convert(&p.cfg.runtime_config.net_out_rules, asg::Family::V4, false).map_err(err)?;
+        let masq_exclude = match options::no_masq_range(&p.cfg).map_err(err)? {
+            Some(r) => Some(r),
+            None => match p.cfg.daemon_port() {
+                Some(port) => Some(
+                    host::daemon_lease(port)
+                        .map_err(|e| err(format!("error setting up default ip masq rule: {e}")))?,
+                ),
+                None => None,
+            },
+        };
+
+        let mut result = delegate::add(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes())
+            .map_err(|e| {
+                let details = if e.details.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", e.details)
+                };
+                err(format!("delegate call: {}{details}", e.msg))
+            })?;
+        let Some(ip) = result.first_ipv4() else {
+            let _ = delegate::del(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes());
+            return Err(err("delegate call: result has no IPv4 address"));
+        };
+        let c4 = Container {
+            handle: args.container_id.clone(),
+            ip: IpAddr::V4(ip),
+            underlay_ifs,
+            port_mappings: p.cfg.runtime_config.port_mappings.clone(),
+            workload: p.cfg.workload(),
+            masq_exclude,
+        };
+        if let Err(e) = self.add_after_delegate(&p, args, &c4, &result) {
+            // Roll back what this ADD created; report the original error.
+            let _ = remove_rules(&p.ipt, Family::V4, &args.container_id, Some(c4.ip));
+            if let Some(v6) = result.first_ipv6() {
+                let _ = remove_rules(&p.ipt, Family::V6, &args.container_id, Some(IpAddr::V6(v6)));
+            }
+            let _ = p.store.delete(&args.container_id);
+            let _ = delegate::del(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes());
+            log(
+                "add-rolled-back",
+                serde_json::json!({"container_id": args.container_id, "error": e.to_string()}),
+            );
+            return Err(e);
+        }
+        result.dns.nameservers = p.cfg.dns_servers.clone();
+        log(
+            "add",
+            serde_json::json!({"container_id": args.container_id, "ip": ip.to_string()}),
+        );
+        Ok(result)
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let p = prepare(args)?;
+        let mut problems = Vec::new();
+        let entry = match p.store.delete(&args.container_id) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("store delete: {e}"));
+                None
+            }
+        };
+        if let Err(e) = delegate::del(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes()) {
+            problems.push(format!("delegate delete: {e}"));
+        }
+        // The stored IP, else the cached ADD result's; plan_del also finds it from the INPUT jump.
+        let prev = args.prev_result.as_ref();
+        let ip4 = entry
+            .as_ref()
+            .and_then(|e| e.ip.parse().ok())
+            .or_else(|| prev.and_then(|r| r.first_ipv4()).map(IpAddr::V4));
+        if let Err(e) = remove_rules(&p.ipt, Family::V4, &args.container_id, ip4) {
+            problems.push(e.msg);
+        }
+        let ip6 = entry
+            .as_ref()
+            .and_then(|e| e.ipv6.as_deref())
+            .and_then(|s| s.parse().ok())
+            .or_else(|| prev.and_then(|r| r.first_ipv6()).map(IpAddr::V6));
+        if let Some(ip6) = ip6 {
+            if let Err(e) = remove_rules(&p.ipt, Family::V6, &args.container_id, Some(ip6)) {
+                problems.push(e.msg);
+            }
+        }
+        for msg in &problems {
+            eprintln!("{msg}");
+        }
+        log(
+            "del",
+            serde_json::json!({"container_id": args.container_id, "problems": problems}),
+        );
+        let r = vpa_get(
+            &p.cfg.policy_agent_force_poll_address,
+            &format!(
+                "/force-orphaned-asgs-cleanup?container={}",
+                args.container_id
+            ),
+        )?;
+        if r.status != 200 && r.status != 405 {
+            return Err(err(format!(
+                "asg cleanup returned {} with message: {}",
+                r.status, r.body
+            )));
+        }
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let p = prepare(args)?;
+        delegate::exec(
+            p.cfg.delegate_type(),
+            "CHECK",
+            args,
+            &p.cfg.delegate_bytes(),
+        )?;
+        let saved = p
+            .ipt
+            .save(Family::V4, Some(silk_dataplane::iptables::Table::Filter))
+            .map_err(err)?;
+        let chains = netrules::FilterChains::for_handle(&args.container_id);
+        for c in [&chains.input, &chains.netout, &chains.overlay] {
+            if !silk_dataplane::iptables::SavedTable::parse(
+                &saved,
+                silk_dataplane::iptables::Table::Filter,
+            )
+            .has_chain(c.as_str())
+            {
+                return Err(err(format!("CHECK: chain {c} is missing")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! A cell in a test namespace for the wrapper's binary tests: a veth `eth0` carrying the cell
+//! IP, silk-daemon's network-info endpoint and vxlan-policy-agent's local endpoints served on
+//! 127.0.0.1, state directories in a temp dir, and the real plugin binaries in `CNI_PATH`.
+
+#![allow(clippy::unwrap_used, dead_code)] // test fixture: panics are the failure report
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use silk_testkit::netns::{run_ok, unshare_test_netns};
+
+pub const CELL_IP: &str = "10.0.16.15";
+
+/// Serves fixed responses per path prefix and records request lines.
+pub struct FakeServer {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    pub asg_status: Arc<AtomicU16>,
+}
+
+pub fn serve(daemon_body: &'static str) -> FakeServer {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let asg_status = Arc::new(AtomicU16::new(405));
+    let (reqs, status) = (requests.clone(), asg_status.clone());
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let (reqs, status) = (reqs.clone(), status.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                reqs.lock().unwrap().push(line.clone());
+                let (code, body) = if line.starts_with("GET /force-asgs-for-container") {
+                    let s = status.load(Ordering::SeqCst);
+                    (
+                        s,
+                        if s == 405 {
+                            "ASG syncing has been disabled administratively"
+                        } else {
+                            "updated"
+                        },
+                    )
+                } else if line.starts_with("GET /force") {
+                    (200, "")
+                } else {
+                    (200, daemon_body)
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    FakeServer {
+        port,
+        requests,
+        asg_status,
+    }
+}
+
+pub struct Cell {
+    pub dir: tempfile::TempDir,
+    pub server: FakeServer,
+    pub cni_path: PathBuf,
+}
+
+fn plugin_dir() -> PathBuf {
+    let wrapper = PathBuf::from(env!("CARGO_BIN_EXE_cni-wrapper-plugin"));
+    let dir = wrapper.parent().unwrap().to_path_buf();
+    if !dir.join("silk-cni").exists() {
+        // `cargo test -p cni-wrapper-plugin` alone does not build the delegate; build it.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "silk-cni"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building silk-cni failed");
+    }
+    assert!(
+        dir.join("silk-cni").exists(),
+        "silk-cni binary not next to the wrapper"
+    );
+    dir
+}
+
+impl Cell {
+    /// Enters a fresh namespace (this thread) and sets the cell up in it.
+    pub fn new() -> Cell {
+        assert_eq!(
+            std::env::var("SILK_TEST_ROOT").as_deref(),
+            Ok("1"),
+            "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
+        );
+        unshare_test_netns().unwrap();
+        run_ok(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0-peer",
+        ])
+        .unwrap();
+        run_ok(&["ip", "addr", "add", &format!("{CELL_IP}/24"), "dev", "eth0"]).unwrap();
+        run_ok(&["ip", "link", "set", "eth0", "up"]).unwrap();
+        let server = serve(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#);
+        Cell {
+            dir: tempfile::tempdir().unwrap(),
+            server,
+            cni_path: plugin_dir(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The conflist's wrapper entry with runtime injections (A's settings).
+    pub fn config(
+        &self,
+        metadata: serde_json::Value,
+        runtime: serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "cni-wrapper", "type": "cni-wrapper-plugin",
+            "datastore": self.path("container-metadata/store.json"),
+            "datastore_file_owner": "", "datastore_file_group": "",
+            "iptables_lock_file": self.path("garden-cni/iptables.lock"),
+            "instance_address": CELL_IP, "no_masquerade_cidr_range": "10.255.0.0/16",
+            "temporary_underlay_interface_names": [], "underlay_ips": [CELL_IP],
+            "iptables_asg_logging": false, "iptables_c2c_logging": false,
+            "iptables_denied_logs_per_sec": 1, "iptables_accepted_udp_logs_per_sec": 100,
+            "ingress_tag": "ffff0000", "vtep_name": "silk-vtep",
+            "policy_agent_force_poll_address": format!("127.0.0.1:{}", self.server.port),
+            "dns_servers": ["169.254.0.53"], "host_tcp_services": [], "host_udp_services": [],
+            "deny_networks": {"always": [], "running": [], "staging": []},
+            "delegate": {"cniVersion": "1.0.0", "name": "silk", "type": "silk-cni", "daemonPort": self.server.port,
+                         "dataDir": self.path("host-local"), "datastore": self.path("silk/store.json"), "mtu": 0},
+            "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false},
+            "metadata": metadata,
+            "runtimeConfig": runtime,
+        })
+    }
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+/// Invokes the wrapper as libcni does.
+pub fn cni(
+    cell_path: &Path,
+    cmd: &str,
+    id: &str,
+    netns: &str,
+    stdin: &str,
+    env_drop: &[&str],
+) -> Out {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cni-wrapper-plugin"));
+    c.env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", "")
+        .env("CNI_PATH", cell_path);
+    for k in env_drop {
+        c.env_remove(k);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// iptables-save of this namespace (v4, all tables).
+pub fn save() -> String {
+    run_ok(&["iptables-save"]).unwrap()
+}
+
+/// Rules and user chains of this namespace (v4), normalised; empty tables and builtin chains
+/// are left out (the nft backend creates tables on first use).
+pub fn rules_and_chains() -> Vec<String> {
+    silk_dataplane::iptables::save::normalize(&save())
+        .into_iter()
+        .filter(|l| {
+            !(l.starts_with('*') || l == "COMMIT" || (l.starts_with(':') && l.contains(" ACCEPT ")))
+        })
+        .collect()
+}
+
+/// Interfaces in this namespace other than lo and eth0.
+pub fn extra_links() -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(&["ip", "-j", "link", "show"]).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(String::from))
+        .filter(|n| n != "lo" && n != "eth0" && n != "eth0-peer")
+        .collect()
+}

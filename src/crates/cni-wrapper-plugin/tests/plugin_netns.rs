@@ -1,0 +1,333 @@
+//! The wrapper binary driven as garden-external-networker's libcni drives it, with the real
+//! silk-cni as delegate, in a namespace of its own: example A end to end, DEL leaving nothing,
+//! 50 parallel ADDs and DELs, and bad input producing spec errors with nothing half-created.
+
+#![allow(clippy::unwrap_used)] // test code: panics are the failure report
+
+mod common;
+
+use common::{cni, extra_links, rules_and_chains, save, Cell};
+use silk_dataplane::iptables::save::normalize;
+use silk_testkit::netns::NsHolder;
+
+const EXAMPLE_A: &str = include_str!("fixtures/example_a.save");
+const HANDLE_A: &str = "5f3c9a1e-7b2d-4c8e-6a91-0d4e";
+
+fn a_runtime() -> serde_json::Value {
+    serde_json::json!({
+        "netOutRules": [{"networks": [{"end": "10.10.255.255", "start": "10.10.0.0"}], "ports": [{"end": 443, "start": 443}], "protocol": 1}],
+        "portMappings": [{"container_port": 8080, "host_port": 61000}]
+    })
+}
+
+fn metadata() -> serde_json::Value {
+    serde_json::json!({"container_workload": "app", "policy_group_id": "pg", "space_id": "sp", "ports": "8080"})
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn example_a_through_the_binaries_then_del_leaves_nothing() {
+    let cell = Cell::new();
+    let before = rules_and_chains();
+    assert!(before.is_empty());
+    let ns = NsHolder::spawn().unwrap();
+    let netns = ns.path().to_str().unwrap();
+    let conf = cell.config(metadata(), a_runtime()).to_string();
+    let out = cni(&cell.cni_path, "ADD", HANDLE_A, netns, &conf, &[]);
+    assert_eq!(out.code, 0, "ADD failed: {} {}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["ips"][0]["address"], "10.255.30.2/32");
+    assert_eq!(r["dns"]["nameservers"], serde_json::json!(["169.254.0.53"]));
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+
+    // The live tables are exactly upstream's for example A.
+    assert_eq!(normalize(&save()), normalize(EXAMPLE_A));
+    let store: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store[HANDLE_A]["ip"], "10.255.30.2");
+    assert_eq!(store[HANDLE_A]["metadata"]["container_workload"], "app");
+    assert_eq!(
+        std::fs::read_to_string(cell.path("container-metadata/store.json_version")).unwrap(),
+        "2"
+    );
+    let reqs = cell.server.requests.lock().unwrap().clone();
+    assert!(reqs
+        .iter()
+        .any(|l| l.starts_with("GET /force-policy-poll-cycle ")));
+    assert!(reqs.iter().any(|l| l.starts_with(&format!(
+        "GET /force-asgs-for-container?container={HANDLE_A} "
+    ))));
+
+    let mut del_conf = cell.config(serde_json::Value::Null, serde_json::Value::Null);
+    del_conf.as_object_mut().unwrap().remove("metadata");
+    del_conf.as_object_mut().unwrap().remove("runtimeConfig");
+    del_conf["prevResult"] = r.clone();
+    for _ in 0..2 {
+        let d = cni(
+            &cell.cni_path,
+            "DEL",
+            HANDLE_A,
+            netns,
+            &del_conf.to_string(),
+            &[],
+        );
+        assert_eq!(
+            (d.code, d.stdout.as_str()),
+            (0, ""),
+            "DEL failed: {}",
+            d.stderr
+        );
+    }
+    assert_eq!(
+        rules_and_chains(),
+        before,
+        "DEL must leave the tables as they were"
+    );
+    assert!(extra_links().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+        "{}\n"
+    );
+    assert!(!cell.path("host-local/ipam/silk/10.255.30.2").exists());
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn dynamic_asgs_leave_only_the_reject_in_netout() {
+    let cell = Cell::new();
+    cell.server
+        .asg_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let ns = NsHolder::spawn().unwrap();
+    let conf = cell.config(metadata(), a_runtime()).to_string();
+    let out = cni(
+        &cell.cni_path,
+        "ADD",
+        "7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e",
+        ns.path().to_str().unwrap(),
+        &conf,
+        &[],
+    );
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let netout: Vec<String> = save()
+        .lines()
+        .filter(|l| l.starts_with("-A netout--7b8c9d0e-1f2a-4b3c-8 "))
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        netout,
+        vec!["-A netout--7b8c9d0e-1f2a-4b3c-8 -j REJECT --reject-with icmp-port-unreachable"]
+    );
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn fifty_parallel_adds_then_dels() {
+    let cell = Cell::new();
+    let before = rules_and_chains();
+    assert!(before.is_empty());
+    let holders: Vec<NsHolder> = (0..50).map(|_| NsHolder::spawn().unwrap()).collect();
+    let conf = cell.config(metadata(), a_runtime()).to_string();
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let joins: Vec<_> = holders
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (cell, conf) = (&cell, &conf);
+                s.spawn(move || {
+                    let o = cni(
+                        &cell.cni_path,
+                        "ADD",
+                        &format!("container-{i:02}"),
+                        h.path().to_str().unwrap(),
+                        conf,
+                        &[],
+                    );
+                    assert_eq!(o.code, 0, "ADD {i}: {} {}", o.stdout, o.stderr);
+                    o.json()["ips"][0]["address"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 50, "IPs must be distinct: {ips:?}");
+    let saved = save();
+    for (i, ip) in ips.iter().enumerate() {
+        let h = format!("container-{i:02}");
+        for chain in [
+            format!("input--{h}"),
+            format!("netout--{h}"),
+            format!("overlay--{h}"),
+            format!("netout--{h}--log"),
+            format!("netin--{h}"),
+        ] {
+            assert!(
+                saved.contains(&format!(":{chain} ")),
+                "missing chain {chain}"
+            );
+        }
+        assert!(
+            saved.contains(&format!("-A INPUT -s {ip} -j input--{h}")),
+            "missing INPUT jump for {h}"
+        );
+        assert!(saved.contains(&format!(
+            "-A POSTROUTING -s {ip} ! -d 10.255.0.0/16 ! -o silk-vtep -j MASQUERADE"
+        )));
+        assert!(saved.contains(&format!(
+            "--to-destination {}:8080",
+            ip.trim_end_matches("/32")
+        )));
+    }
+    assert_eq!(extra_links().len(), 50);
+
+    let del_conf = cell
+        .config(serde_json::Value::Null, serde_json::Value::Null)
+        .to_string();
+    std::thread::scope(|s| {
+        for (i, h) in holders.iter().enumerate() {
+            let (cell, conf) = (&cell, &del_conf);
+            s.spawn(move || {
+                let o = cni(
+                    &cell.cni_path,
+                    "DEL",
+                    &format!("container-{i:02}"),
+                    h.path().to_str().unwrap(),
+                    conf,
+                    &[],
+                );
+                assert_eq!(o.code, 0, "DEL {i}: {} {}", o.stdout, o.stderr);
+            });
+        }
+    });
+    assert_eq!(rules_and_chains(), before, "no chain or rule may remain");
+    assert!(
+        extra_links().is_empty(),
+        "no interface may remain: {:?}",
+        extra_links()
+    );
+    let ipam: Vec<_> = std::fs::read_dir(cell.path("host-local/ipam/silk"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(ipam.is_empty(), "IPAM files remain: {ipam:?}");
+    assert_eq!(
+        std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+        "{}\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cell.path("silk/store.json")).unwrap(),
+        "{}\n"
+    );
+}
+
+/// Asserts a spec error with `code`, and that nothing was created.
+fn assert_clean_failure(
+    cell: &Cell,
+    out: &common::Out,
+    code: u64,
+    msg_prefix: &str,
+    before: &[String],
+) {
+    assert_eq!(out.code, 1, "must exit non-zero: {}", out.stdout);
+    let v = out.json();
+    assert_eq!(v["code"].as_u64(), Some(code), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with(msg_prefix),
+        "msg {msg:?} does not start with {msg_prefix:?}"
+    );
+    assert_eq!(rules_and_chains(), before, "no rule may be written");
+    assert!(extra_links().is_empty(), "no interface may be created");
+    let ipam = cell.path("host-local/ipam/silk");
+    let left = std::fs::read_dir(&ipam)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "no address may stay reserved");
+    let store =
+        std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap_or_default();
+    assert!(
+        store.is_empty() || store == "{}\n",
+        "no store entry may remain: {store}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn bad_input_gives_spec_errors_and_creates_nothing() {
+    let cell = Cell::new();
+    let before = rules_and_chains();
+    assert!(before.is_empty());
+    let ns = NsHolder::spawn().unwrap();
+    let netns = ns.path().to_str().unwrap();
+    let good = cell.config(metadata(), a_runtime());
+
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, "{not json", &[]);
+    assert_clean_failure(
+        &cell,
+        &o,
+        6,
+        "decoding version from network config",
+        &before,
+    );
+
+    let o = cni(
+        &cell.cni_path,
+        "ADD",
+        "h1",
+        netns,
+        &good.to_string(),
+        &["CNI_NETNS"],
+    );
+    assert_clean_failure(
+        &cell,
+        &o,
+        4,
+        "required env variables [CNI_NETNS] missing",
+        &before,
+    );
+
+    let mut v = good.clone();
+    v["cniVersion"] = "9.9.9".into();
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, &v.to_string(), &[]);
+    assert_clean_failure(&cell, &o, 1, "incompatible CNI versions", &before);
+
+    let mut v = good.clone();
+    v["runtimeConfig"]["netOutRules"] = serde_json::json!([{"protocol": 1, "networks": [{"start": "nope", "end": "10.0.0.1"}], "ports": [{"start": 1, "end": 2}]}]);
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, &v.to_string(), &[]);
+    assert_clean_failure(&cell, &o, 999, "invalid ip range", &before);
+
+    let mut v = good.clone();
+    v["dns_servers"] = serde_json::json!(["not-an-ip"]);
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, &v.to_string(), &[]);
+    assert_clean_failure(&cell, &o, 999, "invalid DNS server \"not-an-ip\"", &before);
+
+    // silk-daemon down: the delegate reports it; the wrapper rolls back and creates nothing.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut v = good.clone();
+    v["delegate"]["daemonPort"] = dead_port.into();
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, &v.to_string(), &[]);
+    assert_clean_failure(
+        &cell,
+        &o,
+        999,
+        "delegate call: discover network info",
+        &before,
+    );
+
+    // A missing log directory is no reason to fail (the plugins' log files live under
+    // /var/vcap/sys/log, absent on a test machine).
+    let o = cni(&cell.cni_path, "ADD", "h1", netns, &good.to_string(), &[]);
+    assert_eq!(o.code, 0, "{} {}", o.stdout, o.stderr);
+}
