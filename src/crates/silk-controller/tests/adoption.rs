@@ -1,0 +1,179 @@
+//! Adoption of an upstream database in place (control-plane §3.4): served as-is,
+//! `gorp_migrations` and the schema unchanged afterwards; an empty database gets exactly
+//! upstream's schema and bookkeeping row; unknown migration ids stop the start.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use silk_core::Lease;
+use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::postgres::TestDb;
+
+const UPSTREAM_DB: &str = include_str!("fixtures/upstream-db.sql");
+
+/// gorp_migrations rows as text, and every column and constraint of both tables.
+async fn snapshot(db: &TestDb) -> (Vec<String>, Vec<String>) {
+    let c = db.client().await;
+    let gorp = c
+        .query("SELECT id || ' ' || coalesce(applied_at::text, 'NULL') FROM gorp_migrations ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut schema: Vec<String> = c
+        .query(
+            "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(character_maximum_length::text, '-') \
+             || ' ' || is_nullable || ' ' || coalesce(column_default, '-') \
+             FROM information_schema.columns WHERE table_name IN ('subnets', 'gorp_migrations')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let constraints = c
+        .query(
+            "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid IN ('subnets'::regclass, 'gorp_migrations'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap();
+    schema.extend(constraints.iter().map(|r| r.get::<_, String>(0)));
+    let tables = c
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    schema.extend(
+        tables
+            .iter()
+            .map(|r| format!("table {}", r.get::<_, String>(0))),
+    );
+    schema.sort();
+    (gorp, schema)
+}
+
+fn lease(u: &str, s: &str, m: &str) -> Lease {
+    Lease {
+        underlay_ip: u.into(),
+        overlay_subnet: s.into(),
+        overlay_hardware_addr: m.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres: run via scripts/test"]
+async fn upstream_database_is_served_as_is_and_left_unchanged() {
+    let db = TestDb::create().await;
+    db.client().await.batch_execute(UPSTREAM_DB).await.unwrap();
+    let before = snapshot(&db).await;
+    assert_eq!(before.0, ["1 2019-03-04 10:11:12.123456+00"]);
+
+    let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
+    let mut controller = Controller::start(&db, &certs, &Settings::default()).await;
+    let client = controller.client(&certs);
+    let mut listed = client.list().await.unwrap();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            lease("10.0.16.12", "10.255.7.0/24", "ee:ee:0a:ff:07:00"),
+            lease("10.0.16.13", "10.255.42.0/24", "ee:ee:0a:ff:2a:00"),
+            lease("10.0.16.14", "10.255.200.0/24", "ee:ee:0a:ff:c8:00"),
+            lease("10.0.32.5", "10.255.0.5/32", "ee:ee:0a:ff:00:05"),
+        ]
+    );
+    // Existing hosts keep their leases; renews of Go-written rows succeed.
+    let cell = lease("10.0.16.12", "10.255.7.0/24", "ee:ee:0a:ff:07:00");
+    assert_eq!(client.acquire("10.0.16.12", false).await.unwrap(), cell);
+    client.renew(&cell).await.unwrap();
+    // The expired host comes back and gets its old row again (the row is still its own).
+    assert_eq!(
+        client.acquire("10.0.16.99", false).await.unwrap(),
+        lease("10.0.16.99", "10.255.99.0/24", "ee:ee:0a:ff:63:00")
+    );
+    // New hosts never get a subnet a Go-written row holds.
+    let fresh = client.acquire("10.0.16.200", false).await.unwrap();
+    assert!(![
+        "10.255.7.0/24",
+        "10.255.42.0/24",
+        "10.255.200.0/24",
+        "10.255.99.0/24"
+    ]
+    .contains(&fresh.overlay_subnet.as_str()));
+    assert_eq!(controller.terminate(), Some(0));
+    assert_eq!(
+        snapshot(&db).await,
+        before,
+        "gorp_migrations and the schema must not change"
+    );
+    // A second start (adoption rule 1) changes nothing either.
+    let again = Controller::start(&db, &certs, &Settings::default()).await;
+    drop(again);
+    assert_eq!(snapshot(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres: run via scripts/test"]
+async fn empty_database_gets_exactly_the_upstream_schema() {
+    let upstream = TestDb::create().await;
+    upstream
+        .client()
+        .await
+        .batch_execute(UPSTREAM_DB)
+        .await
+        .unwrap();
+    let (_, upstream_schema) = snapshot(&upstream).await;
+
+    let db = TestDb::create().await;
+    let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
+    // Two controllers starting at once on the empty database.
+    let (sa, sb) = (Settings::default(), Settings::default());
+    let (a, b) = tokio::join!(
+        Controller::start(&db, &certs, &sa),
+        Controller::start(&db, &certs, &sb)
+    );
+    drop((a, b));
+    let (gorp, schema) = snapshot(&db).await;
+    assert_eq!(schema, upstream_schema);
+    assert_eq!(gorp.len(), 1);
+    assert!(
+        gorp[0].starts_with("1 ") && !gorp[0].ends_with("NULL"),
+        "{gorp:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres: run via scripts/test"]
+async fn unknown_migration_ids_stop_the_start() {
+    let db = TestDb::create().await;
+    db.client().await.batch_execute(UPSTREAM_DB).await.unwrap();
+    db.client()
+        .await
+        .batch_execute("INSERT INTO gorp_migrations (id, applied_at) VALUES ('2', now())")
+        .await
+        .unwrap();
+    let before = snapshot(&db).await;
+    let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let config = write_config(
+        certs.dir(),
+        "c.json",
+        &config_json(&db, &certs, &Settings::default(), ports),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
+        .arg(format!("-config={}", config.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cfnetworking.silk-controller error: migrating database: unknown migration in database: 2"), "{stderr}");
+    assert_eq!(snapshot(&db).await, before);
+}
