@@ -1,6 +1,8 @@
 //! Every route and status code of control-plane §1 against the real binary, over mutual TLS,
 //! on a real PostgreSQL database.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

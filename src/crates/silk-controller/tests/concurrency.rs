@@ -1,6 +1,8 @@
 //! Races and pool limits (control-plane §2.3): two controller processes on one database,
 //! exhaustion, reuse of expired leases oldest first.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -2,6 +2,8 @@
 //! exits 64 listing every problem before anything is bound or connected; `-config=` and
 //! `--config` both work; start-up failures exit 1 with upstream's one-line error.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! than ECDHE-RSA-AES128-GCM-SHA256 is refused; TLS 1.2 with that suite and TLS 1.3 work;
 //! only HTTP/1.1 is offered.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
