@@ -4,3 +4,4 @@
 pub mod certs;
 pub mod netns;
 pub mod postgres;
+pub mod testbed;

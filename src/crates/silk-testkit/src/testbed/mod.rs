@@ -1,0 +1,466 @@
+//! The multi-cell test bed: network namespaces wired into one underlay segment, a controller
+//! backed by PostgreSQL (reached over its unix socket, which crosses namespaces), and one
+//! silk-daemon per cell, all real binaries with rendered configs and generated certificates.
+//!
+//! Layout, all inside namespaces this module creates and removes (nothing is added to the
+//! root namespace but processes):
+//!
+//! ```text
+//!  <t>-ul:  bridge br0 ── u0 ── eth0 192.0.2.1/24   <t>-api  (silk-controller :4103)
+//!                     ├── u1 ── eth0 192.0.2.10/24  <t>-c0   (silk-daemon, silk-vtep)
+//!                     └── uN ── eth0 192.0.2.(10+N) <t>-cN
+//! ```
+//!
+//! Underlay addresses come from TEST-NET-1 (RFC 5737) and exist only inside the namespaces.
+//! `/etc/netns/<ns>/hosts` maps the controller's DNS name for `ip netns exec`.
+
+pub mod process;
+pub mod render;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::certs::{ServerKey, TestCerts};
+use crate::netns::{run_ok, unique_token, NamedNetns};
+use crate::postgres::TestDb;
+use process::Proc;
+use render::{controller_json, daemon_json, Timing, CONTROLLER_NAME, DAEMON_PORT};
+
+pub use render::CONTROLLER_HEALTH_PORT;
+
+/// The overlay network the bed's controller hands out.
+pub const OVERLAY: &str = "10.255.0.0/16";
+/// The block size of cell leases.
+pub const PREFIX: u8 = 24;
+/// The controller's underlay address.
+pub const API_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificates: {0}")]
+    Certs(#[from] crate::certs::CertsError),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{name} exited early ({status}); log:\n{log}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, TestbedError>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let what = what.into();
+    move |source| TestbedError::Io { what, source }
+}
+
+/// Paths of the binaries under test.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub controller: PathBuf,
+    pub daemon: PathBuf,
+}
+
+impl Binaries {
+    /// The daemon binary given by the caller (`env!("CARGO_BIN_EXE_silk-daemon")`); the
+    /// controller from the same target directory, built with cargo when it is not there yet.
+    pub fn beside(daemon: &str) -> Result<Self> {
+        let daemon = PathBuf::from(daemon);
+        let dir = daemon.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let controller = dir.join("silk-controller");
+        if !controller.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "silk-controller", "--bin", "silk-controller"])
+                .status()
+                .map_err(io("cargo build -p silk-controller"))?;
+            if !status.success() || !controller.exists() {
+                return Err(TestbedError::Timeout(format!(
+                    "silk-controller not found at {} after cargo build ({status})",
+                    controller.display()
+                )));
+            }
+        }
+        Ok(Binaries { controller, daemon })
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cells: usize,
+    pub timing: Timing,
+    pub log_level: String,
+    /// Processes in their own process group, so they outlive the caller (the lab).
+    pub detach: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cells: 3,
+            timing: Timing::default(),
+            log_level: "info".into(),
+            detach: false,
+        }
+    }
+}
+
+/// One cell: its namespace, underlay address, config and daemon.
+#[derive(Debug)]
+pub struct Cell {
+    pub index: usize,
+    pub ns: NamedNetns,
+    pub underlay_ip: Ipv4Addr,
+    pub config: PathBuf,
+    pub datastore: PathBuf,
+    pub log: PathBuf,
+    pub daemon: Option<Proc>,
+}
+
+/// The bed. Drop stops every process, removes every namespace (and with them the bridge and
+/// veths) and the `/etc/netns` entries; the database and temp dir go with their guards.
+pub struct Testbed {
+    pub token: String,
+    pub dir: PathBuf,
+    pub certs: TestCerts,
+    pub db: TestDb,
+    pub api: NamedNetns,
+    pub cells: Vec<Cell>,
+    pub binaries: Binaries,
+    pub options: Options,
+    controller: Option<Proc>,
+    controller_config: PathBuf,
+    controller_log: PathBuf,
+    etc_dirs: Vec<PathBuf>,
+    // Dropped last: the bridge namespace.
+    underlay: NamedNetns,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Testbed {
+    /// Builds namespaces, underlay, database, certificates and configs; starts nothing.
+    pub async fn build(binaries: Binaries, options: Options) -> Result<Testbed> {
+        let tmp = tempfile::Builder::new()
+            .prefix("silk-testbed.")
+            .tempdir()
+            .map_err(io("create temp dir"))?;
+        let dir = tmp.path().to_path_buf();
+        let mut bed = Self::build_in(binaries, options, dir).await?;
+        bed._tmp = Some(tmp);
+        Ok(bed)
+    }
+
+    /// As [`Testbed::build`], with files in `dir` (kept).
+    pub async fn build_in(binaries: Binaries, options: Options, dir: PathBuf) -> Result<Testbed> {
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let token = format!("s{}", unique_token(5));
+        let db = TestDb::create().await;
+        let certs = TestCerts::generate(ServerKey::Rsa)?;
+        let underlay =
+            NamedNetns::create(&format!("{token}-ul")).map_err(io("create underlay netns"))?;
+        let ul = underlay.name().to_string();
+        run_ok(&["ip", "-n", &ul, "link", "add", "br0", "type", "bridge"])
+            .map_err(io("add bridge"))?;
+        run_ok(&["ip", "-n", &ul, "link", "set", "br0", "up"]).map_err(io("bridge up"))?;
+        let api = NamedNetns::create(&format!("{token}-api")).map_err(io("create api netns"))?;
+        let mut etc_dirs = Vec::new();
+        attach(&ul, 0, &api, API_IP).map_err(io("wire api netns"))?;
+        etc_dirs.push(write_hosts(api.name())?);
+
+        let controller_config = dir.join("silk-controller.json");
+        let pg = &db.cluster;
+        let text = controller_json(
+            &certs,
+            OVERLAY,
+            PREFIX,
+            (&pg.socket_dir, pg.port, &pg.user, &db.name),
+            &options.timing,
+        );
+        std::fs::write(&controller_config, text).map_err(io("write controller config"))?;
+        let controller_log = dir.join("silk-controller.log");
+
+        let mut bed = Testbed {
+            token,
+            dir,
+            certs,
+            db,
+            api,
+            cells: Vec::new(),
+            binaries,
+            options,
+            controller: None,
+            controller_config,
+            controller_log,
+            etc_dirs,
+            underlay,
+            _tmp: None,
+        };
+        for _ in 0..bed.options.cells {
+            bed.add_cell()?;
+        }
+        Ok(bed)
+    }
+
+    /// Adds one more cell (namespace, underlay port, config); its daemon is not started.
+    pub fn add_cell(&mut self) -> Result<usize> {
+        let i = self.cells.len();
+        let ns =
+            NamedNetns::create(&format!("{}-c{i}", self.token)).map_err(io("create cell netns"))?;
+        let last =
+            u8::try_from(10 + i).map_err(|_| TestbedError::Timeout("too many cells".into()))?;
+        let underlay_ip = Ipv4Addr::new(192, 0, 2, last);
+        attach(self.underlay.name(), i + 1, &ns, underlay_ip)
+            .map_err(io(format!("wire cell {i}")))?;
+        self.etc_dirs.push(write_hosts(ns.name())?);
+        let cell_dir = self.dir.join(format!("c{i}"));
+        std::fs::create_dir_all(&cell_dir).map_err(io("create cell dir"))?;
+        let datastore = cell_dir.join("silk/store.json");
+        let config = cell_dir.join("client-config.json");
+        let text = daemon_json(
+            &self.certs,
+            underlay_ip,
+            OVERLAY,
+            PREFIX,
+            &datastore,
+            &self.options.timing,
+            &self.options.log_level,
+        );
+        std::fs::write(&config, text).map_err(io("write daemon config"))?;
+        self.cells.push(Cell {
+            index: i,
+            ns,
+            underlay_ip,
+            config,
+            datastore,
+            log: cell_dir.join("silk-daemon.log"),
+            daemon: None,
+        });
+        Ok(i)
+    }
+
+    /// Starts the controller in the api namespace and waits for its health endpoint.
+    pub fn start_controller(&mut self) -> Result<()> {
+        let argv = vec![
+            self.binaries.controller.display().to_string(),
+            format!("-config={}", self.controller_config.display()),
+        ];
+        let mut p = Proc::spawn(
+            "silk-controller",
+            self.api.name(),
+            &argv,
+            &self.controller_log,
+            self.options.detach,
+        )
+        .map_err(io("spawn silk-controller"))?;
+        let url = format!("http://127.0.0.1:{CONTROLLER_HEALTH_PORT}/health");
+        wait_http(&mut p, self.api.path(), &url, Duration::from_secs(30))?;
+        self.controller = Some(p);
+        Ok(())
+    }
+
+    /// SIGTERM to the controller (a controller outage).
+    pub fn stop_controller(&mut self) -> Result<()> {
+        if let Some(mut p) = self.controller.take() {
+            p.stop(Duration::from_secs(10))
+                .map_err(io("stop silk-controller"))?;
+        }
+        Ok(())
+    }
+
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(&self.controller_log).unwrap_or_default()
+    }
+
+    /// Starts cell `i`'s daemon and waits until its local API answers.
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let cell = &mut self.cells[i];
+        let argv = vec![
+            self.binaries.daemon.display().to_string(),
+            format!("-config={}", cell.config.display()),
+        ];
+        let mut p = Proc::spawn(
+            &format!("silk-daemon c{i}"),
+            cell.ns.name(),
+            &argv,
+            &cell.log,
+            self.options.detach,
+        )
+        .map_err(io("spawn silk-daemon"))?;
+        let url = format!("http://127.0.0.1:{DAEMON_PORT}/");
+        wait_http(&mut p, cell.ns.path(), &url, Duration::from_secs(30))?;
+        cell.daemon = Some(p);
+        Ok(())
+    }
+
+    /// Starts every cell's daemon.
+    pub fn start_daemons(&mut self) -> Result<()> {
+        for i in 0..self.cells.len() {
+            self.start_daemon(i)?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to cell `i`'s daemon; returns its exit code.
+    pub fn stop_daemon(&mut self, i: usize) -> Result<Option<i32>> {
+        match self.cells[i].daemon.take() {
+            Some(mut p) => Ok(p
+                .stop(Duration::from_secs(10))
+                .map_err(io("stop silk-daemon"))?
+                .code()),
+            None => Ok(None),
+        }
+    }
+
+    /// SIGKILL to cell `i`'s daemon (it neither renews nor cleans up again).
+    pub fn kill_daemon(&mut self, i: usize) -> Result<()> {
+        if let Some(mut p) = self.cells[i].daemon.take() {
+            p.kill().map_err(io("kill silk-daemon"))?;
+        }
+        Ok(())
+    }
+
+    /// The pid of cell `i`'s daemon, if started.
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.cells[i].daemon.as_ref().map(Proc::pid)
+    }
+
+    /// Whether cell `i`'s daemon is still running.
+    pub fn daemon_running(&mut self, i: usize) -> bool {
+        match self.cells[i].daemon.as_mut() {
+            Some(p) => matches!(p.exited(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn daemon_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.cells[i].log).unwrap_or_default()
+    }
+
+    /// Runs `argv` in cell `i`'s namespace; stdout on success.
+    pub fn in_cell(&self, i: usize, argv: &[&str]) -> std::io::Result<String> {
+        self.cells[i].ns.run_ok(argv)
+    }
+
+    /// Runs `argv` in cell `i`'s namespace the way BOSH would run a helper: through
+    /// `ip netns exec` (so the controller's name resolves). Returns the raw output.
+    pub fn run_helper(&self, i: usize, argv: &[&str]) -> std::io::Result<std::process::Output> {
+        let mut full = vec!["ip", "netns", "exec", self.cells[i].ns.name()];
+        full.extend_from_slice(argv);
+        crate::netns::run_cmd(&full, Duration::from_secs(120))
+    }
+
+    /// The unexpired leases of the `subnets` table (the controller's `GET /leases` view):
+    /// (underlay_ip, overlay_subnet, overlay_hwaddr), sorted by underlay IP.
+    pub async fn lease_table(&self) -> Vec<(String, String, String)> {
+        let client = self.db.client().await;
+        let exp = i64::try_from(self.options.timing.lease_expiration_seconds).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
+                 WHERE last_renewed_at + $1 > EXTRACT(EPOCH FROM now())::bigint ORDER BY underlay_ip",
+                &[&exp],
+            )
+            .await
+            .expect("query subnets");
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    /// Names of every namespace of the bed.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![
+            self.underlay.name().to_string(),
+            self.api.name().to_string(),
+        ];
+        v.extend(self.cells.iter().map(|c| c.ns.name().to_string()));
+        v
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.cells {
+            if let Some(mut p) = c.daemon.take() {
+                let _ = p.kill();
+            }
+        }
+        if let Some(mut p) = self.controller.take() {
+            let _ = p.kill();
+        }
+        for d in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Connects `host` to the bridge: veth `u<n>` in the underlay namespace, `eth0` inside `host`.
+fn attach(ul: &str, n: usize, host: &NamedNetns, ip: Ipv4Addr) -> std::io::Result<()> {
+    let port = format!("u{n}");
+    run_ok(&[
+        "ip",
+        "-n",
+        ul,
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        host.name(),
+    ])?;
+    run_ok(&["ip", "-n", ul, "link", "set", &port, "master", "br0", "up"])?;
+    host.run_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    host.run_ok(&["ip", "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// `/etc/netns/<ns>/hosts`, which `ip netns exec` bind-mounts over `/etc/hosts`.
+fn write_hosts(ns: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from("/etc/netns").join(ns);
+    std::fs::create_dir_all(&dir).map_err(io("create /etc/netns entry"))?;
+    let text = format!("127.0.0.1 localhost\n{API_IP} {CONTROLLER_NAME}\n");
+    std::fs::write(dir.join("hosts"), text).map_err(io("write /etc/netns hosts"))?;
+    Ok(dir)
+}
+
+/// Polls `url` inside namespace `ns` with curl until it answers 2xx, `p` exits, or `timeout`.
+fn wait_http(p: &mut Proc, ns: &Path, url: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = p.exited() {
+            return Err(TestbedError::Exited {
+                name: p.name.clone(),
+                status: status.to_string(),
+                log: p.log_text(),
+            });
+        }
+        let ok = crate::netns::run_in(ns, &["curl", "-sf", "-m", "1", "-o", "/dev/null", url])
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(TestbedError::Timeout(format!(
+                "{} did not answer {url} within {timeout:?}; log:\n{}",
+                p.name,
+                p.log_text()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,92 @@
+//! Config files of the test bed's processes, with the field names the BOSH templates render
+//! (control-plane contract §4.2, §5.2).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::certs::{path_str, TestCerts};
+
+/// The controller's DNS name, resolved through `/etc/netns/<ns>/hosts` inside the cells.
+pub const CONTROLLER_NAME: &str = "silk-controller.service.cf.internal";
+pub const CONTROLLER_PORT: u16 = 4103;
+pub const CONTROLLER_HEALTH_PORT: u16 = 19683;
+pub const CONTROLLER_DEBUG_PORT: u16 = 46455;
+pub const DAEMON_PORT: u16 = 23954;
+pub const DAEMON_DEBUG_PORT: u16 = 22233;
+
+/// Knobs shared by the rendered configs.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub poll_interval_seconds: u64,
+    pub lease_expiration_seconds: u64,
+    pub partition_tolerance_seconds: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            poll_interval_seconds: 1,
+            lease_expiration_seconds: 60,
+            partition_tolerance_seconds: 600,
+        }
+    }
+}
+
+/// silk-controller.json: PostgreSQL over the unix socket in `pg_socket_dir`.
+pub fn controller_json(
+    certs: &TestCerts,
+    overlay: &str,
+    prefix: u8,
+    pg: (&str, u16, &str, &str),
+    t: &Timing,
+) -> String {
+    let (socket_dir, port, user, db) = pg;
+    format!(
+        r#"{{
+  "debug_server_port": {CONTROLLER_DEBUG_PORT}, "health_check_port": {CONTROLLER_HEALTH_PORT},
+  "listen_host": "0.0.0.0", "listen_port": {CONTROLLER_PORT},
+  "ca_cert_file": "{ca}", "server_cert_file": "{cert}", "server_key_file": "{key}",
+  "network": ["{overlay}"], "subnet_prefix_length": {prefix},
+  "database": {{"type": "postgres", "user": "{user}", "password": "", "host": "{socket_dir}",
+    "port": {port}, "timeout": 10, "database_name": "{db}", "require_ssl": false, "ca_cert": "",
+    "skip_hostname_validation": false}},
+  "lease_expiration_seconds": {exp}, "metron_port": 3457, "staleness_threshold_seconds": 3600,
+  "metrics_emit_seconds": 30, "log_prefix": "cfnetworking", "max_idle_connections": 10,
+  "max_open_connections": 50, "connections_max_lifetime_seconds": 3600
+}}"#,
+        ca = path_str(&certs.ca_cert),
+        cert = path_str(&certs.server_cert),
+        key = path_str(&certs.server_key),
+        exp = t.lease_expiration_seconds,
+    )
+}
+
+/// client-config.json for one cell.
+pub fn daemon_json(
+    certs: &TestCerts,
+    underlay_ip: Ipv4Addr,
+    overlay: &str,
+    prefix: u8,
+    datastore: &Path,
+    t: &Timing,
+    log_level: &str,
+) -> String {
+    format!(
+        r#"{{
+  "underlay_ip": "{underlay_ip}", "subnet_prefix_length": {prefix}, "overlay_network": ["{overlay}"],
+  "health_check_port": {DAEMON_PORT}, "vtep_name": "silk-vtep",
+  "connectivity_server_url": "https://{CONTROLLER_NAME}:{CONTROLLER_PORT}",
+  "ca_cert_file": "{ca}", "client_cert_file": "{cert}", "client_key_file": "{key}",
+  "vni": 1, "poll_interval": {poll}, "debug_server_port": {DAEMON_DEBUG_PORT},
+  "datastore": "{ds}", "partition_tolerance_seconds": {pt}, "client_timeout_seconds": 5,
+  "metron_port": 3457, "vtep_port": 4789, "log_prefix": "cfnetworking", "log_level": "{log_level}",
+  "vxlan_interface_name": "", "single_ip_only": false, "enable_ipv6": false, "ipv6_prefix": null
+}}"#,
+        ca = path_str(&certs.ca_cert),
+        cert = path_str(&certs.client_cert),
+        key = path_str(&certs.client_key),
+        poll = t.poll_interval_seconds,
+        ds = path_str(datastore),
+        pt = t.partition_tolerance_seconds,
+    )
+}
