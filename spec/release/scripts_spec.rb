@@ -138,3 +138,42 @@ module BoshTemplate
     end
   end
 end
+
+module BoshTemplate
+  RSpec.describe 'silk-healthchecker restart-monit-job' do
+    let(:bin) { File.join(RELEASE_DIR, 'src', 'silk-healthchecker', 'restart-monit-job') }
+
+    # A recording monit: appends its arguments to calls.log and reports silk-daemon as running.
+    def with_recording_monit
+      Dir.mktmpdir do |dir|
+        monit = File.join(dir, 'monit')
+        File.write(monit, "#!/bin/bash\necho \"$*\" >> #{dir}/calls.log\n" \
+                          "[ \"$1\" = summary ] && echo \"Process 'silk-daemon'               running\"\nexit 0\n")
+        File.chmod(0o755, monit)
+        env = { 'MONIT' => monit, 'RESTART_MONIT_JOB_RUN_DIR' => File.join(dir, 'run'),
+                'RESTART_MONIT_JOB_LOG' => File.join(dir, 'restart.log') }
+        yield dir, env
+      end
+    end
+
+    it 'restarts the job while the failure count is below 10' do
+      with_recording_monit do |dir, env|
+        File.write(File.join(dir, 'count'), "3\n")
+        _out, _err, status = Open3.capture3(env, bin, 'silk-daemon', File.join(dir, 'count'))
+        expect(status).to be_success
+        expect(File.read(File.join(dir, 'calls.log')).lines.map(&:strip))
+          .to eq(['restart silk-daemon', 'summary', 'monitor silk-daemon-healthchecker'])
+        expect(File.read(File.join(dir, 'restart.log'))).to include('restarting silk-daemon (consecutive health check failures: 3)')
+      end
+    end
+
+    it 'stops restarting and unmonitors the healthchecker after 10 consecutive failures' do
+      with_recording_monit do |dir, env|
+        File.write(File.join(dir, 'count'), "10\n")
+        _out, _err, status = Open3.capture3(env, bin, 'silk-daemon', File.join(dir, 'count'))
+        expect(status).to be_success
+        expect(File.read(File.join(dir, 'calls.log')).lines.map(&:strip)).to eq(['unmonitor silk-daemon-healthchecker'])
+      end
+    end
+  end
+end
