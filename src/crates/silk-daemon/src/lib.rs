@@ -4,6 +4,7 @@
 //! `silk-daemon-shutdown`, `silk-daemon-bootstrap`).
 
 pub mod api;
+pub mod bootstrap;
 pub mod config;
 pub mod cycle;
 pub mod daemon;

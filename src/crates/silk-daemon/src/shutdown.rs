@@ -181,7 +181,7 @@ pub fn answers(url: &str, timeout: Duration) -> bool {
 
 /// Removes `-j istio-ingress` from OUTPUT and the chain itself, under the shared iptables
 /// lock; "No chain/target/match by that name." counts as done.
-fn remove_istio_chain(o: &ShutdownOpts) -> Result<(), ShutdownError> {
+pub fn remove_istio_chain(o: &ShutdownOpts) -> Result<(), ShutdownError> {
     let _lock = match &o.iptables_lock_file {
         Some(p) => Some(
             FileLock::exclusive(p, 0o600).map_err(|e| ShutdownError::Iptables(e.to_string()))?,

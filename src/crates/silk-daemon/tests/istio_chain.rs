@@ -1,0 +1,59 @@
+//! netns tier: the single-IP `istio-ingress` chain that silk-daemon-bootstrap installs and the
+//! drain removes, against real iptables in a namespace of the test's own.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use silk_daemon::bootstrap::install_istio_chain;
+use silk_daemon::shutdown::{remove_istio_chain, ShutdownOpts};
+use silk_testkit::netns::{run_ok, unshare_test_netns};
+
+fn filter_rules() -> Vec<String> {
+    run_ok(&["iptables-save", "-t", "filter"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("istio-ingress"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn bootstrap_installs_once_and_drain_removes_twice() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "run via scripts/test"
+    );
+    unshare_test_netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("iptables.lock");
+    install_istio_chain("00ff", Some(&lock)).unwrap();
+    install_istio_chain("00ff", Some(&lock)).unwrap();
+    let rules = filter_rules();
+    assert_eq!(
+        rules,
+        vec![
+            ":istio-ingress - [0:0]",
+            "-A OUTPUT -j istio-ingress",
+            "-A istio-ingress -o silk-vtep -j MARK --set-xmark 0xff/0xffffffff",
+            "-A istio-ingress -o silk-vtep -j ACCEPT",
+        ],
+        "installed exactly once"
+    );
+    let opts = ShutdownOpts {
+        container_metadata_file: dir.path().join("store.json"),
+        check_interval: Duration::from_secs(1),
+        check_timeout: Duration::from_secs(1),
+        silk_daemon_url: String::new(),
+        silk_daemon_timeout: Duration::from_secs(1),
+        silk_daemon_pid_path: None,
+        ping_server_timeout: Duration::from_secs(1),
+        iptables_lock_file: Some(PathBuf::from(&lock)),
+    };
+    remove_istio_chain(&opts).unwrap();
+    assert!(filter_rules().is_empty());
+    remove_istio_chain(&opts).unwrap();
+}
