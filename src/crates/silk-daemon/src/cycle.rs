@@ -76,8 +76,18 @@ impl Poller {
     /// until a renew failure becomes fatal.
     pub async fn run(mut self, interval: Duration) -> FatalRenew {
         loop {
-            if let Err(fatal) = self.cycle().await {
-                return fatal;
+            let started = Instant::now();
+            match self.cycle().await {
+                Err(fatal) => return fatal,
+                Ok(r) => log::debug(
+                    "poll-cycle-done",
+                    json!({
+                        "elapsed_us": started.elapsed().as_micros() as u64,
+                        "leases": r.listed,
+                        "applied": r.applied,
+                        "trusted": r.trusted,
+                    }),
+                ),
             }
             tokio::time::sleep(interval).await;
         }

@@ -31,7 +31,7 @@ async fn bed(cells: usize, timing: Timing) -> Testbed {
             cells,
             timing,
             log_level: "debug".into(),
-            detach: false,
+            ..Options::default()
         },
     )
     .await

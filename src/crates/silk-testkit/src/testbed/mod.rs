@@ -14,6 +14,7 @@
 //! Underlay addresses come from TEST-NET-1 (RFC 5737) and exist only inside the namespaces.
 //! `/etc/netns/<ns>/hosts` maps the controller's DNS name for `ip netns exec`.
 
+pub mod lab;
 pub mod process;
 pub mod render;
 
@@ -102,6 +103,9 @@ pub struct Options {
     pub log_level: String,
     /// Processes in their own process group, so they outlive the caller (the lab).
     pub detach: bool,
+    /// Overlay network and lease block size of the controller and the daemons.
+    pub overlay: String,
+    pub prefix: u8,
 }
 
 impl Default for Options {
@@ -111,6 +115,8 @@ impl Default for Options {
             timing: Timing::default(),
             log_level: "info".into(),
             detach: false,
+            overlay: OVERLAY.into(),
+            prefix: PREFIX,
         }
     }
 }
@@ -132,9 +138,9 @@ pub struct Cell {
 pub struct Testbed {
     pub token: String,
     pub dir: PathBuf,
-    pub certs: TestCerts,
-    pub db: TestDb,
-    pub api: NamedNetns,
+    certs: Option<TestCerts>,
+    db: Option<TestDb>,
+    api: Option<NamedNetns>,
     pub cells: Vec<Cell>,
     pub binaries: Binaries,
     pub options: Options,
@@ -143,7 +149,7 @@ pub struct Testbed {
     controller_log: PathBuf,
     etc_dirs: Vec<PathBuf>,
     // Dropped last: the bridge namespace.
-    underlay: NamedNetns,
+    underlay: Option<NamedNetns>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -181,8 +187,8 @@ impl Testbed {
         let pg = &db.cluster;
         let text = controller_json(
             &certs,
-            OVERLAY,
-            PREFIX,
+            &options.overlay,
+            options.prefix,
             (&pg.socket_dir, pg.port, &pg.user, &db.name),
             &options.timing,
         );
@@ -192,9 +198,9 @@ impl Testbed {
         let mut bed = Testbed {
             token,
             dir,
-            certs,
-            db,
-            api,
+            certs: Some(certs),
+            db: Some(db),
+            api: Some(api),
             cells: Vec::new(),
             binaries,
             options,
@@ -202,13 +208,34 @@ impl Testbed {
             controller_config,
             controller_log,
             etc_dirs,
-            underlay,
+            underlay: Some(underlay),
             _tmp: None,
         };
         for _ in 0..bed.options.cells {
             bed.add_cell()?;
         }
         Ok(bed)
+    }
+
+    /// The generated certificates.
+    pub fn certs(&self) -> &TestCerts {
+        self.certs.as_ref().expect("certs live until leak")
+    }
+
+    /// The bed's database.
+    pub fn db(&self) -> &TestDb {
+        self.db.as_ref().expect("database lives until leak")
+    }
+
+    /// The controller's namespace.
+    pub fn api_ns(&self) -> &NamedNetns {
+        self.api.as_ref().expect("api netns lives until leak")
+    }
+
+    fn underlay_ns(&self) -> &NamedNetns {
+        self.underlay
+            .as_ref()
+            .expect("underlay netns lives until leak")
     }
 
     /// Adds one more cell (namespace, underlay port, config); its daemon is not started.
@@ -219,7 +246,7 @@ impl Testbed {
         let last =
             u8::try_from(10 + i).map_err(|_| TestbedError::Timeout("too many cells".into()))?;
         let underlay_ip = Ipv4Addr::new(192, 0, 2, last);
-        attach(self.underlay.name(), i + 1, &ns, underlay_ip)
+        attach(self.underlay_ns().name(), i + 1, &ns, underlay_ip)
             .map_err(io(format!("wire cell {i}")))?;
         self.etc_dirs.push(write_hosts(ns.name())?);
         let cell_dir = self.dir.join(format!("c{i}"));
@@ -227,10 +254,10 @@ impl Testbed {
         let datastore = cell_dir.join("silk/store.json");
         let config = cell_dir.join("client-config.json");
         let text = daemon_json(
-            &self.certs,
+            self.certs(),
             underlay_ip,
-            OVERLAY,
-            PREFIX,
+            &self.options.overlay,
+            self.options.prefix,
             &datastore,
             &self.options.timing,
             &self.options.log_level,
@@ -256,14 +283,14 @@ impl Testbed {
         ];
         let mut p = Proc::spawn(
             "silk-controller",
-            self.api.name(),
+            self.api_ns().name(),
             &argv,
             &self.controller_log,
             self.options.detach,
         )
         .map_err(io("spawn silk-controller"))?;
         let url = format!("http://127.0.0.1:{CONTROLLER_HEALTH_PORT}/health");
-        wait_http(&mut p, self.api.path(), &url, Duration::from_secs(30))?;
+        wait_http(&mut p, self.api_ns().path(), &url, Duration::from_secs(30))?;
         self.controller = Some(p);
         Ok(())
     }
@@ -362,7 +389,7 @@ impl Testbed {
     /// The unexpired leases of the `subnets` table (the controller's `GET /leases` view):
     /// (underlay_ip, overlay_subnet, overlay_hwaddr), sorted by underlay IP.
     pub async fn lease_table(&self) -> Vec<(String, String, String)> {
-        let client = self.db.client().await;
+        let client = self.db().client().await;
         let exp = i64::try_from(self.options.timing.lease_expiration_seconds).unwrap_or(i64::MAX);
         let rows = client
             .query(
@@ -380,8 +407,8 @@ impl Testbed {
     /// Names of every namespace of the bed.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![
-            self.underlay.name().to_string(),
-            self.api.name().to_string(),
+            self.underlay_ns().name().to_string(),
+            self.api_ns().name().to_string(),
         ];
         v.extend(self.cells.iter().map(|c| c.ns.name().to_string()));
         v

@@ -1,0 +1,207 @@
+//! A test bed that outlives the process that built it (the lab): [`Testbed::leak`] detaches
+//! the processes and keeps namespaces, database and files, recording all of them in a
+//! [`LabState`] file; [`destroy`] later removes exactly what that file lists. Processes are
+//! stopped by pid, and only when `/proc/<pid>/exe` is still the binary we started.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Testbed;
+use crate::netns::run_cmd;
+use crate::postgres::PgCluster;
+
+/// One detached process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabProcess {
+    pub name: String,
+    pub pid: u32,
+    pub binary: PathBuf,
+    pub log: PathBuf,
+}
+
+/// One cell as the lab reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabCell {
+    pub ns: String,
+    pub underlay_ip: String,
+}
+
+/// Everything a leaked bed consists of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub dir: PathBuf,
+    pub namespaces: Vec<String>,
+    pub etc_dirs: Vec<PathBuf>,
+    pub processes: Vec<LabProcess>,
+    pub api_ns: String,
+    pub cells: Vec<LabCell>,
+    pub pg_socket_dir: String,
+    pub pg_port: u16,
+    pub pg_user: String,
+    pub database: String,
+    pub certs_dir: PathBuf,
+}
+
+impl LabState {
+    pub fn read(path: &Path) -> std::io::Result<LabState> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// The bed's database cluster.
+    pub fn cluster(&self) -> PgCluster {
+        PgCluster {
+            socket_dir: self.pg_socket_dir.clone(),
+            port: self.pg_port,
+            user: self.pg_user.clone(),
+        }
+    }
+
+    /// Whether process `p` is still the one we started.
+    pub fn alive(p: &LabProcess) -> bool {
+        std::fs::read_link(format!("/proc/{}/exe", p.pid)).is_ok_and(|exe| exe == p.binary)
+    }
+}
+
+impl Testbed {
+    /// Detaches every process and keeps every namespace, the database and the files; the
+    /// returned state lists them for [`destroy`]. Pid files go to `<dir>/<name>.pid`.
+    pub fn leak(mut self) -> LabState {
+        let mut processes = Vec::new();
+        let mut record = |p: super::process::Proc, binary: &Path| {
+            let name = p.name.replace(' ', "-");
+            let log = p.log.clone();
+            let pid = p.detach();
+            let _ = std::fs::write(self.dir.join(format!("{name}.pid")), pid.to_string());
+            processes.push(LabProcess {
+                name,
+                pid,
+                binary: binary.to_path_buf(),
+                log,
+            });
+        };
+        if let Some(p) = self.controller.take() {
+            record(p, &self.binaries.controller);
+        }
+        for c in &mut self.cells {
+            if let Some(p) = c.daemon.take() {
+                record(p, &self.binaries.daemon);
+            }
+        }
+        let namespaces = self.namespaces();
+        let cells = self
+            .cells
+            .drain(..)
+            .map(|c| LabCell {
+                underlay_ip: c.underlay_ip.to_string(),
+                ns: c.ns.leak(),
+            })
+            .collect();
+        let api_ns = self.api.take().map(|n| n.leak()).unwrap_or_default();
+        if let Some(u) = self.underlay.take() {
+            u.leak();
+        }
+        let db = self.db.take();
+        let (database, cluster) = match &db {
+            Some(d) => (d.name.clone(), d.cluster.clone()),
+            None => (
+                String::new(),
+                PgCluster {
+                    socket_dir: String::new(),
+                    port: 0,
+                    user: String::new(),
+                },
+            ),
+        };
+        std::mem::forget(db);
+        let certs_dir = self.certs.take().map(|c| c.keep()).unwrap_or_default();
+        LabState {
+            dir: self.dir.clone(),
+            namespaces,
+            etc_dirs: std::mem::take(&mut self.etc_dirs),
+            processes,
+            api_ns,
+            cells,
+            pg_socket_dir: cluster.socket_dir,
+            pg_port: cluster.port,
+            pg_user: cluster.user,
+            database,
+            certs_dir,
+        }
+    }
+}
+
+/// Removes everything `state` lists: processes (SIGTERM, then SIGKILL after 10 s), namespaces
+/// (and with them every veth, bridge and VTEP), `/etc/netns` entries, the database and the
+/// certificates. Goes on past failures and returns them all.
+pub async fn destroy(state: &LabState) -> Vec<String> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut errors = Vec::new();
+    for p in &state.processes {
+        if LabState::alive(p) {
+            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.processes.iter().any(LabState::alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in state.processes.iter().filter(|p| LabState::alive(p)) {
+        if let Err(e) = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL) {
+            errors.push(format!("kill {} ({}): {e}", p.name, p.pid));
+        }
+    }
+    for ns in &state.namespaces {
+        let exists = Path::new("/run/netns").join(ns).exists();
+        if exists {
+            match run_cmd(&["ip", "netns", "delete", ns], Duration::from_secs(30)) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => errors.push(format!(
+                    "delete netns {ns}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => errors.push(format!("delete netns {ns}: {e}")),
+            }
+        }
+    }
+    for d in &state.etc_dirs {
+        if d.exists() {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                errors.push(format!("remove {}: {e}", d.display()));
+            }
+        }
+    }
+    if !state.database.is_empty() {
+        match state.cluster().connect("postgres").await {
+            Ok(admin) => {
+                if let Err(e) = admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        state.database
+                    ))
+                    .await
+                {
+                    errors.push(format!("drop database {}: {e}", state.database));
+                }
+            }
+            Err(e) => errors.push(format!(
+                "connect to postgres to drop {}: {e}",
+                state.database
+            )),
+        }
+    }
+    if !state.certs_dir.as_os_str().is_empty() && state.certs_dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&state.certs_dir) {
+            errors.push(format!("remove {}: {e}", state.certs_dir.display()));
+        }
+    }
+    errors
+}
