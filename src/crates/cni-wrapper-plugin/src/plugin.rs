@@ -73,6 +73,28 @@ pub fn remove_rules(
         .map_err(|e| err(format!("net out cleanup: {e}")))
 }
 
+/// DEL's rule removal: the expected plan first (no table read), the saved-table plan otherwise.
+fn remove_container_rules(
+    ipt: &dyn Iptables,
+    family: Family,
+    opts: &RuleOptions,
+    expected: Option<&Container>,
+    handle: &str,
+    ip: Option<IpAddr>,
+) -> Result<(), CniError> {
+    if let Some(c) = expected {
+        let plan = netrules::plan_del_expected(opts, c);
+        let fast = {
+            let _lock = ipt.lock().map_err(err)?;
+            ipt.restore(family, &plan.render())
+        };
+        if fast.is_ok() {
+            return Ok(());
+        }
+    }
+    remove_rules(ipt, family, handle, ip)
+}
+
 fn apply(ipt: &dyn Iptables, family: Family, payload: &str) -> Result<(), CniError> {
     let _lock = ipt.lock().map_err(err)?;
     ipt.restore(family, payload)
@@ -88,7 +110,17 @@ impl Wrapper {
         result: &CniResult,
     ) -> Result<(), CniError> {
         let handle = &args.container_id;
-        let v4 = netrules::plan_add(&p.opts, c4, None).map_err(err)?;
+        let rules = &p.cfg.runtime_config.net_out_rules;
+        let conv = asg::convert(rules, asg::Family::V4, p.opts.asg_logging).map_err(err)?;
+        // Which answer vxlan-policy-agent gave last time (static or dynamic ASGs) decides what
+        // the first restore writes, so the usual ADD is one restore. A changed answer costs one
+        // more restore (static) or is repaired by the agent itself (dynamic: it rewrites netout).
+        let mode_file = format!("{}_asg_mode", p.cfg.datastore);
+        let cached_static = std::fs::read_to_string(&mode_file)
+            .map(|m| m.trim() == "static")
+            .unwrap_or(false);
+        let first_asgs = cached_static.then_some(conv.rules.as_slice());
+        let v4 = netrules::plan_add(&p.opts, c4, first_asgs).map_err(err)?;
         apply(&p.ipt, Family::V4, &v4.render())?;
         let v6 = result.first_ipv6().filter(|_| p.cfg.enable_ipv6);
         let metadata = if p.cfg.metadata.is_empty() {
@@ -122,17 +154,29 @@ impl Wrapper {
                 )))
             }
         };
-        let rules = &p.cfg.runtime_config.net_out_rules;
         if static_mode {
-            let conv = asg::convert(rules, asg::Family::V4, p.opts.asg_logging).map_err(err)?;
             for d in &conv.dropped {
                 eprintln!("{d}");
             }
-            apply(
-                &p.ipt,
-                Family::V4,
-                &netrules::plan_static_netout(&p.opts, c4, &conv.rules).render(),
-            )?;
+            if !cached_static {
+                apply(
+                    &p.ipt,
+                    Family::V4,
+                    &netrules::plan_static_netout(&p.opts, c4, &conv.rules).render(),
+                )?;
+            }
+        }
+        if static_mode != cached_static {
+            let mode: &[u8] = if static_mode {
+                b"static\n"
+            } else {
+                b"dynamic\n"
+            };
+            let _ = silk_dataplane::atomicfile::write_atomic(
+                std::path::Path::new(&mode_file),
+                mode,
+                0o600,
+            );
         }
         if let Some(ip6) = v6 {
             let c6 = Container {
@@ -254,7 +298,33 @@ impl CniPlugin for Wrapper {
             .as_ref()
             .and_then(|e| e.ip.parse().ok())
             .or_else(|| prev.and_then(|r| r.first_ipv4()).map(IpAddr::V4));
-        if let Err(e) = remove_rules(&p.ipt, Family::V4, &args.container_id, ip4) {
+        let expected = ip4.and_then(|ip| {
+            let underlay_ifs = host::underlay_interfaces(
+                &p.cfg.temporary_underlay_interface_names,
+                &p.cfg.underlay_ips,
+            )
+            .ok()?;
+            let masq_exclude = match options::no_masq_range(&p.cfg).ok()? {
+                Some(r) => Some(r),
+                None => Some(host::daemon_lease_once(p.cfg.daemon_port()?).ok()?),
+            };
+            Some(Container {
+                handle: args.container_id.clone(),
+                ip,
+                underlay_ifs,
+                port_mappings: vec![],
+                workload: String::new(),
+                masq_exclude,
+            })
+        });
+        if let Err(e) = remove_container_rules(
+            &p.ipt,
+            Family::V4,
+            &p.opts,
+            expected.as_ref(),
+            &args.container_id,
+            ip4,
+        ) {
             problems.push(e.msg);
         }
         let ip6 = entry

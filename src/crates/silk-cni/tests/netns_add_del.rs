@@ -28,7 +28,8 @@ fn fake_daemon(body: &'static str) -> u16 {
             let Ok(mut c) = c else { continue };
             let mut buf = [0u8; 2048];
             let _ = c.read(&mut buf);
-            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = c.write_all(resp.as_bytes());
         }
     });
     port

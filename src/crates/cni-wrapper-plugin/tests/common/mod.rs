@@ -56,11 +56,12 @@ pub fn serve(daemon_body: &'static str) -> FakeServer {
                 } else {
                     (200, daemon_body)
                 };
-                let _ = write!(
-                    c,
+                // One write: a split response meets Nagle and delayed ACK (40 ms a request).
+                let resp = format!(
                     "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
+                let _ = c.write_all(resp.as_bytes());
             });
         }
     });
