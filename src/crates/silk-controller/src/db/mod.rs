@@ -28,6 +28,9 @@ pub enum ConnectError {
     },
 }
 
+/// Longest wait for a pooled connection before a request fails with 500.
+const POOL_WAIT: Duration = Duration::from_secs(60);
+
 /// The tokio-postgres connection settings for `db`.
 pub fn pg_config(db: &DatabaseConfig) -> tokio_postgres::Config {
     let mut pg = tokio_postgres::Config::new();
@@ -35,7 +38,6 @@ pub fn pg_config(db: &DatabaseConfig) -> tokio_postgres::Config {
         .port(db.port)
         .user(&db.user)
         .password(db.password.as_bytes())
-        .dbname(&db.database_name)
         .application_name("silk-controller")
         // Upstream passes the timeout in milliseconds where lib/pq reads seconds; we use seconds.
         .connect_timeout(db.timeout);
@@ -63,7 +65,8 @@ pub async fn connect(config: &Config) -> Result<Pool, ConnectError> {
     let mut builder = Pool::builder(manager)
         .max_size(config.max_open_connections)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(db.timeout))
+        // Waiting for a free connection is bounded generously: Go's database/sql waits forever.
+        .wait_timeout(Some(POOL_WAIT.max(db.timeout)))
         .create_timeout(Some(db.timeout))
         .recycle_timeout(Some(Duration::from_secs(5)));
     if let Some(lifetime) = config.connections_max_lifetime {
