@@ -48,10 +48,7 @@ async fn main() {
         ("release", [ip]) => client.release(ip).await.map(|()| println!("released {ip}")),
         ("list", []) => client.list().await.map(|mut leases| {
             leases.sort();
-            println!(
-                "{:<16} {:<20} {}",
-                "UNDERLAY IP", "OVERLAY SUBNET", "VTEP MAC"
-            );
+            println!("{:<16} {:<20} VTEP MAC", "UNDERLAY IP", "OVERLAY SUBNET");
             for l in leases {
                 println!(
                     "{:<16} {:<20} {}",
