@@ -5,5 +5,6 @@ pub mod config;
 pub mod host;
 pub mod netrules;
 pub mod plugin;
+pub mod teardown;
 
 pub use plugin::Wrapper;
