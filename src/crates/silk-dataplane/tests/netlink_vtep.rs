@@ -213,3 +213,39 @@ async fn single_ip_routes_are_onlink() {
     let again = plan_vtep(&leases, &local, &actual, &RemovalPolicy::default());
     assert!(again.is_empty(), "{again:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs root: run via scripts/test"]
+async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
+    require_root();
+    let (nl, index, local) = setup().await;
+    let good = silk_dataplane::vtep::Route {
+        dst: "10.255.8.0/24".parse().unwrap(),
+        gateway: "10.255.8.0".parse().unwrap(),
+        src: local.overlay_ip,
+        onlink: false,
+    };
+    // A gateway no connected route covers: the kernel answers ENETUNREACH.
+    let bad = silk_dataplane::vtep::Route {
+        dst: "10.255.9.0/24".parse().unwrap(),
+        gateway: "203.0.113.9".parse().unwrap(),
+        src: local.overlay_ip,
+        onlink: false,
+    };
+    let plan = silk_dataplane::vtep::VtepPlan {
+        upsert_routes: vec![bad, good],
+        ..Default::default()
+    };
+    let err = nl.apply_vtep_plan(index, &plan).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("1 of 2") && text.contains("10.255.9.0/24"),
+        "{text}"
+    );
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert_eq!(
+        actual.routes,
+        vec![good],
+        "the good route went in despite the failure"
+    );
+}

@@ -1,8 +1,7 @@
-//! Applying a [`VtepPlan`]: each phase's operations are pipelined on the one socket (they
-//! touch distinct kernel keys), phases run in order, and the first failing phase stops the
-//! list so later phases never run on a half-applied earlier one.
+//! Applying a [`VtepPlan`]: each phase's operations go out as one batch (they touch distinct
+//! kernel keys), phases run in order, and the first failing phase stops the list so later
+//! phases never run on a half-applied earlier one.
 
-use futures::StreamExt;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -12,14 +11,16 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::batch::BatchOp;
 use super::{Netlink, NetlinkError, DELETE, REPLACE};
 use crate::vtep::{ArpEntry, FdbEntry, NetlinkOp, Route, VtepPlan};
 
-/// Requests in flight at once inside one phase.
-const PIPELINE: usize = 64;
+/// Rounds of re-sending operations that failed with EINTR/EAGAIN/EBUSY.
+const RETRIES: usize = 5;
 
 impl Netlink {
-    /// Applies `plan` to the device `index`. Returns the number of operations applied.
+    /// Applies `plan` to the device `index`, phase by phase, each phase as one batch on the
+    /// blocking socket (see [`super::batch`]). Returns the number of operations applied.
     pub async fn apply_vtep_plan(
         &self,
         index: u32,
@@ -27,15 +28,31 @@ impl Netlink {
     ) -> Result<usize, NetlinkError> {
         let total = plan.len();
         for phase in plan.phases() {
-            let results: Vec<Result<(), NetlinkError>> = futures::stream::iter(phase)
-                .map(|op| self.apply_op(index, op))
-                .buffer_unordered(PIPELINE)
-                .collect()
-                .await;
-            let mut errors = results.into_iter().filter_map(Result::err);
-            if let Some(first) = errors.next() {
+            let mut ops: Vec<BatchOp> = phase.into_iter().map(|op| batch_op(index, op)).collect();
+            let mut errors = Vec::new();
+            for attempt in 0..=RETRIES {
+                let results = {
+                    let mut socket = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+                    socket.run(&ops)
+                };
+                let mut retry = Vec::new();
+                for (op, r) in ops.into_iter().zip(results) {
+                    match r {
+                        Err(e) if is_transient(&e) && attempt < RETRIES => retry.push(op),
+                        Err(e) => errors.push(e),
+                        Ok(()) => {}
+                    }
+                }
+                if retry.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+                ops = retry;
+            }
+            let failed = errors.len();
+            if let Some(first) = errors.into_iter().next() {
                 return Err(NetlinkError::Apply {
-                    failed: 1 + errors.count(),
+                    failed,
                     total,
                     first: Box::new(first),
                 });
@@ -43,65 +60,57 @@ impl Netlink {
         }
         Ok(total)
     }
+}
 
-    async fn apply_op(&self, index: u32, op: NetlinkOp) -> Result<(), NetlinkError> {
-        match op {
-            NetlinkOp::ReplaceArp(a) => {
-                let msg = RouteNetlinkMessage::NewNeighbour(arp_message(index, a));
-                self.request(
-                    msg,
-                    REPLACE,
-                    || format!("set neighbour {} lladdr {}", a.ip, a.mac),
-                    false,
-                )
-                .await
-            }
-            NetlinkOp::DeleteArp(a) => {
-                let msg = RouteNetlinkMessage::DelNeighbour(arp_message(index, a));
-                self.request(msg, DELETE, || format!("delete neighbour {}", a.ip), true)
-                    .await
-            }
-            NetlinkOp::ReplaceFdb(f) => {
-                let msg = RouteNetlinkMessage::NewNeighbour(fdb_message(index, f));
-                self.request(
-                    msg,
-                    REPLACE,
-                    || format!("set fdb {} dst {}", f.mac, f.dst),
-                    false,
-                )
-                .await
-            }
-            NetlinkOp::DeleteFdb(f) => {
-                let msg = RouteNetlinkMessage::DelNeighbour(fdb_message(index, f));
-                self.request(
-                    msg,
-                    DELETE,
-                    || format!("delete fdb {} dst {}", f.mac, f.dst),
-                    true,
-                )
-                .await
-            }
-            NetlinkOp::ReplaceRoute(r) => {
-                let msg = RouteNetlinkMessage::NewRoute(route_message(index, r));
-                self.request(
-                    msg,
-                    REPLACE,
-                    || format!("replace route {} via {}", r.dst, r.gateway),
-                    false,
-                )
-                .await
-            }
-            NetlinkOp::DeleteRoute(r) => {
-                let msg = RouteNetlinkMessage::DelRoute(route_message(index, r));
-                self.request(
-                    msg,
-                    DELETE,
-                    || format!("delete route {} via {}", r.dst, r.gateway),
-                    true,
-                )
-                .await
-            }
-        }
+fn is_transient(e: &NetlinkError) -> bool {
+    use nix::libc::{EAGAIN, EBUSY, EINTR};
+    matches!(e.errno(), Some(EINTR | EAGAIN | EBUSY))
+}
+
+fn batch_op(index: u32, op: NetlinkOp) -> BatchOp {
+    let (msg, flags, accept_missing, what) = match op {
+        NetlinkOp::ReplaceArp(a) => (
+            RouteNetlinkMessage::NewNeighbour(arp_message(index, a)),
+            REPLACE,
+            false,
+            format!("set neighbour {} lladdr {}", a.ip, a.mac),
+        ),
+        NetlinkOp::DeleteArp(a) => (
+            RouteNetlinkMessage::DelNeighbour(arp_message(index, a)),
+            DELETE,
+            true,
+            format!("delete neighbour {}", a.ip),
+        ),
+        NetlinkOp::ReplaceFdb(f) => (
+            RouteNetlinkMessage::NewNeighbour(fdb_message(index, f)),
+            REPLACE,
+            false,
+            format!("set fdb {} dst {}", f.mac, f.dst),
+        ),
+        NetlinkOp::DeleteFdb(f) => (
+            RouteNetlinkMessage::DelNeighbour(fdb_message(index, f)),
+            DELETE,
+            true,
+            format!("delete fdb {} dst {}", f.mac, f.dst),
+        ),
+        NetlinkOp::ReplaceRoute(r) => (
+            RouteNetlinkMessage::NewRoute(route_message(index, r)),
+            REPLACE,
+            false,
+            format!("replace route {} via {}", r.dst, r.gateway),
+        ),
+        NetlinkOp::DeleteRoute(r) => (
+            RouteNetlinkMessage::DelRoute(route_message(index, r)),
+            DELETE,
+            true,
+            format!("delete route {} via {}", r.dst, r.gateway),
+        ),
+    };
+    BatchOp {
+        msg,
+        flags,
+        accept_missing,
+        what,
     }
 }
 

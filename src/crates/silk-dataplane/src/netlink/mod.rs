@@ -5,6 +5,7 @@
 //! way through is repaired by the next cycle; EINTR/EAGAIN/EBUSY are retried.
 
 pub mod apply;
+pub mod batch;
 pub mod link;
 pub mod state;
 
@@ -54,17 +55,27 @@ impl NetlinkError {
 }
 
 /// A connection to rtnetlink in the namespace that was current when it was opened.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// The blocking socket plan phases are batched on (see [`batch`]).
+    batch: std::sync::Arc<std::sync::Mutex<batch::BatchSocket>>,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink").finish_non_exhaustive()
+    }
 }
 
 impl Netlink {
-    /// Opens the socket and spawns its driver on the current tokio runtime.
+    /// Opens the sockets (both in the calling thread's namespace) and spawns the async one's
+    /// driver on the current tokio runtime.
     pub fn connect() -> Result<Self, NetlinkError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        let batch = std::sync::Arc::new(std::sync::Mutex::new(batch::BatchSocket::open()?));
+        Ok(Netlink { handle, batch })
     }
 
     pub fn handle(&self) -> &Handle {
