@@ -487,3 +487,53 @@ async fn sigterm_stops_cleanly_without_5xx() {
         .log()
         .contains("cfnetworking.silk-controller.exited"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres: run via scripts/test"]
+async fn database_outage_is_a_500_with_upstream_texts_and_health_fails() {
+    let (db, certs, controller) = setup(Settings::default()).await;
+    let client = controller.client(&certs);
+    client.acquire(HOST_A, false).await.unwrap();
+    // Refuse new connections to the test database and cut the existing ones.
+    let admin = db.cluster.connect("postgres").await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let (status, _, body) = plain_request(controller.health_port, "GET", "/health", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (500, r#"{"error": "check database failed"}"#)
+    );
+    let e = client.list().await.unwrap_err().to_string();
+    assert!(e.starts_with("http status 500: all-routable-leases: getting all leases: selecting all active subnets: "), "{e}");
+    let e = client.acquire(HOST_B, false).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with("http status 500: getting lease for underlay ip: "),
+        "{e}"
+    );
+    let e = client.release(HOST_A).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with("http status 500: release lease: deleting entry: "),
+        "{e}"
+    );
+    // Back again: the pool reconnects.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    assert_eq!(client.list().await.unwrap().len(), 1);
+    let (status, _, _) = plain_request(controller.health_port, "GET", "/health", "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
