@@ -1,0 +1,88 @@
+//! The syncer binary against a fake garden on a unix socket (no network) and a real store file.
+
+#![allow(clippy::unwrap_used)] // test code: panics are the failure report
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn copies_log_config_from_garden_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("garden.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 2048];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let body = if line.starts_with("GET /containers/h1/properties") {
+                r#"{"log_config":"{\"guid\":\"app-guid\",\"index\":0,\"source_name\":\"CELL\",\"tags\":{}}","network.app_id":"app-guid"}"#
+            } else if line.starts_with("GET /containers ") {
+                r#"{"Handles":["h1","h2"]}"#
+            } else {
+                "{}"
+            };
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let store = dir.path().join("store.json");
+    std::fs::write(
+        &store,
+        r#"{"h1":{"handle":"h1","ip":"10.255.30.2","metadata":{"app_id":"app-guid"}}}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silk-datastore-syncer"))
+        .args([
+            "-n",
+            "1",
+            "-gardenNetwork",
+            "unix",
+            "-gardenAddr",
+            sock.to_str().unwrap(),
+            "-silkFile",
+            store.to_str().unwrap(),
+        ])
+        .args([
+            "-silkFileOwner",
+            "",
+            "-silkFileGroup",
+            "",
+            "-logLevel",
+            "info",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let text = std::fs::read_to_string(&store).unwrap_or_default();
+        if text.contains("app-guid\\\",\\\"index") {
+            ok = true;
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&store).unwrap()).unwrap();
+    assert!(ok, "store not updated: {v}");
+    assert_eq!(v["h1"]["metadata"]["app_id"], "app-guid");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("store.json_version")).unwrap(),
+        "2"
+    );
+}
