@@ -518,6 +518,17 @@ async fn database_outage_is_a_500_with_upstream_texts_and_health_fails() {
         e.starts_with("http status 500: getting lease for underlay ip: "),
         "{e}"
     );
+    let held = Lease::new(HOST_A.parse().unwrap(), "10.255.9.0/24".parse().unwrap());
+    let e = client.renew(&held).await.unwrap_err();
+    assert!(
+        !e.is_non_retriable(),
+        "a database outage on renew is retriable: {e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("http status 500: renew-subnet-lease: renewing lease for underlay ip: "),
+        "{e}"
+    );
     let e = client.release(HOST_A).await.unwrap_err().to_string();
     assert!(
         e.starts_with("http status 500: release lease: deleting entry: "),
