@@ -170,10 +170,25 @@ impl ControllerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut sender = match self.take_idle() {
-            Some(s) => s,
-            None => self.connect().await?,
-        };
+        let body = Bytes::from(body.unwrap_or_default());
+        if let Some(sender) = self.take_idle() {
+            // A kept-alive connection the server closed meanwhile fails at once; every route is a
+            // PUT or GET and safe to send again, so retry once on a fresh connection.
+            if let Ok(done) = self.send(sender, method.clone(), path, body.clone()).await {
+                return Ok(done);
+            }
+        }
+        let sender = self.connect().await?;
+        self.send(sender, method, path, body).await
+    }
+
+    async fn send(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         // No Content-Type, as upstream clients send none.
         let request = Request::builder()
             .method(method)
@@ -182,7 +197,7 @@ impl ControllerClient {
                 hyper::header::HOST,
                 format!("{}:{}", self.inner.host, self.inner.port),
             )
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(body))
             .expect("method, path and host header are valid");
         let response = sender.send_request(request).await?;
         let status = response.status();
