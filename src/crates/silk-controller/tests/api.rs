@@ -548,3 +548,15 @@ async fn database_outage_is_a_500_with_upstream_texts_and_health_fails() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres: run via scripts/test"]
+async fn client_survives_a_controller_restart() {
+    let (_db, certs, mut controller) = setup(Settings::default()).await;
+    let client = controller.client(&certs);
+    let lease = client.acquire(HOST_A, false).await.unwrap();
+    // The client keeps its connection; the restarted controller never saw it.
+    controller.restart().await;
+    client.renew(&lease).await.unwrap();
+    assert_eq!(client.list().await.unwrap(), vec![lease]);
+}

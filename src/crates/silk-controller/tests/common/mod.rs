@@ -114,6 +114,18 @@ impl Controller {
         c
     }
 
+    /// Stops the process and starts a new one with the same config (same ports).
+    pub async fn restart(&mut self) {
+        assert_eq!(self.terminate(), Some(0));
+        self.child = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
+            .arg(format!("-config={}", self.config.display()))
+            .stdout(std::fs::File::create(&self.stdout).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn silk-controller");
+        self.wait_healthy().await;
+    }
+
     async fn wait_healthy(&mut self) {
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
