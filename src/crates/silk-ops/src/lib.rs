@@ -2,6 +2,22 @@
 //! ([`log`]), metrics sent as dropsonde v1 envelopes and rendered as Prometheus text
 //! ([`metrics`], [`dropsonde`]), the debug server with `/log-level` and `/metrics`
 //! ([`debug_server`]), and signal handling for graceful shutdown ([`shutdown`]).
+//!
+//! A daemon's main uses them like this:
+//!
+//! ```ignore
+//! silk_ops::log::init("cfnetworking", "silk-daemon", log::LevelFilter::Info);
+//! silk_ops::log::info("renew-lease", serde_json::json!({ "lease": lease }));
+//! let metrics = silk_ops::Metrics::new("silk-daemon", config.metron_port);
+//! metrics.incr("renewals");                       // CounterEvent, delta 1
+//! metrics.value("numberLeases", 12.0, "");        // ValueMetric
+//! silk_ops::metrics::spawn_emitter(metrics.clone(), Duration::from_secs(30), |_m| async {});
+//! let debug = silk_ops::debug_server(config.debug_server_port, metrics.clone())?;
+//! let debug_handle = debug.handle();
+//! tokio::spawn(debug);                            // works on a plain tokio runtime too
+//! silk_ops::shutdown::wait_for_signal().await?;
+//! debug_handle.stop(true).await;
+//! ```
 
 pub mod debug_server;
 pub mod dropsonde;
