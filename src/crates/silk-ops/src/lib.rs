@@ -5,7 +5,7 @@
 //!
 //! A daemon's main uses them like this:
 //!
-//! ```ignore
+//! ```text
 //! silk_ops::log::init("cfnetworking", "silk-daemon", log::LevelFilter::Info);
 //! silk_ops::log::info("renew-lease", serde_json::json!({ "lease": lease }));
 //! let metrics = silk_ops::Metrics::new("silk-daemon", config.metron_port);
