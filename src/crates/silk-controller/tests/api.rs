@@ -382,7 +382,7 @@ async fn health_debug_metrics_and_logs() {
             .unwrap();
         assert_eq!(status, 200);
         metrics = body;
-        if metrics.contains("totalLeases 1") {
+        if metrics.contains("totalLeases 1") && metrics.contains("freeLeases 254") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
