@@ -378,3 +378,32 @@ async fn drain_and_teardown_release_and_are_repeatable() {
     });
     let _ = bed.stop_daemon(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run via scripts/test"]
+async fn emptied_lease_table_does_not_black_hole_the_fabric() {
+    let bed = bed(3, Timing::default()).await;
+    wait_converged(&bed, 3).await;
+    let snapshot: Vec<Entries> = (0..3).map(|i| entries(&bed, i)).collect();
+    // The database loses every row (restore, operator error). The next renews re-insert each
+    // cell's own lease, so the first list each daemon gets lacks the cells that have not
+    // renewed yet: upstream's rule would remove their routes right there.
+    let client = bed.db().client().await;
+    client.execute("DELETE FROM subnets", &[]).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        for (i, want) in snapshot.iter().enumerate() {
+            assert_eq!(
+                &entries(&bed, i),
+                want,
+                "cell {i} lost entries after the table was emptied"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        bed.lease_table().await.len(),
+        3,
+        "every cell re-registered by renewing"
+    );
+}
