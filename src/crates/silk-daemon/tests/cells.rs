@@ -407,3 +407,54 @@ async fn emptied_lease_table_does_not_black_hole_the_fabric() {
         "every cell re-registered by renewing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run via scripts/test"]
+async fn renew_conflict_and_exhausted_partition_tolerance_are_fatal() {
+    let timing = Timing {
+        poll_interval_seconds: 1,
+        lease_expiration_seconds: 60,
+        partition_tolerance_seconds: 4,
+    };
+    let mut bed = bed(2, timing).await;
+    wait_converged(&bed, 2).await;
+    // Someone else's subnet now stands against cell 0's underlay IP: the renew gets a 409.
+    let ip = bed.cells[0].underlay_ip.to_string();
+    let client = bed.db().client().await;
+    client
+        .execute(
+            "UPDATE subnets SET overlay_subnet = '10.255.250.0/24', overlay_hwaddr = 'ee:ee:0a:ff:fa:00' \
+             WHERE underlay_ip = $1",
+            &[&ip],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.wait_daemon_exit(0, Duration::from_secs(10)),
+        Some(1),
+        "409 on renew exits 1"
+    );
+    let log = bed.daemon_log(0);
+    assert!(
+        log.contains("This cell must be restarted") && log.contains("renew lease"),
+        "{log}"
+    );
+    // The VTEP and its entries stay for the data plane.
+    assert!(bed.in_cell(0, &["ip", "link", "show", "silk-vtep"]).is_ok());
+
+    // Controller gone for longer than the 4 s partition tolerance: cell 1 serves until then,
+    // then exits 1.
+    bed.stop_controller().unwrap();
+    let down = Instant::now();
+    assert_eq!(
+        bed.wait_daemon_exit(1, Duration::from_secs(20)),
+        Some(1),
+        "partition tolerance exhausted"
+    );
+    let waited = down.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "exited only after the tolerance: {waited:?}"
+    );
+    assert!(bed.daemon_log(1).contains("This cell must be restarted"));
+}

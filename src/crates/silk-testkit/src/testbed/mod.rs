@@ -348,6 +348,23 @@ impl Testbed {
         }
     }
 
+    /// Waits up to `timeout` for cell `i`'s daemon to exit on its own; its exit code, or
+    /// `None` if it is still running (or was never started).
+    pub fn wait_daemon_exit(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.cells[i].daemon.as_mut()?;
+            if let Ok(Some(status)) = p.exited() {
+                self.cells[i].daemon = None;
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL to cell `i`'s daemon (it neither renews nor cleans up again).
     pub fn kill_daemon(&mut self, i: usize) -> Result<()> {
         if let Some(mut p) = self.cells[i].daemon.take() {
