@@ -134,7 +134,6 @@ impl HostLocal {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes())
                         .map_err(Self::io("write", &path))?;
-                    f.sync_all().map_err(Self::io("sync", &path))?;
                     write_atomic(&cursor_path, ip.to_string().as_bytes(), 0o600)
                         .map_err(Self::io("write", &cursor_path))?;
                     return Ok(ip);
