@@ -2,6 +2,7 @@
 //! section and pool keys, schema adoption ([`migrate`]) and the lease statements ([`store`]).
 
 pub mod migrate;
+mod runtime;
 pub mod store;
 mod tls;
 
@@ -58,9 +59,15 @@ pub async fn connect(config: &Config) -> Result<Pool, ConnectError> {
     let pg = pg_config(db);
     let manager = if db.require_ssl {
         let tls = tls::make_connector(db).map_err(ConnectError::Tls)?;
-        Manager::from_config(pg, tls, manager_config)
+        Manager::from_connect(pg, runtime::OnDbRuntime { tls }, manager_config)
     } else {
-        Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+        Manager::from_connect(
+            pg,
+            runtime::OnDbRuntime {
+                tls: tokio_postgres::NoTls,
+            },
+            manager_config,
+        )
     };
     let mut builder = Pool::builder(manager)
         .max_size(config.max_open_connections)

@@ -1,0 +1,77 @@
+//! Database connections live on a runtime of their own.
+//!
+//! actix-web runs every server worker on its own single-threaded runtime, and a pooled
+//! connection is used by all of them. tokio-postgres drives each connection with a task; if
+//! that task lived on the worker (or health server) runtime that happened to open it, stopping
+//! that server would close the connection under requests still running on the other workers.
+//! So the socket is opened and its task spawned on a process-wide runtime that is never shut
+//! down.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+use deadpool_postgres::Connect;
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, Error, Socket};
+
+static DB_RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+fn handle() -> Handle {
+    DB_RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("silk-db")
+                .enable_all()
+                .build()
+                // Start-up cannot go on without threads; this only fails when the OS refuses them.
+                .expect("start the database runtime")
+        })
+        .handle()
+        .clone()
+}
+
+/// deadpool's connector, opening connections on the database runtime.
+pub struct OnDbRuntime<T> {
+    pub tls: T,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl<T> Connect for OnDbRuntime<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn connect(
+        &self,
+        pg_config: &Config,
+    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
+        let tls = self.tls.clone();
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = handle().spawn(async move {
+                match pg_config.connect(tls).await {
+                    Ok((client, connection)) => {
+                        let _ = tx.send(Ok(client));
+                        // Ends when the client is dropped or the server goes away.
+                        let _ = connection.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+            // The sender is only dropped unsent if the runtime is gone; report it as a timeout,
+            // the one error tokio-postgres lets callers build.
+            let client = rx.await.map_err(|_| Error::__private_api_timeout())??;
+            Ok((client, task))
+        })
+    }
+}
