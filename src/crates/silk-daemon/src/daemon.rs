@@ -33,6 +33,8 @@ pub enum DaemonError {
     },
     #[error("wait for signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("IPv6 is enabled in config but the host is not IPv6 enabled")]
+    Ipv6Host(#[source] std::io::Error),
 }
 
 /// How the daemon ended.
@@ -61,6 +63,13 @@ pub fn controller_client(cfg: &Config, timeout: Duration) -> Result<ControllerCl
 /// Runs the daemon until a signal or a fatal renew failure. Must run inside an actix/tokio
 /// runtime.
 pub async fn run(cfg: Config) -> Result<Exit, DaemonError> {
+    if cfg.ipv6_prefix.is_some() {
+        // Upstream's host check: binding a UDP socket on ::1 works only with IPv6 enabled.
+        std::net::UdpSocket::bind("[::1]:0").map_err(DaemonError::Ipv6Host)?;
+    }
+    // Upstream creates the silk datastore at start; silk-cni writes to it later.
+    crate::datastore::count_silk_entries(std::path::Path::new(&cfg.datastore))
+        .map_err(StartupError::from)?;
     let client = controller_client(&cfg, cfg.client_timeout)?;
     let metrics = Metrics::new("silk-daemon", cfg.metron_port);
     let nl = Netlink::connect()?;
@@ -94,7 +103,7 @@ pub async fn run(cfg: Config) -> Result<Exit, DaemonError> {
         metrics.clone(),
         cfg.partition_tolerance,
     );
-    let poll = tokio::spawn(poller.run(cfg.poll_interval));
+    let mut poll = tokio::spawn(poller.run(cfg.poll_interval));
 
     let debug =
         silk_ops::debug_server(cfg.debug_server_port, metrics.clone()).map_err(|source| {
@@ -110,14 +119,17 @@ pub async fn run(cfg: Config) -> Result<Exit, DaemonError> {
 
     let exit = tokio::select! {
         sig = silk_ops::shutdown::wait_for_signal() => Exit::Signal(sig.map_err(DaemonError::Signal)?),
-        fatal = poll => match fatal {
+        fatal = &mut poll => match fatal {
             Ok(f) => Exit::Fatal(f),
             // Invariant: the poll task does not panic; if it did, restarting is right.
             Err(e) => Exit::Fatal(FatalRenew(silk_client::ClientError::Status { code: 0, text: e.to_string() })),
         },
     };
+    // No renew may follow a SIGTERM: the drain releases the lease right after the local API
+    // stops answering, and a late renew would re-register it.
+    poll.abort();
     emitter.abort();
-    api_handle.stop(true).await;
-    debug_handle.stop(true).await;
+    api_handle.stop(false).await;
+    debug_handle.stop(false).await;
     Ok(exit)
 }

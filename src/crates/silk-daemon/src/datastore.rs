@@ -2,14 +2,14 @@
 //! §5.5) and the drain waits for the container metadata store to empty (§6.2). The stores
 //! themselves (format, locking) live in `silk_dataplane::datastore`.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use silk_dataplane::datastore::{MetadataStore, SilkStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatastoreError {
-    #[error("create datastore dir {path}: {source}")]
+    #[error("create datastore {path}: {source}")]
     Dir {
         path: String,
         #[source]
@@ -23,8 +23,8 @@ pub enum DatastoreError {
     },
 }
 
-/// Entries in the silk datastore; its directory is created (mode 0700) when absent, as
-/// upstream's daemon does. A missing file counts as empty.
+/// Entries in the silk datastore; the directory (mode 0700) and an empty file (mode 0600) are
+/// created when absent, as upstream's daemon does at start.
 pub fn count_silk_entries(path: &Path) -> Result<usize, DatastoreError> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -36,6 +36,15 @@ pub fn count_silk_entries(path: &Path) -> Result<usize, DatastoreError> {
                 source,
             })?;
     }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| DatastoreError::Dir {
+            path: path.display().to_string(),
+            source,
+        })?;
     SilkStore::new(path)
         .read_all()
         .map(|e| e.len())
@@ -65,7 +74,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("silk/store.json");
         assert_eq!(count_silk_entries(&p).unwrap(), 0);
-        assert!(p.parent().unwrap().is_dir());
+        assert!(p.is_file());
         std::fs::write(
             &p,
             r#"{"a":{"handle":"h","ip":"10.255.7.2","metadata":null}}"#,

@@ -358,7 +358,8 @@ async fn drain_and_teardown_release_and_are_repeatable() {
             String::from_utf8_lossy(&out.stderr)
         );
         if round == 0 {
-            assert!(!bed.daemon_running(0), "drain stopped the daemon");
+            let code = bed.wait_daemon_exit(0, Duration::from_secs(10));
+            assert_eq!(code, Some(0), "drain stopped the daemon (SIGTERM: exit 0)");
         }
         assert!(
             bed.in_cell(0, &["ip", "link", "show", "silk-vtep"])
@@ -457,4 +458,29 @@ async fn renew_conflict_and_exhausted_partition_tolerance_are_fatal() {
         "exited only after the tolerance: {waited:?}"
     );
     assert!(bed.daemon_log(1).contains("This cell must be restarted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run via scripts/test"]
+async fn restart_with_containers_and_no_controller_exits() {
+    let mut bed = bed(1, Timing::default()).await;
+    wait_converged(&bed, 1).await;
+    assert_eq!(bed.stop_daemon(0).unwrap(), Some(0));
+    // A container on the cell, and the controller unreachable: the lease cannot be confirmed
+    // and must not be given up, so the daemon refuses to start (monit retries).
+    std::fs::write(
+        &bed.cells[0].datastore,
+        r#"{"c1":{"handle":"c1","ip":"10.255.7.2","metadata":null}}"#,
+    )
+    .unwrap();
+    bed.stop_controller().unwrap();
+    let err = bed.start_daemon(0).unwrap_err().to_string();
+    assert!(
+        err.contains("renew subnet lease with containers: 1"),
+        "{err}"
+    );
+    assert!(
+        bed.in_cell(0, &["ip", "link", "show", "silk-vtep"]).is_ok(),
+        "VTEP kept"
+    );
 }
