@@ -32,6 +32,13 @@ ensure_rust() {
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 }
 
+# Loading the ifb module (the bandwidth plugin creates ifb devices in namespaces) would also create
+# ifb0 and ifb1 in the root namespace; load it first without them.
+prepare_kernel_modules() {
+  lsmod 2>/dev/null | grep -q '^ifb ' || modprobe ifb numifbs=0 2>/dev/null || true
+  modprobe vxlan 2>/dev/null || true
+}
+
 pg_bindir() {
   local d
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return 0; }; done
