@@ -35,7 +35,7 @@ ensure_rust() {
 # Loading the ifb module (the bandwidth plugin creates ifb devices in namespaces) would also create
 # ifb0 and ifb1 in the root namespace; load it first without them.
 prepare_kernel_modules() {
-  lsmod 2>/dev/null | grep -q '^ifb ' || modprobe ifb numifbs=0 2>/dev/null || true
+  [ -d /sys/module/ifb ] || modprobe ifb numifbs=0 2>/dev/null || true
   modprobe vxlan 2>/dev/null || true
 }
 
