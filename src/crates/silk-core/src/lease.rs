@@ -162,7 +162,13 @@ mod tests {
         assert_eq!("ee:ee:0a:ff:07:00".parse::<HardwareAddr>().unwrap(), want);
         assert_eq!("EE-EE-0A-FF-07-00".parse::<HardwareAddr>().unwrap(), want);
         assert_eq!("eeee.0aff.0700".parse::<HardwareAddr>().unwrap(), want);
-        for bad in ["", "ee:ee:0a:ff:07", "ee:ee:0a:ff:07:0g", "ee:ee-0a:ff:07:00", "banana"] {
+        for bad in [
+            "",
+            "ee:ee:0a:ff:07",
+            "ee:ee:0a:ff:07:0g",
+            "ee:ee-0a:ff:07:00",
+            "banana",
+        ] {
             assert_eq!(
                 bad.parse::<HardwareAddr>(),
                 Err(LeaseError::InvalidHardwareAddr(bad.to_string()))

@@ -109,8 +109,14 @@ mod tests {
     #[test]
     fn rejects_empty_invalid_and_overlapping() {
         assert_eq!(parse("[]"), Err(NetworkError::Empty));
-        assert_eq!(parse(r#""banana""#), Err(NetworkError::InvalidCidr("banana".into())));
-        assert_eq!(parse(r#""10.255.0.0""#), Err(NetworkError::InvalidCidr("10.255.0.0".into())));
+        assert_eq!(
+            parse(r#""banana""#),
+            Err(NetworkError::InvalidCidr("banana".into()))
+        );
+        assert_eq!(
+            parse(r#""10.255.0.0""#),
+            Err(NetworkError::InvalidCidr("10.255.0.0".into()))
+        );
         assert!(matches!(
             parse(r#"["10.255.0.0/16","10.255.7.0/24"]"#),
             Err(NetworkError::Overlap(_, _))
