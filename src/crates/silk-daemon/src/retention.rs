@@ -81,6 +81,7 @@ mod tests {
                 gateway: ip,
                 src: "10.255.7.0".parse().unwrap(),
                 onlink: false,
+                metric: 1,
             });
             s.arp.push(ArpEntry {
                 ip,

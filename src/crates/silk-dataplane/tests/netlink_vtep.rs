@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 use silk_core::{HardwareAddr, Lease, NetworkSpec, OverlayNetworks};
 use silk_dataplane::netlink::Netlink;
-use silk_dataplane::vtep::{plan_vtep, vtep_addresses, LocalVtep, RemovalPolicy, VtepSpec};
+use silk_dataplane::vtep::{
+    plan_vtep, route_metric, vtep_addresses, LocalVtep, RemovalPolicy, VtepSpec,
+};
 use silk_testkit::netns::{run_ok, unshare_test_netns};
 
 const OVERLAY: &str = "10.255.0.0/16";
@@ -145,6 +147,15 @@ async fn plans_apply_converge_and_remove() {
         .unwrap();
     assert_eq!(r["gateway"], "10.255.8.0");
     assert_eq!(r["prefsrc"], "10.255.7.0");
+    // route_metric: (0x0aff08 & 0xffff) + 1.
+    assert_eq!(r["metric"], 0xff08 + 1, "{r}");
+    let r = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dst"] == "10.255.0.5")
+        .unwrap();
+    assert_eq!(r["metric"], 6, "{r}");
     let neigh = json(&["ip", "-j", "neigh", "show", "dev", "silk-vtep"]);
     let n = neigh
         .as_array()
@@ -224,6 +235,7 @@ async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
         gateway: "10.255.8.0".parse().unwrap(),
         src: local.overlay_ip,
         onlink: false,
+        metric: 9,
     };
     // A gateway no connected route covers: the kernel answers ENETUNREACH.
     let bad = silk_dataplane::vtep::Route {
@@ -231,6 +243,7 @@ async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
         gateway: "203.0.113.9".parse().unwrap(),
         src: local.overlay_ip,
         onlink: false,
+        metric: 9,
     };
     let plan = silk_dataplane::vtep::VtepPlan {
         upsert_routes: vec![bad, good],
@@ -247,5 +260,62 @@ async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
         actual.routes,
         vec![good],
         "the good route went in despite the failure"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root: run via scripts/test"]
+async fn metric_zero_routes_of_an_upstream_daemon_are_superseded() {
+    require_root();
+    let (nl, index, local) = setup().await;
+    // What an upstream daemon leaves behind: the same route without a metric.
+    run_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.255.8.0/24",
+        "via",
+        "10.255.8.0",
+        "dev",
+        "silk-vtep",
+        "src",
+        "10.255.7.0",
+        "proto",
+        "boot",
+    ])
+    .unwrap();
+    let leases = vec![
+        lease(UNDERLAY, "10.255.7.0/24"),
+        lease("192.0.2.13", "10.255.8.0/24"),
+    ];
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert_eq!(actual.routes.len(), 1);
+    assert_eq!(actual.routes[0].metric, 0);
+    let plan = plan_vtep(&leases, &local, &actual, &RemovalPolicy::default());
+    assert_eq!((plan.upsert_routes.len(), plan.remove_routes.len()), (1, 1));
+    nl.apply_vtep_plan(index, &plan).await.unwrap();
+
+    let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
+    let ours: Vec<&Value> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dst"] == "10.255.8.0/24")
+        .collect();
+    assert_eq!(ours.len(), 1, "{routes}");
+    let want = route_metric("10.255.8.0/24".parse().unwrap());
+    assert_eq!(ours[0]["metric"], want, "{routes}");
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.255.0.0/16" && r.get("gateway").is_none()),
+        "the connected route stays: {routes}"
+    );
+    let actual = nl.read_vtep_state(index).await.unwrap();
+    assert!(
+        plan_vtep(&leases, &local, &actual, &RemovalPolicy::default()).is_empty(),
+        "{actual:?}"
     );
 }

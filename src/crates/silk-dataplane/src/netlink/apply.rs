@@ -97,13 +97,19 @@ fn batch_op(index: u32, op: NetlinkOp) -> BatchOp {
             RouteNetlinkMessage::NewRoute(route_message(index, r)),
             REPLACE,
             false,
-            format!("replace route {} via {}", r.dst, r.gateway),
+            format!(
+                "replace route {} via {} metric {}",
+                r.dst, r.gateway, r.metric
+            ),
         ),
         NetlinkOp::DeleteRoute(r) => (
             RouteNetlinkMessage::DelRoute(route_message(index, r)),
             DELETE,
             true,
-            format!("delete route {} via {}", r.dst, r.gateway),
+            format!(
+                "delete route {} via {} metric {}",
+                r.dst, r.gateway, r.metric
+            ),
         ),
     };
     BatchOp {
@@ -146,8 +152,8 @@ fn fdb_message(index: u32, f: FdbEntry) -> NeighbourMessage {
     m
 }
 
-/// `ip route replace S via G dev silk-vtep src <src> [onlink]`, main table, proto boot (the
-/// Go netlink library's default, which upstream daemons install).
+/// `ip route replace S via G dev silk-vtep src <src> metric <metric> [onlink]`, main table,
+/// proto boot (the Go netlink library's default, which upstream daemons install).
 fn route_message(index: u32, r: Route) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
@@ -170,5 +176,8 @@ fn route_message(index: u32, r: Route) -> RouteMessage {
             .push(RouteAttribute::PrefSource(RouteAddress::Inet(r.src)));
     }
     m.attributes.push(RouteAttribute::Oif(index));
+    // Always sent. A delete with priority 0 matches any priority, but the kernel keeps a
+    // destination's routes sorted by priority, so it hits the priority-0 route first.
+    m.attributes.push(RouteAttribute::Priority(r.metric));
     m
 }

@@ -80,7 +80,7 @@ fn route_on(m: &RouteMessage, index: u32) -> Option<Route> {
         return None;
     }
     let mut table = u32::from(m.header.table);
-    let (mut dst, mut gateway, mut src, mut oif) = (None, None, None, None);
+    let (mut dst, mut gateway, mut src, mut oif, mut metric) = (None, None, None, None, 0);
     for a in &m.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
@@ -88,6 +88,7 @@ fn route_on(m: &RouteMessage, index: u32) -> Option<Route> {
             RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
             RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => src = Some(*ip),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
             _ => {}
         }
     }
@@ -103,6 +104,7 @@ fn route_on(m: &RouteMessage, index: u32) -> Option<Route> {
         gateway: gateway?,
         src: src.unwrap_or(Ipv4Addr::UNSPECIFIED),
         onlink: m.header.flags.contains(RouteFlags::Onlink),
+        metric,
     })
 }
 

@@ -41,13 +41,34 @@ pub struct LocalVtep {
     pub single_ip_only: bool,
 }
 
-/// A route to a remote lease: `dst via gateway dev silk-vtep src src [onlink]`.
+/// A route to a remote lease: `dst via gateway dev silk-vtep src src metric metric [onlink]`.
+/// The kernel keys a route by table, destination, TOS and priority (`metric`), so two routes
+/// to one destination with different metrics coexist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
     pub dst: Ipv4Network,
     pub gateway: Ipv4Addr,
     pub src: Ipv4Addr,
     pub onlink: bool,
+    /// RTA_PRIORITY; see [`route_metric`]. 0 on routes read back without one.
+    pub metric: u32,
+}
+
+/// The metric (route priority) of the route to `dst`: `1 + ((network >> (32 - prefix)) & 0xffff)`,
+/// i.e. one plus the low 16 bits of the destination's subnet number (0 for a /0).
+///
+/// The kernel's `fib_info` hash covers device, source, protocol, scope and priority but not
+/// the gateway, so lease routes that share all of those land in one hash bucket and each
+/// insert walks the earlier ones. A metric that differs per destination spreads them: it is
+/// distinct for up to 65,536 leases of one size in any overlay, always in `1..=65536`, and a
+/// pure function of the destination, so a restarted daemon computes the same value and finds
+/// its routes already in place. Every destination has exactly one lease route, so the value
+/// never decides between routes.
+pub fn route_metric(dst: Ipv4Network) -> u32 {
+    let subnet = u32::from(dst.network())
+        .checked_shr(32 - u32::from(dst.prefix()))
+        .unwrap_or(0);
+    1 + (subnet & 0xffff)
 }
 
 /// A permanent ARP entry: the remote VTEP IP resolves to the remote VTEP MAC.
@@ -110,6 +131,7 @@ pub fn vtep_addresses(lease_ip: Ipv4Addr, networks: &OverlayNetworks) -> Option<
 mod tests {
     use super::*;
     use silk_core::NetworkSpec;
+    use std::collections::BTreeSet;
 
     #[test]
     fn one_address_per_cidr() {
@@ -125,5 +147,27 @@ mod tests {
         ];
         assert_eq!(got, want);
         assert!(vtep_addresses("10.1.0.0".parse().unwrap(), &nets).is_none());
+    }
+
+    #[test]
+    fn route_metric_is_the_subnet_number_plus_one() {
+        let m = |s: &str| route_metric(s.parse().unwrap());
+        assert_eq!(m("10.255.0.0/24"), 1);
+        assert_eq!(m("10.255.8.0/24"), 9);
+        assert_eq!(m("10.255.255.0/24"), 256);
+        assert_eq!(m("10.255.0.5/32"), 6);
+        assert_eq!(m("10.255.255.255/32"), 65536);
+        assert_eq!(m("0.0.0.0/0"), 1);
+        // Distinct for every /24 of a /8 and every /32 of a /16.
+        let mut seen = BTreeSet::new();
+        for i in 0..65536u32 {
+            let a = Ipv4Addr::from((10 << 24) | (i << 8));
+            assert!(seen.insert(route_metric(Ipv4Network::new(a, 24).unwrap())));
+        }
+        let mut seen = BTreeSet::new();
+        for i in 0..65536u32 {
+            let a = Ipv4Addr::from((10 << 24) | (255 << 16) | i);
+            assert!(seen.insert(route_metric(Ipv4Network::new(a, 32).unwrap())));
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use silk_core::{HardwareAddr, Lease};
 
-use super::{ArpEntry, FdbEntry, LocalVtep, Route, VtepState};
+use super::{route_metric, ArpEntry, FdbEntry, LocalVtep, Route, VtepState};
 
 /// The entries every remote lease should have on the VTEP, keyed the way the kernel keys
 /// them (route by destination, ARP by IP, FDB by MAC).
@@ -120,7 +120,7 @@ impl VtepPlan {
 /// The desired entries for `leases` (contract §5.7): every lease except our own and those
 /// outside the overlay networks gets `S via G src <src>`, `G lladdr M permanent` and
 /// `M dst U self permanent`, where G is the lease's first IP, S its masked subnet, M its MAC
-/// and U its underlay IP. The route source is our lease IP when the destination's CIDR holds
+/// and U its underlay IP. The route carries the metric [`route_metric`]`(S)`. The route source is our lease IP when the destination's CIDR holds
 /// our lease, else that CIDR's network address (upstream-delta §3.1).
 pub fn desired_from_leases(leases: &[Lease], local: &LocalVtep) -> DesiredVtep {
     let mut d = DesiredVtep::default();
@@ -151,6 +151,7 @@ pub fn desired_from_leases(leases: &[Lease], local: &LocalVtep) -> DesiredVtep {
             gateway,
             src,
             onlink: local.single_ip_only,
+            metric: route_metric(dst),
         };
         d.routes.insert(dst, route);
         d.arp.insert(gateway, ArpEntry { ip: gateway, mac });
@@ -163,6 +164,11 @@ pub fn desired_from_leases(leases: &[Lease], local: &LocalVtep) -> DesiredVtep {
 /// entries on the VTEP that no lease asks for: routes whose gateway lies in an overlay
 /// network (the kernel's connected routes have none and are never touched), permanent ARP
 /// and FDB entries. `removal` may hold some or all of them back.
+///
+/// A route to a desired destination with another metric than the desired one (say metric 0,
+/// left by an upstream daemon before an in-place restart) is a separate kernel route that the
+/// replace does not overwrite: it is removed as a stale duplicate, whatever `removal.keep`
+/// says, since its lease is in the list (only `suppress_all` holds it back).
 pub fn plan_vtep(
     leases: &[Lease],
     local: &LocalVtep,
@@ -215,8 +221,12 @@ pub fn plan_desired(
     let mut remove_routes: Vec<Route> = actual
         .routes
         .iter()
-        .filter(|r| !desired.routes.contains_key(&r.dst))
-        .filter(|r| local.networks.contains(r.gateway) && !removal.keep.contains(&r.gateway))
+        .filter(|r| local.networks.contains(r.gateway))
+        .filter(|r| match desired.routes.get(&r.dst) {
+            // Same metric: the same kernel route, which the replace above overwrites.
+            Some(want) => want.metric != r.metric,
+            None => !removal.keep.contains(&r.gateway),
+        })
         .copied()
         .collect();
     let mut remove_arp: Vec<ArpEntry> = actual
@@ -273,11 +283,13 @@ mod tests {
     }
 
     fn route(dst: &str, gw: &str) -> Route {
+        let dst: Ipv4Network = dst.parse().unwrap();
         Route {
-            dst: dst.parse().unwrap(),
+            dst,
             gateway: gw.parse().unwrap(),
             src: "10.255.7.0".parse().unwrap(),
             onlink: false,
+            metric: route_metric(dst),
         }
     }
 
@@ -405,6 +417,67 @@ mod tests {
         assert!(
             plan.remove_routes.is_empty(),
             "gateway outside the overlay is not ours"
+        );
+    }
+
+    #[test]
+    fn routes_carry_the_destination_metric() {
+        let d = desired_from_leases(&leases(), &local(false));
+        let metrics: Vec<u32> = d.routes.values().map(|r| r.metric).collect();
+        // 10.255.0.5/32 -> 0x0005 + 1; 10.255.8.0/24 -> (0x0aff08 & 0xffff) + 1.
+        assert_eq!(metrics, vec![6, 0xff08 + 1]);
+    }
+
+    #[test]
+    fn metric_zero_duplicates_are_replaced_then_removed() {
+        // An upstream daemon's routes (no metric) on a VTEP kept across an in-place restart.
+        let mut actual = actual_for(&leases());
+        let mut stale: Vec<Route> = actual.routes.clone();
+        for r in &mut stale {
+            r.metric = 0;
+        }
+        actual.routes = stale.clone();
+        let plan = plan_vtep(&leases(), &local(false), &actual, &RemovalPolicy::default());
+        assert_eq!(plan.upsert_routes.len(), 2);
+        assert!(plan.upsert_routes.iter().all(|r| r.metric > 0));
+        assert_eq!(plan.remove_routes, stale);
+        let phases = plan.phases();
+        let upsert = phases
+            .iter()
+            .position(|p| matches!(p[0], NetlinkOp::ReplaceRoute(_)));
+        let delete = phases
+            .iter()
+            .position(|p| matches!(p[0], NetlinkOp::DeleteRoute(_)));
+        assert!(upsert < delete, "new route first, stale one after");
+
+        // Both present (mid-upgrade): only the stale ones go, even if their gateway is kept.
+        actual.routes.extend(actual_for(&leases()).routes);
+        let keep = RemovalPolicy {
+            suppress_all: false,
+            keep: stale.iter().map(|r| r.gateway).collect(),
+        };
+        let plan = plan_vtep(&leases(), &local(false), &actual, &keep);
+        assert!(plan.upsert_routes.is_empty(), "{plan:?}");
+        assert_eq!(plan.remove_routes, stale);
+
+        // Nothing trusted: nothing removed.
+        let frozen = RemovalPolicy {
+            suppress_all: true,
+            ..Default::default()
+        };
+        let plan = plan_vtep(&leases(), &local(false), &actual, &frozen);
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn same_metric_route_with_other_fields_is_replaced_not_deleted() {
+        let mut actual = actual_for(&leases());
+        actual.routes[0].onlink = true;
+        let plan = plan_vtep(&leases(), &local(false), &actual, &RemovalPolicy::default());
+        assert_eq!(plan.upsert_routes.len(), 1);
+        assert!(
+            plan.remove_routes.is_empty(),
+            "a delete would hit the replaced route: {plan:?}"
         );
     }
 
