@@ -78,7 +78,7 @@ pub struct Cell {
     pub cni_path: PathBuf,
 }
 
-fn plugin_dir() -> PathBuf {
+pub fn plugin_dir() -> PathBuf {
     let wrapper = PathBuf::from(env!("CARGO_BIN_EXE_cni-wrapper-plugin"));
     let dir = wrapper.parent().unwrap().to_path_buf();
     if !dir.join("silk-cni").exists() {

@@ -8,7 +8,8 @@
 //! ```text
 //!  <t>-ul:  bridge br0 ── u0 ── eth0 192.0.2.1/24   <t>-api  (silk-controller :4103)
 //!                     ├── u1 ── eth0 192.0.2.10/24  <t>-c0   (silk-daemon, silk-vtep)
-//!                     └── uN ── eth0 192.0.2.(10+N) <t>-cN
+//!                     ├── uN ── eth0 192.0.2.(10+N) <t>-cN
+//!                     └── xK ── eth0 <chosen>       <t>-xK   (add_underlay_host)
 //! ```
 //!
 //! Underlay addresses come from TEST-NET-1 (RFC 5737) and exist only inside the namespaces.
@@ -77,22 +78,40 @@ impl Binaries {
     pub fn beside(daemon: &str) -> Result<Self> {
         let daemon = PathBuf::from(daemon);
         let dir = daemon.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let controller = dir.join("silk-controller");
-        if !controller.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-p", "silk-controller", "--bin", "silk-controller"])
-                .status()
-                .map_err(io("cargo build -p silk-controller"))?;
-            if !status.success() || !controller.exists() {
-                return Err(TestbedError::Timeout(format!(
-                    "silk-controller not found at {} after cargo build ({status})",
-                    controller.display()
-                )));
-            }
-        }
+        let controller = sibling_binary(&dir, "silk-controller", "silk-controller")?;
         Ok(Binaries { controller, daemon })
     }
+
+    /// Both binaries from the target directory `dir` (where the caller's own binaries are),
+    /// each built with cargo when it is not there yet: for tests of crates that depend on
+    /// neither.
+    pub fn in_dir(dir: &Path) -> Result<Self> {
+        Ok(Binaries {
+            controller: sibling_binary(dir, "silk-controller", "silk-controller")?,
+            daemon: sibling_binary(dir, "silk-daemon", "silk-daemon")?,
+        })
+    }
+}
+
+/// `dir/<bin>`, built with `cargo build -p <package> --bin <bin>` when it is missing (a test
+/// binary of another crate does not make cargo build it).
+pub fn sibling_binary(dir: &Path, package: &str, bin: &str) -> Result<PathBuf> {
+    let path = dir.join(bin);
+    if path.exists() {
+        return Ok(path);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", package, "--bin", bin])
+        .status()
+        .map_err(io(format!("cargo build -p {package}")))?;
+    if !status.success() || !path.exists() {
+        return Err(TestbedError::Timeout(format!(
+            "{bin} not found at {} after cargo build ({status})",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// What to build.
@@ -148,6 +167,8 @@ pub struct Testbed {
     controller_config: PathBuf,
     controller_log: PathBuf,
     etc_dirs: Vec<PathBuf>,
+    /// Extra hosts on the underlay segment ([`Testbed::add_underlay_host`]).
+    extras: Vec<NamedNetns>,
     // Dropped last: the bridge namespace.
     underlay: Option<NamedNetns>,
     _tmp: Option<tempfile::TempDir>,
@@ -166,6 +187,16 @@ impl Testbed {
         Ok(bed)
     }
 
+    /// [`Testbed::build`] for callers without an async runtime: runs it on a runtime of its own
+    /// (nothing the bed keeps needs that runtime afterwards).
+    pub fn build_blocking(binaries: Binaries, options: Options) -> Result<Testbed> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("tokio runtime"))?;
+        rt.block_on(Self::build(binaries, options))
+    }
+
     /// As [`Testbed::build`], with files in `dir` (kept).
     pub async fn build_in(binaries: Binaries, options: Options, dir: PathBuf) -> Result<Testbed> {
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
@@ -180,7 +211,7 @@ impl Testbed {
         run_ok(&["ip", "-n", &ul, "link", "set", "br0", "up"]).map_err(io("bridge up"))?;
         let api = NamedNetns::create(&format!("{token}-api")).map_err(io("create api netns"))?;
         let mut etc_dirs = Vec::new();
-        attach(&ul, 0, &api, API_IP).map_err(io("wire api netns"))?;
+        attach(&ul, "u0", &api, API_IP).map_err(io("wire api netns"))?;
         etc_dirs.push(write_hosts(api.name())?);
 
         let controller_config = dir.join("silk-controller.json");
@@ -208,6 +239,7 @@ impl Testbed {
             controller_config,
             controller_log,
             etc_dirs,
+            extras: Vec::new(),
             underlay: Some(underlay),
             _tmp: None,
         };
@@ -246,8 +278,13 @@ impl Testbed {
         let last =
             u8::try_from(10 + i).map_err(|_| TestbedError::Timeout("too many cells".into()))?;
         let underlay_ip = Ipv4Addr::new(192, 0, 2, last);
-        attach(self.underlay_ns().name(), i + 1, &ns, underlay_ip)
-            .map_err(io(format!("wire cell {i}")))?;
+        attach(
+            self.underlay_ns().name(),
+            &format!("u{}", i + 1),
+            &ns,
+            underlay_ip,
+        )
+        .map_err(io(format!("wire cell {i}")))?;
         self.etc_dirs.push(write_hosts(ns.name())?);
         let cell_dir = self.dir.join(format!("c{i}"));
         std::fs::create_dir_all(&cell_dir).map_err(io("create cell dir"))?;
@@ -273,6 +310,19 @@ impl Testbed {
             daemon: None,
         });
         Ok(i)
+    }
+
+    /// Adds a host that is not a cell to the underlay segment: a namespace with `eth0` carrying
+    /// `ip`/24 (pick one outside the cells' range, e.g. 192.0.2.200), removed with the bed. A
+    /// stand-in for anything cells reach on their underlay (an external service, a router).
+    pub fn add_underlay_host(&mut self, ip: Ipv4Addr) -> Result<&NamedNetns> {
+        let k = self.extras.len();
+        let ns = NamedNetns::create(&format!("{}-x{k}", self.token))
+            .map_err(io("create underlay host netns"))?;
+        attach(self.underlay_ns().name(), &format!("x{k}"), &ns, ip)
+            .map_err(io(format!("wire underlay host {ip}")))?;
+        self.extras.push(ns);
+        Ok(&self.extras[k])
     }
 
     /// Starts the controller in the api namespace and waits for its health endpoint.
@@ -428,6 +478,7 @@ impl Testbed {
             self.api_ns().name().to_string(),
         ];
         v.extend(self.cells.iter().map(|c| c.ns.name().to_string()));
+        v.extend(self.extras.iter().map(|n| n.name().to_string()));
         v
     }
 }
@@ -448,16 +499,15 @@ impl Drop for Testbed {
     }
 }
 
-/// Connects `host` to the bridge: veth `u<n>` in the underlay namespace, `eth0` inside `host`.
-fn attach(ul: &str, n: usize, host: &NamedNetns, ip: Ipv4Addr) -> std::io::Result<()> {
-    let port = format!("u{n}");
+/// Connects `host` to the bridge: veth `port` in the underlay namespace, `eth0` inside `host`.
+fn attach(ul: &str, port: &str, host: &NamedNetns, ip: Ipv4Addr) -> std::io::Result<()> {
     run_ok(&[
         "ip",
         "-n",
         ul,
         "link",
         "add",
-        &port,
+        port,
         "type",
         "veth",
         "peer",
@@ -466,7 +516,7 @@ fn attach(ul: &str, n: usize, host: &NamedNetns, ip: Ipv4Addr) -> std::io::Resul
         "netns",
         host.name(),
     ])?;
-    run_ok(&["ip", "-n", ul, "link", "set", &port, "master", "br0", "up"])?;
+    run_ok(&["ip", "-n", ul, "link", "set", port, "master", "br0", "up"])?;
     host.run_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
     host.run_ok(&["ip", "link", "set", "eth0", "up"])?;
     Ok(())
