@@ -68,12 +68,12 @@ impl CniPlugin for SilkCni {
                 "IfName cannot be longer than 15 characters",
             ));
         }
-        let (host_name, temp_name) = veth_names(ip);
+        // The peer is created under CNI_IFNAME directly, so the temporary `c-` name is unused.
+        let (host_name, _temp_name) = veth_names(ip);
         let (host_mac, container_mac) = macs(ip);
         let spec = VethSpec {
             ip,
             host_name,
-            temp_name,
             ifname: args.ifname.clone(),
             host_mac,
             container_mac,

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod batch;
 pub mod link;
 pub mod state;
+pub mod veth;
 
 use std::num::NonZeroI32;
 
