@@ -3,7 +3,7 @@
 //! lock, a failed ADD is rolled back, and DEL finds rules by chain name.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use silk_cni_skel::{delegate, CmdArgs, CniError, CniPlugin, CniResult};
@@ -23,6 +23,11 @@ pub struct Wrapper;
 
 fn err(e: impl std::fmt::Display) -> CniError {
     CniError::internal(e.to_string())
+}
+
+/// Milliseconds since `t`, for the phase timings DEL logs.
+fn millis(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e4).round() / 10.0
 }
 
 fn log(event: &str, data: Value) {
@@ -49,6 +54,61 @@ fn prepare(args: &CmdArgs) -> Result<Prepared, CniError> {
         cfg,
         opts,
     })
+}
+
+/// DEL's rule removal for both families: the IPs come from the store entry, else from the
+/// cached ADD result (plan_del also finds the IPv4 one from the INPUT jump). Returns the
+/// problems met; none of them stops the rest.
+fn remove_all_rules(
+    p: &Prepared,
+    args: &CmdArgs,
+    entry: Option<&silk_dataplane::datastore::Container>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let prev = args.prev_result.as_ref();
+
+    let ip4 = entry
+        .and_then(|e| e.ip.parse().ok())
+        .or_else(|| prev.and_then(|r| r.first_ipv4()).map(IpAddr::V4));
+    let expected = ip4.and_then(|ip| {
+        let underlay_ifs = host::underlay_interfaces(
+            &p.cfg.temporary_underlay_interface_names,
+            &p.cfg.underlay_ips,
+        )
+        .ok()?;
+        let masq_exclude = match options::no_masq_range(&p.cfg).ok()? {
+            Some(r) => Some(r),
+            None => Some(host::daemon_lease_once(p.cfg.daemon_port()?).ok()?),
+        };
+        Some(Container {
+            handle: args.container_id.clone(),
+            ip,
+            underlay_ifs,
+            port_mappings: vec![],
+            workload: String::new(),
+            masq_exclude,
+        })
+    });
+    if let Err(e) = remove_container_rules(
+        &p.ipt,
+        Family::V4,
+        &p.opts,
+        expected.as_ref(),
+        &args.container_id,
+        ip4,
+    ) {
+        problems.push(e.msg);
+    }
+    let ip6 = entry
+        .and_then(|e| e.ipv6.as_deref())
+        .and_then(|s| s.parse().ok())
+        .or_else(|| prev.and_then(|r| r.first_ipv6()).map(IpAddr::V6));
+    if let Some(ip6) = ip6 {
+        if let Err(e) = remove_rules(&p.ipt, Family::V6, &args.container_id, Some(ip6)) {
+            problems.push(e.msg);
+        }
+    }
+    problems
 }
 
 fn vpa_get(addr: &str, path: &str) -> Result<silk_cni_skel::http::Response, CniError> {
@@ -280,6 +340,7 @@ impl CniPlugin for Wrapper {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let started = Instant::now();
         let p = prepare(args)?;
         let mut problems = Vec::new();
         let entry = match p.store.delete(&args.container_id) {
@@ -289,68 +350,56 @@ impl CniPlugin for Wrapper {
                 None
             }
         };
-        if let Err(e) = delegate::del(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes()) {
+        // The rules go in a thread beside the delegate's DEL: the kernel's veth teardown and
+        // iptables-restore each take milliseconds and touch nothing the other reads, so the
+        // DEL costs the longer of the two rather than their sum (the delete of a veth waits
+        // for the kernel's netdev unregistration). Rule removal starts before the delegate
+        // releases the IP, where upstream removed rules only after it.
+        let ((delegate_result, delegate_ms), rules) = std::thread::scope(|s| {
+            let rules = s.spawn(|| {
+                let t = Instant::now();
+                (remove_all_rules(&p, args, entry.as_ref()), millis(t))
+            });
+            let t = Instant::now();
+            let d = delegate::del(p.cfg.delegate_type(), args, &p.cfg.delegate_bytes());
+            ((d, millis(t)), rules.join())
+        });
+        if let Err(e) = delegate_result {
             problems.push(format!("delegate delete: {e}"));
         }
-        // The stored IP, else the cached ADD result's; plan_del also finds it from the INPUT jump.
-        let prev = args.prev_result.as_ref();
-        let ip4 = entry
-            .as_ref()
-            .and_then(|e| e.ip.parse().ok())
-            .or_else(|| prev.and_then(|r| r.first_ipv4()).map(IpAddr::V4));
-        let expected = ip4.and_then(|ip| {
-            let underlay_ifs = host::underlay_interfaces(
-                &p.cfg.temporary_underlay_interface_names,
-                &p.cfg.underlay_ips,
-            )
-            .ok()?;
-            let masq_exclude = match options::no_masq_range(&p.cfg).ok()? {
-                Some(r) => Some(r),
-                None => Some(host::daemon_lease_once(p.cfg.daemon_port()?).ok()?),
-            };
-            Some(Container {
-                handle: args.container_id.clone(),
-                ip,
-                underlay_ifs,
-                port_mappings: vec![],
-                workload: String::new(),
-                masq_exclude,
-            })
-        });
-        if let Err(e) = remove_container_rules(
-            &p.ipt,
-            Family::V4,
-            &p.opts,
-            expected.as_ref(),
-            &args.container_id,
-            ip4,
-        ) {
-            problems.push(e.msg);
-        }
-        let ip6 = entry
-            .as_ref()
-            .and_then(|e| e.ipv6.as_deref())
-            .and_then(|s| s.parse().ok())
-            .or_else(|| prev.and_then(|r| r.first_ipv6()).map(IpAddr::V6));
-        if let Some(ip6) = ip6 {
-            if let Err(e) = remove_rules(&p.ipt, Family::V6, &args.container_id, Some(ip6)) {
-                problems.push(e.msg);
+        let rules_ms = match rules {
+            Ok((found, ms)) => {
+                problems.extend(found);
+                ms
             }
-        }
+            Err(_) => {
+                problems.push("rule removal panicked".to_string());
+                0.0
+            }
+        };
         for msg in &problems {
             eprintln!("{msg}");
         }
-        log(
-            "del",
-            serde_json::json!({"container_id": args.container_id, "problems": problems}),
-        );
+        let t = Instant::now();
         let r = vpa_get(
             &p.cfg.policy_agent_force_poll_address,
             &format!(
                 "/force-orphaned-asgs-cleanup?container={}",
                 args.container_id
             ),
-        )?;
+        );
+        log(
+            "del",
+            serde_json::json!({
+                "container_id": args.container_id,
+                "problems": problems,
+                "delegate_ms": delegate_ms,
+                "rules_ms": rules_ms,
+                "asg_cleanup_ms": millis(t),
+                "total_ms": millis(started),
+            }),
+        );
+        let r = r?;
         if r.status != 200 && r.status != 405 {
             return Err(err(format!(
                 "asg cleanup returned {} with message: {}",
