@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use silk_cni_skel::{delegate, CmdArgs, CniError, CniPlugin, CniResult};
+use silk_cni_skel::{delegate, gc, CmdArgs, CniError, CniPlugin, CniResult};
 use silk_dataplane::datastore::MetadataStore;
 use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
 
@@ -131,6 +131,26 @@ pub fn remove_rules(
     }
     ipt.restore(family, &plan.render())
         .map_err(|e| err(format!("net out cleanup: {e}")))
+}
+
+/// Removes the chains with `prefixes` that are not in `keep`, with their jumps and MASQUERADE
+/// rules, in one save and one restore under one lock hold (GC, cni-teardown). Returns how many
+/// chains went.
+pub fn sweep_rules(
+    ipt: &dyn Iptables,
+    family: Family,
+    prefixes: &[&str],
+    keep: &[String],
+) -> Result<usize, CniError> {
+    let _lock = ipt.lock().map_err(err)?;
+    let saved = ipt.save(family, None).map_err(err)?;
+    let plan = netrules::plan_sweep(&saved, prefixes, keep);
+    if plan.is_empty() {
+        return Ok(0);
+    }
+    ipt.restore(family, &plan.render())
+        .map_err(|e| err(format!("sweep: {e}")))?;
+    Ok(plan.tables.iter().map(|t| t.remove.len()).sum())
 }
 
 /// DEL's rule removal: the expected plan first (no table read), the saved-table plan otherwise.
@@ -407,6 +427,73 @@ impl CniPlugin for Wrapper {
             )));
         }
         Ok(())
+    }
+
+    /// GC: the delegate's GC first (addresses, veths, silk store), then the metadata store and
+    /// the chains of every container the runtime no longer lists, then vxlan-policy-agent's
+    /// orphaned ASG cleanup for each of them. Goes on after failures and reports them all.
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let p = prepare(args)?;
+        let valid = gc::valid_attachments(args)?;
+        let mut problems = Vec::new();
+        let mut delegate_conf = p.cfg.delegate.clone().unwrap_or_default();
+        delegate_conf.insert(
+            gc::VALID_ATTACHMENTS.into(),
+            args.config[gc::VALID_ATTACHMENTS].clone(),
+        );
+        delegate_conf.insert("cniVersion".into(), Value::String(args.cni_version.clone()));
+        let bytes = serde_json::to_vec(&delegate_conf).map_err(err)?;
+        if let Err(e) = delegate::exec(p.cfg.delegate_type(), "GC", args, &bytes) {
+            problems.push(format!("delegate GC: {e}"));
+        }
+        let live: Vec<String> = valid.iter().map(|a| a.container_id.clone()).collect();
+        let dropped = p
+            .store
+            .retain(|h| live.iter().any(|l| l == h))
+            .unwrap_or_else(|e| {
+                problems.push(format!("store: {e}"));
+                vec![]
+            });
+        let keep = netrules::chains_of(&live);
+        let mut families = vec![Family::V4];
+        if p.cfg.enable_ipv6 {
+            families.push(Family::V6);
+        }
+        let mut chains_removed = 0;
+        for family in families {
+            match sweep_rules(&p.ipt, family, netrules::CONTAINER_CHAIN_PREFIXES, &keep) {
+                Ok(n) => chains_removed += n,
+                Err(e) => problems.push(e.msg),
+            }
+        }
+        for c in &dropped {
+            let path = format!("/force-orphaned-asgs-cleanup?container={}", c.handle);
+            match vpa_get(&p.cfg.policy_agent_force_poll_address, &path) {
+                Ok(r) if r.status == 200 || r.status == 405 => {}
+                Ok(r) => problems.push(format!(
+                    "asg cleanup of {}: {} {}",
+                    c.handle, r.status, r.body
+                )),
+                Err(e) => problems.push(format!("asg cleanup of {}: {}", c.handle, e.msg)),
+            }
+        }
+        log(
+            "gc",
+            serde_json::json!({
+                "store_entries_dropped": dropped.iter().map(|c| c.handle.clone()).collect::<Vec<_>>(),
+                "chains_removed": chains_removed,
+                "problems": problems,
+            }),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                silk_cni_skel::ErrorCode::IoFailure,
+                "GC left something behind",
+                problems.join("; "),
+            ))
+        }
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {

@@ -1,6 +1,8 @@
 //! cni-teardown (cni.md §5.1), run by the silk-cni job's pre-start: removes legacy silk IFB
 //! devices (`ifb` links whose name starts with `i`) and the state directories named in the
-//! config (`{"paths_to_delete": [...]}`), logging failures without stopping.
+//! config (`{"paths_to_delete": [...]}`), logging failures without stopping. Unlike upstream it
+//! also removes the iptables chains of containers that vanished without DEL (a garden crash),
+//! but only when no container's host veth end exists: chains with live owners are never swept.
 
 use serde::Deserialize;
 
@@ -8,6 +10,34 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct TeardownConfig {
     pub paths_to_delete: Vec<String>,
+    /// The lock shared with cni-wrapper-plugin and vxlan-policy-agent (not in upstream's file,
+    /// which therefore gets the default).
+    #[serde(default = "default_lock_file")]
+    pub iptables_lock_file: String,
+}
+
+fn default_lock_file() -> String {
+    "/var/vcap/data/garden-cni/iptables.lock".into()
+}
+
+/// Host ends of container veths (`s-` and 12 digits, silk-cni's naming) in `ip -j -d link`
+/// output: while one exists a container may be alive.
+pub fn container_veths(ip_json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(ip_json).unwrap_or_default();
+    v.as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter(|l| l["linkinfo"]["info_kind"] == "veth")
+                .filter_map(|l| l["ifname"].as_str())
+                .filter(|n| {
+                    n.strip_prefix("s-")
+                        .is_some_and(|d| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl TeardownConfig {
@@ -41,10 +71,18 @@ mod tests {
         let c =
             TeardownConfig::parse(r#"{"paths_to_delete": ["/var/vcap/data/host-local"]}"#).unwrap();
         assert_eq!(c.paths_to_delete, vec!["/var/vcap/data/host-local"]);
+        assert_eq!(
+            c.iptables_lock_file,
+            "/var/vcap/data/garden-cni/iptables.lock"
+        );
         assert!(TeardownConfig::parse("{}").is_err());
         let links = r#"[{"ifname":"i-010255030002","linkinfo":{"info_kind":"ifb"}},
                         {"ifname":"bwp3fe8b8fb7e62","linkinfo":{"info_kind":"ifb"}},
                         {"ifname":"ifb0x","linkinfo":{"info_kind":"veth"}}, {"ifname":"lo"}]"#;
         assert_eq!(legacy_ifbs(links), vec!["i-010255030002"]);
+        let links = r#"[{"ifname":"s-010255030002","linkinfo":{"info_kind":"veth"}},
+                        {"ifname":"s-01025503000","linkinfo":{"info_kind":"veth"}},
+                        {"ifname":"s-010255030003","linkinfo":{"info_kind":"ifb"}}, {"ifname":"lo"}]"#;
+        assert_eq!(container_veths(links), vec!["s-010255030002"]);
     }
 }

@@ -331,3 +331,109 @@ fn bad_input_gives_spec_errors_and_creates_nothing() {
     let o = cni(&cell.cni_path, "ADD", "h1", netns, &good.to_string(), &[]);
     assert_eq!(o.code, 0, "{} {}", o.stdout, o.stderr);
 }
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn gc_sweeps_what_the_runtime_no_longer_lists_and_nothing_else() {
+    let cell = Cell::new();
+    let add = |id: &str, ns: &NsHolder| {
+        let conf = cell.config(metadata(), a_runtime()).to_string();
+        let out = cni(
+            &cell.cni_path,
+            "ADD",
+            id,
+            ns.path().to_str().unwrap(),
+            &conf,
+            &[],
+        );
+        assert_eq!(out.code, 0, "ADD {id}: {} {}", out.stdout, out.stderr);
+        out.json()["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let keep_ns = NsHolder::spawn().unwrap();
+    let keep_ip = add("keep-1", &keep_ns);
+    let only_keep = rules_and_chains();
+    let only_keep_links = extra_links();
+    // gone-2: the runtime forgot it, its namespace still exists; gone-3: its namespace is gone
+    // too (a garden crash), so its veth went with it.
+    let ns2 = NsHolder::spawn().unwrap();
+    add("gone-2", &ns2);
+    {
+        let ns3 = NsHolder::spawn().unwrap();
+        add("gone-3", &ns3);
+    }
+    assert_ne!(rules_and_chains(), only_keep);
+
+    let gc_conf = |valid: Option<serde_json::Value>| {
+        let mut c = cell.config(serde_json::Value::Null, serde_json::Value::Null);
+        let o = c.as_object_mut().unwrap();
+        o.remove("metadata");
+        o.remove("runtimeConfig");
+        o.insert("cniVersion".into(), "1.1.0".into());
+        if let Some(v) = valid {
+            o.insert("cni.dev/valid-attachments".into(), v);
+        }
+        c.to_string()
+    };
+    // Without the list GC refuses and removes nothing.
+    let before = rules_and_chains();
+    let out = cni(&cell.cni_path, "GC", "", "", &gc_conf(None), &[]);
+    assert_ne!(out.code, 0);
+    assert_eq!(out.json()["code"], 7, "{}", out.stdout);
+    assert_eq!(rules_and_chains(), before);
+
+    let valid = serde_json::json!([{"containerID": "keep-1", "ifname": "eth0"}]);
+    let out = cni(
+        &cell.cni_path,
+        "GC",
+        "",
+        "",
+        &gc_conf(Some(valid.clone())),
+        &[],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, ""),
+        "GC: {}",
+        out.stderr
+    );
+    assert_eq!(
+        rules_and_chains(),
+        only_keep,
+        "GC must leave exactly keep-1's rules"
+    );
+    assert_eq!(extra_links(), only_keep_links);
+    let store: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["keep-1"]
+    );
+    let mut ipam: Vec<String> = std::fs::read_dir(cell.path("host-local/ipam/silk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    ipam.sort();
+    assert_eq!(ipam, vec![keep_ip.trim_end_matches("/32").to_string()]);
+    let silk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cell.path("silk/store.json")).unwrap())
+            .unwrap();
+    for e in silk.as_object().unwrap().values() {
+        assert_eq!(e["ip"].as_str(), keep_ip.strip_suffix("/32"), "{silk}");
+    }
+    let reqs = cell.server.requests.lock().unwrap().clone();
+    for gone in ["gone-2", "gone-3"] {
+        assert!(reqs.iter().any(|l| l.starts_with(&format!(
+            "GET /force-orphaned-asgs-cleanup?container={gone} "
+        ))));
+    }
+    // A second GC finds nothing to do.
+    let out = cni(&cell.cni_path, "GC", "", "", &gc_conf(Some(valid)), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rules_and_chains(), only_keep);
+}

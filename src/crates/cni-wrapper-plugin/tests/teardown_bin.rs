@@ -45,3 +45,95 @@ fn removes_paths_and_legacy_ifbs_only() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// Chains a crashed garden left behind, plus a chain and rule that are not silk's.
+const STALE: &str =
+    "*filter\n:input--gone - [0:0]\n:netout--gone - [0:0]\n:netout--gone--log - [0:0]\n\
+:asg-000001 - [0:0]\n:other-chain - [0:0]\n\
+-A INPUT -s 10.255.30.3/32 -j input--gone\n-A FORWARD -s 10.255.30.3/32 -o eth0 -j netout--gone\n\
+-A INPUT -j other-chain\n-A netout--gone -j asg-000001\n-A asg-000001 -p tcp -g netout--gone--log\n\
+-A input--gone -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n\
+*nat\n:netin--gone - [0:0]\n-A PREROUTING -j netin--gone\n\
+-A POSTROUTING -s 10.255.30.3/32 ! -d 10.255.0.0/16 ! -o silk-vtep -j MASQUERADE\n\
+-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE\nCOMMIT\n";
+
+fn teardown(dir: &std::path::Path) -> String {
+    let conf = dir.join("teardown-config.json");
+    std::fs::write(
+        &conf,
+        serde_json::json!({"paths_to_delete": [], "iptables_lock_file": dir.join("garden-cni/iptables.lock")})
+            .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cni-teardown"))
+        .args(["--config", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    stdout
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn sweeps_stale_chains_only_when_no_container_veth_exists() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
+    );
+    unshare_test_netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let restore = |text: &str| {
+        let mut c = Command::new("iptables-restore")
+            .arg("--noflush")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success());
+    };
+    restore(STALE);
+    let rules = || {
+        let saved = run_ok(&["iptables-save"]).unwrap();
+        saved
+            .lines()
+            .filter(|l| l.starts_with("-A ") || (l.starts_with(':') && l.contains(" - ")))
+            .map(|l| l.split(" [").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // A container's host veth exists: it may be alive, nothing is swept.
+    run_ok(&[
+        "ip",
+        "link",
+        "add",
+        "s-010255030002",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "c-x",
+    ])
+    .unwrap();
+    let before = rules();
+    assert!(teardown(dir.path()).contains("skip-iptables-sweep"));
+    assert_eq!(rules(), before);
+
+    run_ok(&["ip", "link", "del", "s-010255030002"]).unwrap();
+    let log = teardown(dir.path());
+    assert!(log.contains("cni-teardown.iptables-sweep"), "{log}");
+    let after = rules();
+    let mut expected = vec![
+        ":other-chain -".to_string(),
+        "-A INPUT -j other-chain".to_string(),
+        "-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE".to_string(),
+    ];
+    expected.sort();
+    let mut got = after.clone();
+    got.sort();
+    assert_eq!(got, expected, "teardown left or took too much: {after:?}");
+    // Running it again is harmless.
+    teardown(dir.path());
+    assert_eq!(rules().len(), 3);
+}

@@ -9,6 +9,7 @@ pub mod delegate;
 pub mod env;
 pub mod error;
 pub mod filelog;
+pub mod gc;
 pub mod http;
 pub mod result;
 pub mod run;

@@ -1,10 +1,14 @@
 //! The silk-cni plugin: ADD (network info, IPAM, veth, silk store), DEL (idempotent, works with
-//! silk-daemon down), CHECK (the container interface still carries its address), STATUS.
+//! silk-daemon down), CHECK (the container interface still carries its address), STATUS, and
+//! GC (sweeps attachments the runtime no longer lists).
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use ipnetwork::Ipv4Network;
-use silk_cni_skel::{CmdArgs, CniError, CniPlugin, CniResult, Interface, IpConfig, Route};
+use silk_cni_skel::{
+    gc, CmdArgs, CniError, CniPlugin, CniResult, ErrorCode, Interface, IpConfig, Route,
+};
 use silk_dataplane::datastore::SilkStore;
 use silk_dataplane::hostlocal::HostLocal;
 
@@ -164,6 +168,51 @@ impl CniPlugin for SilkCni {
                 args.ifname
             ))),
             Err(e) => Err(CniError::internal(format!("CHECK: {e}"))),
+        }
+    }
+
+    /// GC: releases the addresses of attachments the runtime no longer has, deletes their host
+    /// veth ends and drops their silk store entries. Goes on after a failure and reports all.
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let c = config(args)?;
+        let valid = gc::valid_attachments(args)?;
+        let released = ipam(&c)
+            .release_unless(|id, ifname| gc::keeps(&valid, id, ifname))
+            .map_err(|e| CniError::new(ErrorCode::IoFailure, "GC: IPAM sweep", e.to_string()))?;
+        let mut problems = Vec::new();
+        for (ip, _) in &released {
+            if let IpAddr::V4(v4) = ip {
+                let (host, _) = veth_names(*v4);
+                if let Err(e) = veth::delete_host_end(&host) {
+                    problems.push(format!("delete {host}: {e}"));
+                }
+            }
+        }
+        let gone: Vec<String> = released.iter().map(|(ip, _)| ip.to_string()).collect();
+        let dropped = SilkStore::new(&c.datastore)
+            .retain(|e| !gone.contains(&e.ip))
+            .unwrap_or_else(|e| {
+                problems.push(format!("silk store: {e}"));
+                vec![]
+            });
+        silk_cni_skel::filelog::append(
+            LOG_FILE,
+            SOURCE,
+            "gc",
+            serde_json::json!({
+                "released": released.iter().map(|(ip, id)| serde_json::json!({"ip": ip.to_string(), "container_id": id})).collect::<Vec<_>>(),
+                "store_entries_dropped": dropped.len(),
+                "problems": problems,
+            }),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                ErrorCode::IoFailure,
+                "GC left something behind",
+                problems.join("; "),
+            ))
         }
     }
 

@@ -158,6 +158,14 @@ pub fn tear_down(netns: &str, ifname: &str) -> Result<bool, VethError> {
     })
 }
 
+/// Deletes a host end (and with it the container end) in this process's namespace; a missing
+/// link is success (GC).
+pub fn delete_host_end(name: &str) -> Result<(), VethError> {
+    let mut sock = BatchSocket::open()?;
+    nl::run_all(&mut sock, &[nl::delete_link_by_name(name)])?;
+    Ok(())
+}
+
 /// True when `ifname` in `netns` carries `ip` (CHECK).
 pub fn has_address(netns: &str, ifname: &str, ip: Ipv4Addr) -> Result<bool, VethError> {
     in_netns(netns, || {

@@ -125,6 +125,21 @@ impl SilkStore {
     pub fn read_all(&self) -> Result<Entries, StoreError> {
         read(&self.path)
     }
+
+    /// GC: drops every entry `keep` rejects, returning them.
+    pub fn retain(&self, keep: impl Fn(&Container) -> bool) -> Result<Vec<Container>, StoreError> {
+        let mut dropped = Vec::new();
+        self.modify(|e| {
+            e.retain(|_, c| {
+                let k = keep(c);
+                if !k {
+                    dropped.push(c.clone());
+                }
+                k
+            });
+        })?;
+        Ok(dropped)
+    }
 }
 
 // === impl MetadataStore ===
@@ -223,6 +238,14 @@ impl MetadataStore {
         read(&self.path)
     }
 
+    /// GC: drops every entry whose handle `keep` rejects, returning them (one version bump).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<Container>, StoreError> {
+        self.modify(|e| {
+            let gone: Vec<String> = e.keys().filter(|h| !keep(h)).cloned().collect();
+            Ok(gone.iter().filter_map(|h| e.remove(h)).collect())
+        })
+    }
+
     pub fn version(&self) -> u64 {
         std::fs::read_to_string(self.sibling("_version"))
             .ok()
@@ -305,5 +328,32 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(s.read_all().unwrap().len(), 20);
+    }
+
+    #[test]
+    fn retain_drops_what_gc_does_not_keep() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SilkStore::new(d.path().join("silk/store.json"));
+        s.add("ns-a", "10.255.30.2").unwrap();
+        s.add("ns-b", "10.255.30.3").unwrap();
+        let dropped = s.retain(|c| c.ip != "10.255.30.3").unwrap();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].handle, "ns-b");
+        assert_eq!(
+            s.read_all().unwrap().keys().collect::<Vec<_>>(),
+            vec!["ns-a"]
+        );
+
+        let m = MetadataStore::new(d.path().join("meta/store.json"), None);
+        m.add("h1", "10.255.30.2", None, Value::Null).unwrap();
+        m.add("h2", "10.255.30.3", None, Value::Null).unwrap();
+        let v = m.version();
+        let gone = m.retain(|h| h == "h1").unwrap();
+        assert_eq!(
+            gone.iter().map(|c| c.handle.as_str()).collect::<Vec<_>>(),
+            vec!["h2"]
+        );
+        assert_eq!(m.read_all().unwrap().keys().collect::<Vec<_>>(), vec!["h1"]);
+        assert_eq!(m.version(), v + 1);
     }
 }

@@ -170,6 +170,33 @@ impl HostLocal {
         }
         Ok(released)
     }
+
+    /// GC: releases every reservation whose owner `keep(id, ifname)` rejects (`ifname` is empty
+    /// in the old one-line format). Returns the released addresses with their owner ids.
+    pub fn release_unless(
+        &self,
+        keep: impl Fn(&str, &str) -> bool,
+    ) -> Result<Vec<(IpAddr, String)>, IpamError> {
+        if !self.dir.exists() {
+            return Ok(vec![]);
+        }
+        let _lock = self.locked()?;
+        let mut released = Vec::new();
+        for (ip, content) in self.reservations()? {
+            let content = content.trim();
+            let (id, ifname) = content.split_once("\r\n").unwrap_or((content, ""));
+            if keep(id, ifname) {
+                continue;
+            }
+            let path = self.dir.join(ip.to_string());
+            match std::fs::remove_file(&path) {
+                Ok(()) => released.push((ip, id.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("remove", &path)(e)),
+            }
+        }
+        Ok(released)
+    }
 }
 
 #[cfg(test)]
@@ -244,5 +271,24 @@ mod tests {
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), 16);
+    }
+
+    #[test]
+    fn release_unless_sweeps_only_the_attachments_not_kept() {
+        let (_d, h) = pool();
+        let net = "10.255.30.0/24".parse().unwrap();
+        let a = h.allocate(net, "keep-me", "eth0").unwrap();
+        let b = h.allocate(net, "gone", "eth0").unwrap();
+        std::fs::write(h.dir().join("10.255.30.9"), "old-format").unwrap();
+        let released = h
+            .release_unless(|id, ifname| id == "keep-me" && ifname == "eth0")
+            .unwrap();
+        let mut ips: Vec<_> = released.iter().map(|(ip, _)| ip.to_string()).collect();
+        ips.sort();
+        assert_eq!(ips, vec![b.to_string(), "10.255.30.9".to_string()]);
+        assert!(h.dir().join(a.to_string()).exists());
+        assert!(!h.dir().join(b.to_string()).exists());
+        assert!(h.dir().join("last_reserved_ip.0").exists());
+        assert!(h.release_unless(|_, _| true).unwrap().is_empty());
     }
 }

@@ -2,7 +2,10 @@
 
 use std::process::Command;
 
-use cni_wrapper_plugin::teardown::{legacy_ifbs, TeardownConfig};
+use cni_wrapper_plugin::netrules::{ASG_CHAIN_PREFIXES, CONTAINER_CHAIN_PREFIXES};
+use cni_wrapper_plugin::plugin::sweep_rules;
+use cni_wrapper_plugin::teardown::{container_veths, legacy_ifbs, TeardownConfig};
+use silk_dataplane::iptables::{Family, SystemIptables};
 
 fn log(event: &str, data: serde_json::Value) {
     let ts = std::time::SystemTime::now()
@@ -34,23 +37,26 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match Command::new("ip")
+    let links = match Command::new("ip")
         .args(["-j", "-d", "link", "show"])
         .output()
     {
-        Ok(out) => {
-            for ifb in legacy_ifbs(&String::from_utf8_lossy(&out.stdout)) {
-                let st = Command::new("ip").args(["link", "del", &ifb]).status();
-                if !st.is_ok_and(|s| s.success()) {
-                    log("delete-ifb-failed", serde_json::json!({"device": ifb}));
-                }
-            }
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => {
+            log(
+                "list-links-failed",
+                serde_json::json!({"error": e.to_string()}),
+            );
+            String::new()
         }
-        Err(e) => log(
-            "list-links-failed",
-            serde_json::json!({"error": e.to_string()}),
-        ),
+    };
+    for ifb in legacy_ifbs(&links) {
+        let st = Command::new("ip").args(["link", "del", &ifb]).status();
+        if !st.is_ok_and(|s| s.success()) {
+            log("delete-ifb-failed", serde_json::json!({"device": ifb}));
+        }
     }
+    sweep_stale_chains(&config, &links);
     for p in &config.paths_to_delete {
         match std::fs::remove_dir_all(p) {
             Ok(()) => {}
@@ -62,4 +68,41 @@ fn main() {
         }
     }
     log("complete", serde_json::json!({}));
+}
+
+/// The chains of containers that vanished without DEL, with their jumps and MASQUERADE rules,
+/// when no container veth exists (the links could not be listed: nothing is swept).
+fn sweep_stale_chains(config: &TeardownConfig, links: &str) {
+    if links.is_empty() {
+        return;
+    }
+    let live = container_veths(links);
+    if !live.is_empty() {
+        log(
+            "skip-iptables-sweep",
+            serde_json::json!({"container_veths": live.len()}),
+        );
+        return;
+    }
+    if let Some(dir) = std::path::Path::new(&config.iptables_lock_file).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let ipt = SystemIptables::new(&config.iptables_lock_file);
+    let prefixes: Vec<&str> = CONTAINER_CHAIN_PREFIXES
+        .iter()
+        .chain(ASG_CHAIN_PREFIXES)
+        .copied()
+        .collect();
+    for (family, name) in [(Family::V4, "ipv4"), (Family::V6, "ipv6")] {
+        match sweep_rules(&ipt, family, &prefixes, &[]) {
+            Ok(n) => log(
+                "iptables-sweep",
+                serde_json::json!({"family": name, "chains_removed": n}),
+            ),
+            Err(e) => log(
+                "iptables-sweep-failed",
+                serde_json::json!({"family": name, "error": e.msg}),
+            ),
+        }
+    }
 }

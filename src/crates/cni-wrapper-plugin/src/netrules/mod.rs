@@ -319,38 +319,123 @@ const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUT
 pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
     let ch = FilterChains::for_handle(handle);
     let netin = ChainName::netin(handle);
-    let mut p = Payload::default();
     let filter = SavedTable::parse(saved, Table::Filter);
-    let ip = ip.or_else(|| {
-        filter
-            .references_to(ch.input.as_str())
-            .filter(|r| r.chain == "INPUT")
-            .find_map(|r| {
-                let toks: Vec<&str> = r.spec.split_whitespace().collect();
-                toks.windows(2)
-                    .find(|w| w[0] == "-s")
-                    .and_then(|w| w[1].split('/').next()?.parse().ok())
-            })
-    });
+    let ip = ip.or_else(|| input_jump_sources(&filter, &[ch.input.as_str()]).pop());
     let owned_filter = [&ch.input, &ch.netout, &ch.overlay, &ch.log, &ch.rl_log];
-    for (table, owned) in [
-        (Table::Filter, owned_filter.to_vec()),
-        (Table::Nat, vec![&netin]),
-        (Table::Mangle, vec![&netin]),
-    ] {
-        let saved_t = if table == Table::Filter {
-            filter.clone()
-        } else {
-            SavedTable::parse(saved, table)
-        };
-        let is_owned = |c: &str| owned.iter().any(|o| o.as_str() == c);
-        let plan = p.table(table);
-        for chain in owned.iter().filter(|c| saved_t.has_chain(c.as_str())) {
-            plan.declare.push((*chain).clone());
+    let owned: Vec<(Table, Vec<String>)> = vec![
+        (
+            Table::Filter,
+            owned_filter
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+        ),
+        (Table::Nat, vec![netin.as_str().to_string()]),
+        (Table::Mangle, vec![netin.as_str().to_string()]),
+    ];
+    plan_remove(&owned, ip.as_slice(), saved)
+}
+
+/// Chain-name prefixes of the chains the wrapper creates for each container (all tables).
+pub const CONTAINER_CHAIN_PREFIXES: &[&str] = &["input--", "netout--", "overlay--", "netin--"];
+/// vxlan-policy-agent's per-container ASG chains.
+pub const ASG_CHAIN_PREFIXES: &[&str] = &["asg-", "casg-"];
+
+/// Sweeps the chains of containers that no longer exist (GC, cni-teardown): every chain of
+/// `saved` whose name starts with one of `prefixes` and is not among `keep` (the chain names
+/// of live containers), with the jumps to it from built-in chains and, in nat, the
+/// MASQUERADE rules of the IPs its `INPUT` jump names. `saved` is one family's filter, nat
+/// and mangle text; for IPv6 only filter exists.
+pub fn plan_sweep(saved: &str, prefixes: &[&str], keep: &[String]) -> Payload {
+    let stale = |t: &SavedTable| -> Vec<String> {
+        t.chains
+            .iter()
+            .filter(|c| prefixes.iter().any(|p| c.starts_with(p)))
+            .filter(|c| !keep.iter().any(|k| k == *c))
+            .cloned()
+            .collect()
+    };
+    let filter = SavedTable::parse(saved, Table::Filter);
+    let filter_stale = stale(&filter);
+    let inputs: Vec<&str> = filter_stale
+        .iter()
+        .filter(|c| c.starts_with("input--"))
+        .map(String::as_str)
+        .collect();
+    // After a crash IPs are handed out again from the start, so a stale chain's IP may be a
+    // live container's now: its MASQUERADE rule (same text) stays.
+    let live: Vec<&str> = keep
+        .iter()
+        .filter(|c| c.starts_with("input--"))
+        .map(String::as_str)
+        .collect();
+    let live_ips = input_jump_sources(&filter, &live);
+    let ips: Vec<IpAddr> = input_jump_sources(&filter, &inputs)
+        .into_iter()
+        .filter(|ip| !live_ips.contains(ip))
+        .collect();
+    let owned = vec![
+        (Table::Filter, filter_stale),
+        (Table::Nat, stale(&SavedTable::parse(saved, Table::Nat))),
+        (
+            Table::Mangle,
+            stale(&SavedTable::parse(saved, Table::Mangle)),
+        ),
+    ];
+    plan_remove(&owned, &ips, saved)
+}
+
+/// Every chain name a live handle owns, in any table: what [`plan_sweep`] keeps.
+pub fn chains_of(handles: &[String]) -> Vec<String> {
+    handles
+        .iter()
+        .flat_map(|h| {
+            let f = FilterChains::for_handle(h);
+            [
+                f.input,
+                f.netout,
+                f.overlay,
+                f.log,
+                f.rl_log,
+                ChainName::netin(h),
+            ]
+        })
+        .map(|c| c.as_str().to_string())
+        .collect()
+}
+
+/// The source addresses of the `INPUT` jumps to `chains` (each container's IP is there).
+fn input_jump_sources(filter: &SavedTable, chains: &[&str]) -> Vec<IpAddr> {
+    filter
+        .rules
+        .iter()
+        .filter(|r| r.chain == "INPUT" && chains.iter().any(|c| r.targets(c)))
+        .filter_map(|r| {
+            let toks: Vec<&str> = r.spec.split_whitespace().collect();
+            toks.windows(2)
+                .find(|w| w[0] == "-s")
+                .and_then(|w| w[1].split('/').next()?.parse().ok())
+        })
+        .collect()
+}
+
+/// Removes the `owned` chains of each table: flushes them, deletes the jumps to them from
+/// built-in chains and the nat MASQUERADE rules of `ips`, then removes each chain no foreign
+/// chain still references (those stay flushed, for vxlan-policy-agent's orphan cleanup).
+fn plan_remove(owned: &[(Table, Vec<String>)], ips: &[IpAddr], saved: &str) -> Payload {
+    let mut p = Payload::default();
+    for (table, owned) in owned {
+        let saved_t = SavedTable::parse(saved, *table);
+        let is_owned = |c: &str| owned.iter().any(|o| o == c);
+        let plan = p.table(*table);
+        for chain in owned.iter().filter(|c| saved_t.has_chain(c)) {
+            if let Ok(name) = ChainName::new(chain) {
+                plan.declare.push(name);
+            }
         }
         let mut foreign_refs = Vec::new();
         for r in &saved_t.rules {
-            let Some(target) = owned.iter().find(|c| r.targets(c.as_str())) else {
+            let Some(target) = owned.iter().find(|c| r.targets(c)) else {
                 continue;
             };
             if is_owned(&r.chain) {
@@ -359,12 +444,12 @@ pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
             if BUILTIN.contains(&r.chain.as_str()) {
                 plan.delete.push(r.clone());
             } else {
-                foreign_refs.push(target.as_str().to_string());
+                foreign_refs.push(target.clone());
             }
         }
-        if table == Table::Nat {
-            if let Some(ip) = ip {
-                let src = format!("-s {} ", host(ip));
+        if *table == Table::Nat {
+            for ip in ips {
+                let src = format!("-s {} ", host(*ip));
                 for r in saved_t.rules.iter().filter(|r| r.chain == "POSTROUTING") {
                     if r.spec.starts_with(&src)
                         && r.spec.ends_with("-j MASQUERADE")

@@ -201,3 +201,89 @@ fn expected_del_mirrors_what_add_wrote() {
     }
     assert!(text.contains("-X netout--5f3c9a1e-7b2--rl-log\n"));
 }
+
+/// Two containers' chains and rules, as iptables-save prints them (abbreviated to what the
+/// sweep looks at): `live` is still running, `gone` vanished without DEL, and a newer
+/// container got `gone`'s old IP after a restart.
+const TWO_CONTAINERS: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+:input--live - [0:0]\n:netout--live - [0:0]\n:overlay--live - [0:0]\n\
+:input--gone - [0:0]\n:netout--gone - [0:0]\n:overlay--gone - [0:0]\n:netout--gone--log - [0:0]\n\
+:asg-gone - [0:0]\n:vpa--1700000000 - [0:0]\n\
+-A INPUT -s 10.255.30.2/32 -j input--live\n-A INPUT -s 10.255.30.3/32 -j input--gone\n\
+-A FORWARD -s 10.255.30.2/32 -o eth0 -j netout--live\n-A FORWARD -s 10.255.30.3/32 -o eth0 -j netout--gone\n\
+-A FORWARD -j overlay--live\n-A FORWARD -j overlay--gone\n-A FORWARD -j vpa--1700000000\n\
+-A netout--gone -j asg-gone\n-A asg-gone -p tcp -g netout--gone--log\n\
+-A input--live -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n\
+*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:netin--live - [0:0]\n:netin--gone - [0:0]\n\
+-A PREROUTING -j netin--live\n-A PREROUTING -j netin--gone\n\
+-A POSTROUTING -s 10.255.30.2/32 ! -d 10.255.0.0/16 ! -o silk-vtep -j MASQUERADE\n\
+-A POSTROUTING -s 10.255.30.3/32 ! -d 10.255.0.0/16 ! -o silk-vtep -j MASQUERADE\nCOMMIT\n";
+
+#[test]
+fn sweep_removes_only_the_chains_of_containers_that_are_gone() {
+    let keep = chains_of(&["live".to_string()]);
+    let text = plan_sweep(TWO_CONTAINERS, CONTAINER_CHAIN_PREFIXES, &keep).render();
+    for gone in [
+        "-D INPUT -s 10.255.30.3/32 -j input--gone\n",
+        "-D FORWARD -s 10.255.30.3/32 -o eth0 -j netout--gone\n",
+        "-D FORWARD -j overlay--gone\n",
+        "-D PREROUTING -j netin--gone\n",
+        "-D POSTROUTING -s 10.255.30.3/32 ! -d 10.255.0.0/16 ! -o silk-vtep -j MASQUERADE\n",
+        "-X input--gone\n",
+        "-X netout--gone\n",
+        "-X overlay--gone\n",
+        "-X netin--gone\n",
+    ] {
+        assert!(text.contains(gone), "sweep lacks {gone:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("live"),
+        "a live container's rule is touched:\n{text}"
+    );
+    assert!(
+        !text.contains("vpa--"),
+        "a shared chain is touched:\n{text}"
+    );
+    // The ASG chain is the agent's: its target stays, flushed, for the agent's orphan cleanup.
+    assert!(!text.contains("asg-gone"));
+    assert!(text.contains(":netout--gone--log - [0:0]\n"));
+    assert!(!text.contains("-X netout--gone--log"));
+}
+
+#[test]
+fn sweep_keeps_the_masquerade_rule_of_a_live_container_that_reused_the_ip() {
+    let saved = TWO_CONTAINERS.replace(
+        "-s 10.255.30.3/32 -j input--gone",
+        "-s 10.255.30.2/32 -j input--gone",
+    );
+    let keep = chains_of(&["live".to_string()]);
+    let text = plan_sweep(&saved, CONTAINER_CHAIN_PREFIXES, &keep).render();
+    assert!(text.contains("-X input--gone\n"));
+    assert!(!text.contains("-D POSTROUTING -s 10.255.30.2/32"), "{text}");
+}
+
+#[test]
+fn teardown_sweep_with_no_live_container_removes_asg_chains_too() {
+    let prefixes: Vec<&str> = CONTAINER_CHAIN_PREFIXES
+        .iter()
+        .chain(ASG_CHAIN_PREFIXES)
+        .copied()
+        .collect();
+    let text = plan_sweep(TWO_CONTAINERS, &prefixes, &[]).render();
+    for chain in [
+        "input--live",
+        "input--gone",
+        "asg-gone",
+        "netout--gone--log",
+        "netin--live",
+    ] {
+        assert!(
+            text.contains(&format!("-X {chain}\n")),
+            "{chain} stays:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("-j MASQUERADE").count(), 2);
+    assert!(!text.contains("vpa--"));
+    // Nothing of ours left: an empty payload.
+    assert!(plan_sweep("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", &prefixes, &[]).is_empty());
+}
