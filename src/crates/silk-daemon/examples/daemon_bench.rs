@@ -5,7 +5,7 @@
 //!    acquire (its local API answering) to its route, ARP and FDB entries existing on all 20.
 //! 2. Scale: one real cell and N fake leases inserted into the controller's table; the first
 //!    converge and steady cycles (nothing changed) timed from the daemon's own cycle log
-//!    (wall) and /proc/<pid>/stat (CPU), plus the daemon's RSS.
+//!    (wall) and /proc/<pid>/task/*/schedstat (CPU), plus the daemon's RSS.
 //!
 //! Usage: daemon_bench <path to silk-daemon> [cells] [lease counts...]
 
@@ -17,18 +17,26 @@ use serde_json::Value;
 use silk_testkit::testbed::render::Timing;
 use silk_testkit::testbed::{Binaries, Options, Testbed};
 
-fn ticks_per_second() -> f64 {
-    // Linux reports utime/stime in USER_HZ, 100 on every supported architecture.
-    100.0
-}
+/// How long steady cycles are watched (about 20 cycles at the 1 s poll interval).
+const STEADY_WINDOW: Duration = Duration::from_secs(20);
 
-/// utime + stime of `pid` in seconds.
+/// CPU time of `pid` in seconds, user and system, summed over its threads from
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds; `/proc/<pid>/stat` counts 10 ms ticks, too
+/// coarse for a cycle of a few milliseconds).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (f[11].parse().unwrap(), f[12].parse().unwrap());
-    (utime + stime) / ticks_per_second()
+    let mut ns: u64 = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = t.unwrap().path().join("schedstat");
+        // A thread that exited between listing and reading has nothing left to count.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -186,7 +194,7 @@ async fn scale(bins: &Binaries, n: usize) {
     let before = cycles(&bed.daemon_log(0)).len();
     let cpu0 = cpu_seconds(pid);
     let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(STEADY_WINDOW).await;
     let cpu1 = cpu_seconds(pid);
     let all = cycles(&bed.daemon_log(0));
     let steady: Vec<&(u64, u64, u64)> = all[before..].iter().collect();
