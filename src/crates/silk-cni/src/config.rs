@@ -1,10 +1,11 @@
 //! silk-cni's stdin config (the wrapper's `delegate` object, cni.md §3.1) and the network info
-//! it gets from silk-daemon (§3.3).
+//! it gets from silk-daemon (§3.3), including the IPv6 prefix silk-daemon announces when IPv6
+//! is enabled (upstream-delta §3.3.1).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,11 +34,13 @@ impl Default for Config {
     }
 }
 
-/// The cell's subnet and the MTU for container interfaces.
+/// The cell's subnet, the MTU for container interfaces and, when IPv6 is enabled, the prefix
+/// container IPv6 addresses come from (normalised to its network address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetInfo {
     pub subnet: Ipv4Network,
     pub mtu: u32,
+    pub ipv6_prefix: Option<Ipv6Network>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,21 @@ pub enum NetInfoError {
 struct DaemonInfo {
     overlay_subnet: String,
     mtu: u32,
+    /// Present only when IPv6 is enabled on silk-daemon.
+    #[serde(default)]
+    ipv6_prefix: Option<String>,
+}
+
+/// The daemon's `ipv6_prefix`: absent or empty means no IPv6; anything else must be an IPv6
+/// network (host bits are cleared, as the daemon passes the BOSH `<ip>/<prefix>` through).
+pub fn parse_ipv6_prefix(p: Option<&str>) -> Result<Option<Ipv6Network>, NetInfoError> {
+    let Some(p) = p.filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let n: Ipv6Network = p
+        .parse()
+        .map_err(|_| NetInfoError::Decode(format!("bad ipv6_prefix {p}")))?;
+    Ok(Some(Ipv6Network::new(n.network(), n.prefix()).unwrap_or(n)))
 }
 
 /// Parses a flannel-style subnet file (`FLANNEL_SUBNET=…`, `FLANNEL_MTU=…`).
@@ -69,6 +87,7 @@ pub fn parse_subnet_file(text: &str) -> Option<NetInfo> {
     Some(NetInfo {
         subnet: get("FLANNEL_SUBNET=")?.parse().ok()?,
         mtu: get("FLANNEL_MTU=")?.parse().ok()?,
+        ipv6_prefix: None,
     })
 }
 
@@ -99,6 +118,7 @@ impl Config {
             NetInfo {
                 subnet: Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap_or(subnet),
                 mtu: d.mtu,
+                ipv6_prefix: parse_ipv6_prefix(d.ipv6_prefix.as_deref())?,
             }
         };
         if self.mtu > 0 {
@@ -160,5 +180,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid config:"));
+    }
+
+    #[test]
+    fn ipv6_prefix_is_optional_normalised_and_must_be_ipv6() {
+        assert_eq!(parse_ipv6_prefix(None).unwrap(), None);
+        assert_eq!(parse_ipv6_prefix(Some("")).unwrap(), None);
+        assert_eq!(
+            parse_ipv6_prefix(Some("2001:db8:ab::/64"))
+                .unwrap()
+                .map(|n| n.to_string()),
+            Some("2001:db8:ab::/64".into())
+        );
+        assert_eq!(
+            parse_ipv6_prefix(Some("2001:db8:ab::7/80"))
+                .unwrap()
+                .map(|n| n.to_string()),
+            Some("2001:db8:ab::/80".into())
+        );
+        for bad in ["10.0.0.0/24", "nonsense", "2001:db8::/129"] {
+            assert!(
+                parse_ipv6_prefix(Some(bad)).is_err(),
+                "{bad} should be refused"
+            );
+        }
     }
 }

@@ -1,11 +1,15 @@
 //! The silk-cni plugin: ADD (network info, IPAM, veth, silk store), DEL (idempotent, works with
-//! silk-daemon down), CHECK (the container interface still carries its address), STATUS, and
+//! silk-daemon down), CHECK (the container interface still carries its addresses), STATUS, and
 //! GC (sweeps attachments the runtime no longer lists).
+//!
+//! IPv6 follows silk-daemon, not the conflist: when the daemon announces `ipv6_prefix`, IPAM
+//! gets the prefix as range set 1 and the container an IPv6 address behind `fe80::1` besides
+//! its IPv4 one (upstream-delta §3.3.2).
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use silk_cni_skel::{
     gc, CmdArgs, CniError, CniPlugin, CniResult, ErrorCode, Interface, IpConfig, Route,
 };
@@ -13,7 +17,7 @@ use silk_dataplane::datastore::SilkStore;
 use silk_dataplane::hostlocal::HostLocal;
 
 use crate::config::{macs, veth_names, Config};
-use crate::veth::{self, VethSpec, GATEWAY};
+use crate::veth::{self, VethSpec, GATEWAY, GATEWAY6};
 
 pub const LOG_FILE: &str = "/var/vcap/sys/log/silk-cni/silk-cni.stdout.log";
 const SOURCE: &str = "cfnetworking.silk-cni";
@@ -57,13 +61,27 @@ impl CniPlugin for SilkCni {
             .map_err(|e| code100("discover network info", e))?;
         let subnet = Ipv4Network::new(info.subnet.network(), info.subnet.prefix())
             .map_err(|e| code100("generate ipam config", e))?;
+        let mut ranges = vec![IpNetwork::V4(subnet)];
+        ranges.extend(info.ipv6_prefix.map(IpNetwork::V6));
         let pool = ipam(&c);
-        let ip = pool
-            .allocate(subnet, &args.container_id, &args.ifname)
+        let ips = pool
+            .allocate(&ranges, &args.container_id, &args.ifname)
             .map_err(|e| code100("run ipam plugin", e))?;
+        let ip = ips.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let ip6 = ips.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
         // From here on, a failure releases the address and removes the veth (upstream leaks both).
         let release = || {
             let _ = pool.release(&args.container_id, &args.ifname);
+        };
+        let Some(ip) = ip else {
+            release();
+            return Err(code100("run ipam plugin", "no IPv4 address in IPAM result"));
         };
         if args.ifname.len() > 15 {
             release();
@@ -77,6 +95,7 @@ impl CniPlugin for SilkCni {
         let (host_mac, container_mac) = macs(ip);
         let spec = VethSpec {
             ip,
+            ip6,
             host_name,
             ifname: args.ifname.clone(),
             host_mac,
@@ -88,7 +107,12 @@ impl CniPlugin for SilkCni {
             release();
             return Err(code100(msg, e));
         }
-        if let Err(e) = SilkStore::new(&c.datastore).add(&store_key(&args.netns), &ip.to_string()) {
+        let ip6_text = ip6.map(|v| v.to_string());
+        if let Err(e) = SilkStore::new(&c.datastore).add(
+            &store_key(&args.netns),
+            &ip.to_string(),
+            ip6_text.as_deref(),
+        ) {
             let _ = veth::tear_down(&args.netns, &args.ifname);
             release();
             return Err(code100("write container metadata", e));
@@ -97,8 +121,20 @@ impl CniPlugin for SilkCni {
             LOG_FILE,
             SOURCE,
             "add",
-            serde_json::json!({"container_id": args.container_id, "ip": ip.to_string(), "netns": args.netns}),
+            serde_json::json!({"container_id": args.container_id, "ip": ip.to_string(), "ipv6": ip6_text, "netns": args.netns}),
         );
+        let mut result_ips = vec![IpConfig {
+            address: format!("{ip}/32"),
+            gateway: Some(GATEWAY.to_string()),
+            interface: Some(1),
+        }];
+        if let Some(v6) = ip6 {
+            result_ips.push(IpConfig {
+                address: format!("{v6}/128"),
+                gateway: Some(GATEWAY6.to_string()),
+                interface: Some(1),
+            });
+        }
         Ok(CniResult {
             interfaces: vec![
                 Interface {
@@ -113,11 +149,8 @@ impl CniPlugin for SilkCni {
                     mtu: None,
                 },
             ],
-            ips: vec![IpConfig {
-                address: format!("{ip}/32"),
-                gateway: Some(GATEWAY.to_string()),
-                interface: Some(1),
-            }],
+            ips: result_ips,
+            // Only the IPv4 default route, as upstream: the IPv6 one is in the container only.
             routes: vec![Route {
                 dst: "0.0.0.0/0".into(),
                 gw: Some(GATEWAY.to_string()),
@@ -161,14 +194,34 @@ impl CniPlugin for SilkCni {
         let Some(ip) = prev.first_ipv4() else {
             return Err(CniError::internal("CHECK: prevResult has no IPv4 address"));
         };
-        match veth::has_address(&args.netns, &args.ifname, ip) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(CniError::internal(format!(
-                "CHECK: {} has no address {ip}",
-                args.ifname
-            ))),
-            Err(e) => Err(CniError::internal(format!("CHECK: {e}"))),
+        // The IPv6 address of prevResult and the one recorded in the silk store, if any.
+        let mut expected: Vec<IpAddr> = vec![ip.into()];
+        expected.extend(prev.first_ipv6().map(IpAddr::from));
+        let c = config(args)?;
+        let stored = SilkStore::new(&c.datastore)
+            .get(&store_key(&args.netns))
+            .map_err(|e| CniError::internal(format!("CHECK: reading silk store: {e}")))?;
+        if let Some(v6) = stored.and_then(|e| e.ipv6).filter(|v| !v.is_empty()) {
+            let v6: IpAddr = v6.parse().map_err(|_| {
+                CniError::internal(format!("CHECK: silk store has a bad ipv6 {v6}"))
+            })?;
+            if !expected.contains(&v6) {
+                expected.push(v6);
+            }
         }
+        for ip in expected {
+            match veth::has_address(&args.netns, &args.ifname, ip) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(CniError::internal(format!(
+                        "CHECK: {} has no address {ip}",
+                        args.ifname
+                    )))
+                }
+                Err(e) => return Err(CniError::internal(format!("CHECK: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     /// GC: releases the addresses of attachments the runtime no longer has, deletes their host

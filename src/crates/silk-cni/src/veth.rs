@@ -1,11 +1,15 @@
 //! The kernel side of silk-cni: the veth pair, addresses, permanent neighbours, routes and
 //! sysctls of cni.md §3.5, sent over rtnetlink from this process (no `ip` process): one
-//! datagram for the host side, one for the container side. The container side runs on a
-//! thread that entered the container namespace with setns(2), so its netlink socket and the
-//! sysctl files it touches belong to that namespace; the process's other threads never move.
+//! datagram for the host side, one for the container side. With an IPv6 address
+//! (upstream-delta §3.3.2) the same datagrams also carry the IPv6 side: `fe80::1/128` peer
+//! `<v6>/128` on the host end, `<v6>/128` peer `fe80::1/128` in the container, permanent
+//! neighbours both ways and the container's IPv6 default route via `fe80::1`. The container
+//! side runs on a thread that entered the container namespace with setns(2), so its netlink
+//! socket and the sysctl files it touches belong to that namespace; the process's other
+//! threads never move.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use nix::sched::{setns, CloneFlags};
@@ -58,6 +62,8 @@ fn in_netns_file<T: Send>(
 #[derive(Debug, Clone)]
 pub struct VethSpec {
     pub ip: Ipv4Addr,
+    /// The container's IPv6 address, when silk-daemon announced an IPv6 prefix.
+    pub ip6: Option<Ipv6Addr>,
     pub host_name: String,
     pub ifname: String,
     pub host_mac: String,
@@ -80,6 +86,49 @@ impl VethSpec {
 }
 
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+/// The IPv6 gateway every container sees, a /128 on its host veth end.
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// IPv6 on one veth end, set while the link is still down. Without an IPv6 address it is
+/// switched off as upstream does, so no link-local address appears. With one: no router
+/// advertisements, no autoconfiguration, no duplicate address detection and no generated
+/// link-local address (`addr_gen_mode` 1), then on. Without generated link-local addresses
+/// each end sources its traffic from an address the other end has a permanent neighbour for
+/// (`fe80::1` on the host end, the /128 in the container); a reply to a generated one would
+/// be resolved through the NOARP device's own MAC and lost. Errors are ignored as upstream
+/// does: a key a kernel lacks is not fatal, and a device without IPv6 fails the address
+/// request anyway.
+fn configure_ipv6(dev: &str, enable: bool) {
+    let key = |k: &str| format!("net.ipv6.conf.{dev}.{k}");
+    if !enable {
+        let _ = sysctl(&key("disable_ipv6"), "1");
+        return;
+    }
+    for (k, v) in [
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("accept_dad", "0"),
+        ("addr_gen_mode", "1"),
+    ] {
+        let _ = sysctl(&key(k), v);
+    }
+    let _ = sysctl(&key("disable_ipv6"), "0");
+}
+
+/// Turns IPv6 forwarding on in the calling thread's namespace. Upstream writes
+/// `net.ipv6.conf.eth0.forwarding`, which only switches eth0 to router behaviour: the kernel
+/// forwards IPv6 only when `net.ipv6.conf.all.forwarding` is 1, whatever the interface names.
+/// A write to `all` also resets every interface's own `forwarding`, so it happens only when
+/// the value is not 1 yet. A kernel without IPv6 sysctls (missing key) is not an error.
+pub fn enable_ipv6_forwarding() -> Result<(), VethError> {
+    const KEY: &str = "net.ipv6.conf.all.forwarding";
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding") {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        Ok(_) => sysctl(KEY, "1"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(VethError::Sysctl(KEY.into(), e.to_string())),
+    }
+}
 
 /// Creates and configures both ends. On failure the host end (and with it the peer) is removed.
 pub fn set_up(s: &VethSpec) -> Result<(), (&'static str, VethError)> {
@@ -107,34 +156,52 @@ pub fn set_up(s: &VethSpec) -> Result<(), (&'static str, VethError)> {
     nl::run_all(&mut host, &[create]).map_err(|e| ("create veth pair", e.into()))?;
     let host_side = (|| {
         let index = nl::index_of(&s.host_name)?;
-        // IPv6 off while the link is still down, so no link-local address is assigned.
-        let _ = sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", s.host_name), "1");
+        configure_ipv6(&s.host_name, s.ip6.is_some());
         sysctl(&format!("net.ipv4.conf.{}.rp_filter", s.host_name), "1")?;
-        nl::run_all(
-            &mut host,
-            &[
-                nl::permanent_neighbour(index, s.ip, s.container_mac_bytes()),
-                nl::point_to_point_address(index, GATEWAY, s.ip),
-                nl::link_up(index),
-            ],
-        )?;
-        sysctl("net.ipv4.ip_forward", "1")
+        let mut ops = vec![
+            nl::permanent_neighbour(index, s.ip, s.container_mac_bytes()),
+            nl::point_to_point_address(index, GATEWAY, s.ip),
+        ];
+        if let Some(ip6) = s.ip6 {
+            ops.push(nl::permanent_neighbour(index, ip6, s.container_mac_bytes()));
+        }
+        ops.push(nl::link_up(index));
+        // The IPv6 address only once the link is up: the kernel installs the route to an IPv6
+        // peer from its DAD work (run even for a nodad address), and an address added while
+        // the device is down never gets that route (IPv4 installs it with the address). The
+        // route is also requested here, so it exists when ADD returns.
+        if let Some(ip6) = s.ip6 {
+            ops.push(nl::point_to_point_address(index, GATEWAY6, ip6));
+            ops.push(nl::peer_route(index, ip6));
+        }
+        nl::run_all(&mut host, &ops)?;
+        sysctl("net.ipv4.ip_forward", "1")?;
+        if s.ip6.is_some() {
+            enable_ipv6_forwarding()?;
+        }
+        Ok(())
     })();
     let result = host_side.map_err(|e| ("set up host", e)).and_then(|_| {
         in_netns_file(&ns, &s.netns, || {
-            let _ = sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", s.ifname), "1");
+            configure_ipv6(&s.ifname, s.ip6.is_some());
             sysctl(&format!("net.ipv4.conf.{}.rp_filter", s.ifname), "1")?;
             let mut sock = BatchSocket::open()?;
             let index = nl::index_of(&s.ifname)?;
-            nl::run_all(
-                &mut sock,
-                &[
-                    nl::permanent_neighbour(index, GATEWAY, s.host_mac_bytes()),
-                    nl::point_to_point_address(index, s.ip, GATEWAY),
-                    nl::link_up(index),
-                    nl::default_route(index, GATEWAY, s.ip),
-                ],
-            )?;
+            let mut ops = vec![
+                nl::permanent_neighbour(index, GATEWAY, s.host_mac_bytes()),
+                nl::point_to_point_address(index, s.ip, GATEWAY),
+            ];
+            if s.ip6.is_some() {
+                ops.push(nl::permanent_neighbour(index, GATEWAY6, s.host_mac_bytes()));
+            }
+            ops.push(nl::link_up(index));
+            ops.push(nl::default_route(index, GATEWAY, Some(s.ip.into())));
+            // As on the host side, the IPv6 address after the link is up.
+            if let Some(ip6) = s.ip6 {
+                ops.push(nl::point_to_point_address(index, ip6, GATEWAY6));
+                ops.push(nl::default_route(index, GATEWAY6, None));
+            }
+            nl::run_all(&mut sock, &ops)?;
             Ok(())
         })
         .map_err(|e| ("set up container", e))
@@ -167,16 +234,16 @@ pub fn delete_host_end(name: &str) -> Result<(), VethError> {
 }
 
 /// True when `ifname` in `netns` carries `ip` (CHECK).
-pub fn has_address(netns: &str, ifname: &str, ip: Ipv4Addr) -> Result<bool, VethError> {
+pub fn has_address(netns: &str, ifname: &str, ip: IpAddr) -> Result<bool, VethError> {
     in_netns(netns, || {
         let addrs = nix::ifaddrs::getifaddrs()
             .map_err(|e| VethError::Netns(netns.into(), format!("list addresses: {e}")))?;
         Ok(addrs.into_iter().any(|a| {
             a.interface_name == ifname
-                && a.address
-                    .as_ref()
-                    .and_then(|s| s.as_sockaddr_in())
-                    .is_some_and(|sin| sin.ip() == ip)
+                && a.address.as_ref().is_some_and(|s| match ip {
+                    IpAddr::V4(v4) => s.as_sockaddr_in().is_some_and(|sin| sin.ip() == v4),
+                    IpAddr::V6(v6) => s.as_sockaddr_in6().is_some_and(|sin| sin.ip() == v6),
+                })
         }))
     })
 }
@@ -189,6 +256,7 @@ mod tests {
     fn macs_follow_the_contract() {
         let s = VethSpec {
             ip: Ipv4Addr::new(10, 255, 30, 2),
+            ip6: None,
             host_name: "s-010255030002".into(),
             ifname: "eth0".into(),
             host_mac: "aa:aa:0a:ff:1e:02".into(),

@@ -36,8 +36,9 @@ pub enum StoreError {
     Chown { path: PathBuf, msg: String },
 }
 
-/// One container's entry. `ipv6` is always written (newer upstream has no omitempty) and
-/// tolerated when absent (3.53.0 files).
+/// One container's entry. `ipv6` is tolerated when absent (3.53.0 files). The metadata store
+/// always writes it (newer upstream has no omitempty there, so it is `""` without IPv6); the
+/// silk store writes it only when the container has an IPv6 address (omitempty upstream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub handle: String,
@@ -104,11 +105,12 @@ impl SilkStore {
         write_atomic(&self.path, &encode(&entries), 0o600).map_err(StoreError::Write)
     }
 
-    pub fn add(&self, handle: &str, ip: &str) -> Result<(), StoreError> {
+    /// Adds or replaces `handle`'s entry; `ipv6` is written only when given and non-empty.
+    pub fn add(&self, handle: &str, ip: &str, ipv6: Option<&str>) -> Result<(), StoreError> {
         let entry = Container {
             handle: handle.into(),
             ip: ip.into(),
-            ipv6: None,
+            ipv6: ipv6.filter(|v| !v.is_empty()).map(str::to_string),
             metadata: Value::Null,
         };
         self.modify(|e| {
@@ -139,6 +141,11 @@ impl SilkStore {
             });
         })?;
         Ok(dropped)
+    }
+
+    /// `handle`'s entry, read without taking the lock (writes replace the file atomically).
+    pub fn get(&self, handle: &str) -> Result<Option<Container>, StoreError> {
+        Ok(read(&self.path)?.remove(handle))
     }
 }
 
@@ -262,12 +269,28 @@ mod tests {
     fn silk_store_matches_upstream_format() {
         let d = tempfile::tempdir().unwrap();
         let s = SilkStore::new(d.path().join("silk/store.json"));
-        s.add("5f3c9a1e-7b2d-4c8e-6a91-0d4e", "10.255.30.2")
+        s.add("5f3c9a1e-7b2d-4c8e-6a91-0d4e", "10.255.30.2", None)
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(&s.path).unwrap(),
             "{\"5f3c9a1e-7b2d-4c8e-6a91-0d4e\":{\"handle\":\"5f3c9a1e-7b2d-4c8e-6a91-0d4e\",\"ip\":\"10.255.30.2\",\"metadata\":null}}\n"
         );
+        // With IPv6 the entry gains "ipv6"; an empty value is omitted as upstream's omitempty does.
+        s.add("h6", "10.255.30.3", Some("2001:db8:ab::2")).unwrap();
+        s.add("h4", "10.255.30.4", Some("")).unwrap();
+        assert!(std::fs::read_to_string(&s.path).unwrap().contains(
+            "\"h6\":{\"handle\":\"h6\",\"ip\":\"10.255.30.3\",\"ipv6\":\"2001:db8:ab::2\",\"metadata\":null}"
+        ));
+        assert!(std::fs::read_to_string(&s.path)
+            .unwrap()
+            .contains("\"h4\":{\"handle\":\"h4\",\"ip\":\"10.255.30.4\",\"metadata\":null}"));
+        assert_eq!(
+            s.get("h6").unwrap().unwrap().ipv6.as_deref(),
+            Some("2001:db8:ab::2")
+        );
+        assert_eq!(s.get("nope").unwrap(), None);
+        s.delete("h6").unwrap();
+        s.delete("h4").unwrap();
         s.delete("5f3c9a1e-7b2d-4c8e-6a91-0d4e").unwrap();
         s.delete("5f3c9a1e-7b2d-4c8e-6a91-0d4e").unwrap();
         assert_eq!(std::fs::read_to_string(&s.path).unwrap(), "{}\n");
@@ -321,7 +344,10 @@ mod tests {
         let threads: Vec<_> = (0..20)
             .map(|i| {
                 let s = s.clone();
-                std::thread::spawn(move || s.add(&format!("h{i}"), &format!("10.0.0.{i}")).unwrap())
+                std::thread::spawn(move || {
+                    s.add(&format!("h{i}"), &format!("10.0.0.{i}"), None)
+                        .unwrap()
+                })
             })
             .collect();
         for t in threads {
@@ -334,8 +360,8 @@ mod tests {
     fn retain_drops_what_gc_does_not_keep() {
         let d = tempfile::tempdir().unwrap();
         let s = SilkStore::new(d.path().join("silk/store.json"));
-        s.add("ns-a", "10.255.30.2").unwrap();
-        s.add("ns-b", "10.255.30.3").unwrap();
+        s.add("ns-a", "10.255.30.2", None).unwrap();
+        s.add("ns-b", "10.255.30.3", Some("2001:db8::3")).unwrap();
         let dropped = s.retain(|c| c.ip != "10.255.30.3").unwrap();
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].handle, "ns-b");

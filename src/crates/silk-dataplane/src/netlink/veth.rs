@@ -1,12 +1,15 @@
 //! Messages for a container's veth pair (silk-cni, cni.md §3.5), sent in order on a
 //! [`BatchSocket`] opened in the namespace they apply to: no `ip` process, one datagram per
 //! side. The peer is created straight in the container namespace under its final name, with
-//! MTU, MAC and NOARP set in the create request itself.
+//! MTU, MAC and NOARP set in the create request itself. Neighbours, addresses and routes take
+//! either address family (the IPv6 side of a container uses the same shapes around `fe80::1`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -52,15 +55,25 @@ pub fn create_pair(host: &VethEnd, peer: &VethEnd, mtu: u32, peer_netns: RawFd) 
     }
 }
 
-/// `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent`.
-pub fn permanent_neighbour(index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> BatchOp {
+fn family(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent` (`ip -6 neigh …` for IPv6).
+pub fn permanent_neighbour(index: u32, ip: impl Into<IpAddr>, mac: [u8; 6]) -> BatchOp {
+    let ip = ip.into();
     let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = family(ip);
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m.attributes.push(NeighbourAttribute::Destination(match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }));
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     BatchOp {
@@ -71,22 +84,35 @@ pub fn permanent_neighbour(index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> BatchOp {
     }
 }
 
-/// `ip addr add <local>/32 peer <peer>/32 dev <index> scope link`.
-pub fn point_to_point_address(index: u32, local: Ipv4Addr, peer: Ipv4Addr) -> BatchOp {
+/// `ip addr add <local>/32 peer <peer>/32 dev <index> scope link`, or for IPv6
+/// `ip -6 addr add <local>/128 peer <peer>/128 dev <index> nodad` (the kernel derives an IPv6
+/// address's scope from the address itself; `nodad` makes it usable at once).
+pub fn point_to_point_address(
+    index: u32,
+    local: impl Into<IpAddr>,
+    peer: impl Into<IpAddr>,
+) -> BatchOp {
+    let (local, peer) = (local.into(), peer.into());
     let mut m = AddressMessage::default();
-    m.header.family = AddressFamily::Inet;
-    m.header.prefix_len = 32;
+    m.header.family = family(local);
     m.header.scope = AddressScope::Link;
     m.header.index = index;
-    m.attributes
-        .push(AddressAttribute::Local(IpAddr::V4(local)));
-    m.attributes
-        .push(AddressAttribute::Address(IpAddr::V4(peer)));
+    if local.is_ipv6() {
+        m.header.prefix_len = 128;
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    } else {
+        m.header.prefix_len = 32;
+    }
+    m.attributes.push(AddressAttribute::Local(local));
+    m.attributes.push(AddressAttribute::Address(peer));
+    let len = m.header.prefix_len;
     BatchOp {
         msg: RouteNetlinkMessage::NewAddress(m),
         flags: CREATE,
         accept_missing: false,
-        what: format!("add address {local}/32 peer {peer}/32"),
+        what: format!("add address {local}/{len} peer {peer}/{len}"),
     }
 }
 
@@ -100,25 +126,65 @@ pub fn link_up(index: u32) -> BatchOp {
     }
 }
 
-/// `ip route replace default via <gw> dev <index> src <src>` (main table, proto boot).
-pub fn default_route(index: u32, gateway: Ipv4Addr, src: Ipv4Addr) -> BatchOp {
+/// `ip route replace default via <gw> dev <index> [src <src>]` (main table, proto boot); an
+/// IPv6 gateway makes it `ip -6 route replace default via <gw> dev <index>`.
+pub fn default_route(index: u32, gateway: impl Into<IpAddr>, src: Option<IpAddr>) -> BatchOp {
+    let gateway = gateway.into();
+    let addr = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => RouteAddress::Inet(v4),
+        IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+    };
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = family(gateway);
     m.header.destination_prefix_length = 0;
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
-    m.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-    m.attributes
-        .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+    m.attributes.push(RouteAttribute::Gateway(addr(gateway)));
+    if let Some(src) = src {
+        m.attributes.push(RouteAttribute::PrefSource(addr(src)));
+    }
+    m.attributes.push(RouteAttribute::Oif(index));
+    let what = match src {
+        Some(src) => format!("replace default route via {gateway} src {src}"),
+        None => format!("replace default route via {gateway}"),
+    };
+    BatchOp {
+        msg: RouteNetlinkMessage::NewRoute(m),
+        flags: REPLACE,
+        accept_missing: false,
+        what,
+    }
+}
+
+/// `ip route replace <dst>/32 dev <index> metric 256` (`/128` for IPv6; main table, proto
+/// boot): the route to a point-to-point peer, at the metric the kernel gives its own peer
+/// routes, so when the kernel installs that route later it finds this one and adds nothing.
+pub fn peer_route(index: u32, dst: impl Into<IpAddr>) -> BatchOp {
+    let dst = dst.into();
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(dst);
+    m.header.destination_prefix_length = if dst.is_ipv6() { 128 } else { 32 };
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.scope = if dst.is_ipv6() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    m.header.kind = RouteType::Unicast;
+    m.attributes.push(RouteAttribute::Destination(match dst {
+        IpAddr::V4(v4) => RouteAddress::Inet(v4),
+        IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+    }));
+    m.attributes.push(RouteAttribute::Priority(256));
     m.attributes.push(RouteAttribute::Oif(index));
     BatchOp {
         msg: RouteNetlinkMessage::NewRoute(m),
         flags: REPLACE,
         accept_missing: false,
-        what: format!("replace default route via {gateway} src {src}"),
+        what: format!("replace route {dst} dev {index}"),
     }
 }
 
@@ -212,5 +278,69 @@ mod tests {
             .contains(&LinkAttribute::IfName("eth0".into())));
         assert!(peer.header.flags.contains(LinkFlags::Noarp));
         assert_eq!(op.flags, CREATE);
+    }
+
+    #[test]
+    fn ipv6_variants_use_the_inet6_family_and_128_bit_prefixes() {
+        let v6: std::net::Ipv6Addr = "2001:db8:ab::2".parse().unwrap();
+        let gw: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let RouteNetlinkMessage::NewNeighbour(n) =
+            permanent_neighbour(3, v6, [0xee, 0xee, 10, 255, 30, 2]).msg
+        else {
+            panic!("not a NewNeighbour")
+        };
+        assert_eq!(n.header.family, AddressFamily::Inet6);
+        assert!(n
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                v6
+            ))));
+        let RouteNetlinkMessage::NewAddress(a) = point_to_point_address(3, gw, v6).msg else {
+            panic!("not a NewAddress")
+        };
+        assert_eq!(
+            (a.header.family, a.header.prefix_len),
+            (AddressFamily::Inet6, 128)
+        );
+        assert!(a.attributes.contains(&AddressAttribute::Local(gw.into())));
+        assert!(a.attributes.contains(&AddressAttribute::Address(v6.into())));
+        assert!(a
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        let RouteNetlinkMessage::NewAddress(a4) = point_to_point_address(
+            3,
+            std::net::Ipv4Addr::new(169, 254, 0, 1),
+            std::net::Ipv4Addr::new(10, 255, 30, 2),
+        )
+        .msg
+        else {
+            panic!("not a NewAddress")
+        };
+        assert_eq!(
+            (a4.header.family, a4.header.prefix_len),
+            (AddressFamily::Inet, 32)
+        );
+        let RouteNetlinkMessage::NewRoute(r) = default_route(3, gw, None).msg else {
+            panic!("not a NewRoute")
+        };
+        assert_eq!(r.header.address_family, AddressFamily::Inet6);
+        assert!(r
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet6(gw))));
+        assert!(!r
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::PrefSource(_))));
+        let RouteNetlinkMessage::NewRoute(p) = peer_route(3, v6).msg else {
+            panic!("not a NewRoute")
+        };
+        assert_eq!(
+            (p.header.address_family, p.header.destination_prefix_length),
+            (AddressFamily::Inet6, 128)
+        );
+        assert!(p
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet6(v6))));
+        assert!(p.attributes.contains(&RouteAttribute::Priority(256)));
     }
 }
