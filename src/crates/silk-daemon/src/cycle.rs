@@ -1,14 +1,21 @@
 //! The poll loop (control-plane contract §5.6): renew, list, then converge the VTEP as
 //! plan-then-apply: read the actual state once (one dump per object kind), plan against the
 //! list, apply nothing when nothing changed. Removals follow the rule in [`crate::retention`].
+//!
+//! The dumps are skipped when they cannot find anything: the lease list is the one the last
+//! dump found fully converged (nothing to add, remove or hold back), and the kernel has sent
+//! no notification about the VTEP since ([`ChangeMonitor`]). Our own writes notify too, so
+//! every apply is followed by a verifying dump; and a dump runs at least every
+//! [`FULL_CHECK_INTERVAL`] whatever the notifications say.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use silk_client::{ClientError, ControllerClient};
 use silk_core::Lease;
+use silk_dataplane::netlink::monitor::ChangeMonitor;
 use silk_dataplane::netlink::{Netlink, NetlinkError};
-use silk_dataplane::vtep::plan::plan_desired;
+use silk_dataplane::vtep::plan::{plan_desired, DesiredVtep};
 use silk_dataplane::vtep::{desired_from_leases, LocalVtep};
 use silk_ops::{log, Metrics};
 
@@ -37,6 +44,17 @@ pub struct CycleReport {
     pub trusted: bool,
 }
 
+/// The longest a steady daemon goes without reading the kernel's state.
+pub const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the last dump found converged.
+struct Verified {
+    index: u32,
+    desired: DesiredVtep,
+    trusted: bool,
+    at: Instant,
+}
+
 pub struct Poller {
     client: ControllerClient,
     nl: Netlink,
@@ -47,6 +65,8 @@ pub struct Poller {
     retention: Retention,
     partition_tolerance: Duration,
     last_renew: Instant,
+    monitor: Option<ChangeMonitor>,
+    verified: Option<Verified>,
 }
 
 impl Poller {
@@ -59,6 +79,10 @@ impl Poller {
         metrics: Metrics,
         partition_tolerance: Duration,
     ) -> Self {
+        // Without notifications every cycle dumps, as upstream does.
+        let monitor = ChangeMonitor::open()
+            .map_err(|e| log::error("change-monitor", json!({"error": e.to_string()})))
+            .ok();
         Poller {
             client,
             nl,
@@ -69,6 +93,8 @@ impl Poller {
             retention: Retention::default(),
             partition_tolerance,
             last_renew: Instant::now(),
+            monitor,
+            verified: None,
         }
     }
 
@@ -143,11 +169,26 @@ impl Poller {
             .link_index(&self.vtep_name)
             .await?
             .ok_or_else(|| ConvergeError::VtepMissing(self.vtep_name.clone()))?;
-        let actual = self.nl.read_vtep_state(index).await?;
+        let kernel_changed = self.monitor.as_mut().is_none_or(|m| m.drain(index));
         let desired = desired_from_leases(leases, &self.local);
         let trusted = leases.iter().filter_map(|l| l.subnet().ok()).any(|s| {
             s.network() == self.local.subnet.network() && s.prefix() == self.local.subnet.prefix()
         });
+        let unchanged = self.verified.as_ref().is_some_and(|v| {
+            v.index == index
+                && v.trusted == trusted
+                && v.at.elapsed() < FULL_CHECK_INTERVAL
+                && v.desired == desired
+        });
+        if unchanged && !kernel_changed {
+            log::debug(
+                "converge-leases",
+                json!({"leases": leases.len(), "changes": 0, "kernel": "unchanged since last check"}),
+            );
+            return Ok((0, trusted));
+        }
+        self.verified = None;
+        let actual = self.nl.read_vtep_state(index).await?;
         let policy = self.retention.policy(trusted, &desired, &actual);
         let plan = plan_desired(&desired, &self.local, &actual, &policy);
         if desired.non_routable > 0 {
@@ -167,6 +208,14 @@ impl Poller {
                 "converge-leases",
                 json!({"leases": leases.len(), "changes": 0}),
             );
+            if policy.keep.is_empty() {
+                self.verified = Some(Verified {
+                    index,
+                    desired,
+                    trusted,
+                    at: Instant::now(),
+                });
+            }
             return Ok((0, trusted));
         }
         let applied = self.nl.apply_vtep_plan(index, &plan).await?;

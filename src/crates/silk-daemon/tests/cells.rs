@@ -233,6 +233,40 @@ async fn three_cells_program_vteps_and_ping_across_vxlan() {
     let stats = &json(&bed, 0, &["ip", "-s", "-j", "link", "show", "silk-vtep"])[0]["stats64"]
         ["tx"]["packets"];
     assert!(stats.as_u64().unwrap() >= 4, "{stats}");
+
+    // Steady cycles skip the kernel dumps (nothing changed, no notification)...
+    let converged = entries(&bed, 0);
+    eventually(
+        Duration::from_secs(10),
+        "a steady cycle without dumps",
+        || bed.daemon_log(0).contains("unchanged since last check"),
+    );
+    // ...yet a change made behind the daemon's back is noticed and repaired at once: each
+    // kind of entry of cell 1 removed from cell 0's VTEP comes back within a few cycles.
+    let (underlay1, subnet1, mac1) = lease_of(&leases, &bed, 1);
+    let gw1 = subnet1.split('/').next().unwrap().to_string();
+    for argv in [
+        vec!["ip", "route", "del", subnet1.as_str(), "dev", "silk-vtep"],
+        vec!["ip", "neigh", "del", gw1.as_str(), "dev", "silk-vtep"],
+        vec![
+            "bridge",
+            "fdb",
+            "del",
+            mac1.as_str(),
+            "dev",
+            "silk-vtep",
+            "dst",
+            underlay1.as_str(),
+        ],
+    ] {
+        bed.in_cell(0, &argv).unwrap();
+        assert_ne!(entries(&bed, 0), converged, "{argv:?} removed nothing");
+        eventually(
+            Duration::from_secs(10),
+            "the removed entry is restored",
+            || entries(&bed, 0) == converged,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

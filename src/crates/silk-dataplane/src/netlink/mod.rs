@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod batch;
 pub mod link;
+pub mod monitor;
 pub mod state;
 pub mod veth;
 
