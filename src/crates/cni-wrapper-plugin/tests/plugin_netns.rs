@@ -437,3 +437,80 @@ fn gc_sweeps_what_the_runtime_no_longer_lists_and_nothing_else() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(rules_and_chains(), only_keep);
 }
+
+/// ip6tables-save of this namespace's filter table, rules only.
+fn save6() -> Vec<String> {
+    silk_testkit::netns::run_ok(&["ip6tables-save", "-t", "filter"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("-A ") || (l.starts_with(':') && l.contains(" - ")))
+        .map(|l| l.split(" [").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn ipv6_egress_end_to_end_through_both_plugins() {
+    let cell = Cell::with_daemon(
+        r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/64"}"#,
+    );
+    let v4_before = rules_and_chains();
+    let v6_before = save6();
+    let ns = NsHolder::spawn().unwrap();
+    let netns = ns.path().to_str().unwrap();
+    let mut conf = cell.config(metadata(), a_runtime());
+    conf["enable_ipv6"] = true.into();
+    let out = cni(
+        &cell.cni_path,
+        "ADD",
+        "v6-handle",
+        netns,
+        &conf.to_string(),
+        &[],
+    );
+    assert_eq!(out.code, 0, "ADD failed: {} {}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["ips"][1]["address"], "2001:db8:ab::2/128", "{r}");
+    assert_eq!(r["ips"][1]["gateway"], "fe80::1");
+
+    let rules = save6();
+    for want in [
+        "-A INPUT -s 2001:db8:ab::2/128 -j input--v6-handle",
+        "-A FORWARD -s 2001:db8:ab::2/128 -o eth0 -j netout--v6-handle",
+        "-A FORWARD -j overlay--v6-handle",
+        "-A input--v6-handle -j REJECT --reject-with icmp6-port-unreachable",
+        "-A overlay--v6-handle -d 2001:db8:ab::2/128 -j REJECT --reject-with icmp6-port-unreachable",
+    ] {
+        assert!(rules.iter().any(|l| l == want), "missing {want:?} in {rules:#?}");
+    }
+    // The IPv4 side is as without IPv6: NAT and DNAT stay IPv4 only.
+    assert!(save().contains("-A INPUT -s 10.255.30.2/32 -j input--v6-handle"));
+    let store: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store["v6-handle"]["ipv6"], "2001:db8:ab::2");
+    // The cell reaches the container over IPv6, and the reply passes the container's input
+    // chain as established traffic.
+    silk_testkit::netns::run_ok(&["ping", "-6", "-c1", "-W2", "2001:db8:ab::2"]).unwrap();
+
+    let mut del_conf = cell.config(serde_json::Value::Null, serde_json::Value::Null);
+    del_conf["enable_ipv6"] = true.into();
+    del_conf["prevResult"] = r;
+    let d = cni(
+        &cell.cni_path,
+        "DEL",
+        "v6-handle",
+        netns,
+        &del_conf.to_string(),
+        &[],
+    );
+    assert_eq!(d.code, 0, "DEL failed: {}", d.stderr);
+    assert_eq!(
+        save6(),
+        v6_before,
+        "DEL must leave the IPv6 tables as they were"
+    );
+    assert_eq!(rules_and_chains(), v4_before);
+    assert!(!cell.path("host-local/ipam/silk/2001:db8:ab::2").exists());
+}

@@ -100,6 +100,11 @@ pub fn plugin_dir() -> PathBuf {
 impl Cell {
     /// Enters a fresh namespace (this thread) and sets the cell up in it.
     pub fn new() -> Cell {
+        Cell::with_daemon(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#)
+    }
+
+    /// As [`Cell::new`], with silk-daemon's network info answering `daemon_body`.
+    pub fn with_daemon(daemon_body: &'static str) -> Cell {
         assert_eq!(
             std::env::var("SILK_TEST_ROOT").as_deref(),
             Ok("1"),
@@ -120,7 +125,7 @@ impl Cell {
         .unwrap();
         run_ok(&["ip", "addr", "add", &format!("{CELL_IP}/24"), "dev", "eth0"]).unwrap();
         run_ok(&["ip", "link", "set", "eth0", "up"]).unwrap();
-        let server = serve(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#);
+        let server = serve(daemon_body);
         Cell {
             dir: tempfile::tempdir().unwrap(),
             server,
