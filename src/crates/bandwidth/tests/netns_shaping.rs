@@ -3,28 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use silk_testkit::netns::{run_ok, unshare_test_netns, NsHolder};
+use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns, NsHolder};
 
 fn plugin(cmd: &str, netns: &str, conf: &serde_json::Value) -> (i32, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bandwidth"))
-        .env("CNI_COMMAND", cmd)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bandwidth"));
+    c.env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", "handle-1")
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let o = c.wait_with_output().unwrap();
+        .env("CNI_PATH", "/nonexistent");
+    let o = output_with_stdin(&mut c, conf.to_string().as_bytes()).unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -34,11 +24,7 @@ fn plugin(cmd: &str, netns: &str, conf: &serde_json::Value) -> (i32, String) {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn shapes_both_directions_and_del_removes_the_ifb() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
+    silk_testkit::require_root();
     unshare_test_netns().unwrap();
     let ns = NsHolder::spawn().unwrap();
     let netns = ns.path().to_str().unwrap().to_string();

@@ -21,11 +21,7 @@ const CONFIG_A: &str = r#"{
 }"#;
 
 fn root_netns() -> (tempfile::TempDir, SystemIptables) {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
+    silk_testkit::require_root();
     silk_testkit::netns::unshare_test_netns().expect("unshare netns");
     let dir = tempfile::tempdir().unwrap();
     let ipt = SystemIptables::new(dir.path().join("iptables.lock"));

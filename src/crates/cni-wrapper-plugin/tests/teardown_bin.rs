@@ -4,16 +4,12 @@
 
 use std::process::Command;
 
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns};
 
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn removes_paths_and_legacy_ifbs_only() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
+    silk_testkit::require_root();
     unshare_test_netns().unwrap();
     run_ok(&["ip", "link", "add", "i-010255030002", "type", "ifb"]).unwrap();
     run_ok(&["ip", "link", "add", "bwp3fe8b8fb7e62", "type", "ifb"]).unwrap();
@@ -77,22 +73,14 @@ fn teardown(dir: &std::path::Path) -> String {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn sweeps_stale_chains_only_when_no_container_veth_exists() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
+    silk_testkit::require_root();
     unshare_test_netns().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let restore = |text: &str| {
-        let mut c = Command::new("iptables-restore")
-            .arg("--noflush")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success());
+        let mut c = Command::new("iptables-restore");
+        c.arg("--noflush");
+        let o = output_with_stdin(&mut c, text.as_bytes()).unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     restore(STALE);
     let rules = || {

@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use silk_dataplane::iptables::save::normalize;
-use silk_testkit::netns::{command_in, run_in_ok, NsHolder};
+use silk_testkit::netns::{command_in, output_with_stdin, run_in_ok, NsHolder};
 use silk_testkit::testbed::render::DAEMON_PORT;
 use silk_testkit::testbed::{Binaries, Options, Testbed};
 
@@ -48,18 +48,6 @@ const SOURCE_TAG: &str = "0x1";
 const HANDLE_A: &str = "a11ce000-0000-4000-8000-00000000000a";
 const HANDLE_B: &str = "b0b00000-0000-4000-8000-00000000000b";
 const HANDLE_C: &str = "c0c00000-0000-4000-8000-00000000000c";
-
-fn require_root_and_pg() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "this test needs root and SILK_TEST_ROOT=1: run it via scripts/test"
-    );
-    assert!(
-        std::env::var("SILK_TEST_PG_HOST").is_ok(),
-        "this test needs postgres (SILK_TEST_PG_HOST): run it via scripts/test"
-    );
-}
 
 /// Runs `f` on a thread that has entered the network namespace at `ns`; sockets it creates
 /// belong to that namespace for good.
@@ -257,18 +245,8 @@ impl CellCtx {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_ARGS", "")
-            .env("CNI_PATH", common::plugin_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+            .env("CNI_PATH", common::plugin_dir());
+        let o = output_with_stdin(&mut c, stdin.as_bytes()).unwrap();
         (
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -332,18 +310,8 @@ impl CellCtx {
     /// One `iptables-restore --noflush` batch in the cell, as vxlan-policy-agent writes its own.
     fn restore(&self, payload: &str) {
         let mut c = command_in(&self.ns, "iptables-restore");
-        c.arg("--noflush")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(payload.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        c.arg("--noflush");
+        let o = output_with_stdin(&mut c, payload.as_bytes()).unwrap();
         assert!(
             o.status.success(),
             "iptables-restore {payload}: {}",
@@ -418,7 +386,7 @@ fn chain_rules(saved: &str, chain: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs postgres/root: run via scripts/test"]
 fn containers_on_two_cells_c2c_netin_netout() {
-    require_root_and_pg();
+    silk_testkit::require_root_and_pg();
     let started = Instant::now();
     let bins = Binaries::in_dir(&common::plugin_dir()).unwrap();
     let mut bed = Testbed::build_blocking(

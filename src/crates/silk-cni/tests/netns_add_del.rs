@@ -8,16 +8,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use silk_testkit::netns::{unshare_test_netns, NsHolder};
+use silk_testkit::netns::{output_with_stdin, unshare_test_netns, NsHolder};
 
 fn require_root() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
+    silk_testkit::require_root();
     unshare_test_netns().expect("unshare netns");
 }
 
@@ -44,24 +40,13 @@ struct Run {
 }
 
 fn cni(cmd: &str, id: &str, netns: &str, conf: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silk-cni"))
-        .env("CNI_COMMAND", cmd)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_silk-cni"));
+    c.env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("CNI_PATH", "/nonexistent");
+    let out = output_with_stdin(&mut c, conf.as_bytes()).unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,20 +10,8 @@ use serde_json::Value;
 use silk_testkit::testbed::render::Timing;
 use silk_testkit::testbed::{Binaries, Options, Testbed, OVERLAY};
 
-fn require_root_and_pg() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "this test needs root and SILK_TEST_ROOT=1: run it via scripts/test"
-    );
-    assert!(
-        std::env::var("SILK_TEST_PG_HOST").is_ok(),
-        "this test needs postgres (SILK_TEST_PG_HOST): run it via scripts/test"
-    );
-}
-
 async fn bed(cells: usize, timing: Timing) -> Testbed {
-    require_root_and_pg();
+    silk_testkit::require_root_and_pg();
     let bins = Binaries::beside(env!("CARGO_BIN_EXE_silk-daemon")).unwrap();
     let mut bed = Testbed::build(
         bins,

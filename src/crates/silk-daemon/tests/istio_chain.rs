@@ -22,11 +22,7 @@ fn filter_rules() -> Vec<String> {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn bootstrap_installs_once_and_drain_removes_twice() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
+    silk_testkit::require_root();
     unshare_test_netns().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("iptables.lock");

@@ -18,11 +18,7 @@ const OVERLAY: &str = "10.255.0.0/16";
 const UNDERLAY: &str = "192.0.2.1";
 
 fn require_root() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "this test needs root and SILK_TEST_ROOT=1: run it via scripts/test"
-    );
+    silk_testkit::require_root();
 }
 
 fn json(argv: &[&str]) -> Value {

@@ -8,7 +8,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +96,20 @@ pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> io::Result<Ou
         stdout: join(out),
         stderr: join(err),
     })
+}
+
+/// Runs `cmd` with `stdin` written to its standard input, capturing stdout and stderr (how a
+/// CNI runtime or a restore batch is driven).
+pub fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin)?;
+    }
+    child.wait_with_output()
 }
 
 /// Waits for `child` until `timeout`; `Ok(None)` when it is still running then.

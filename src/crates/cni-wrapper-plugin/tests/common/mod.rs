@@ -7,11 +7,11 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns};
 
 pub const CELL_IP: &str = "10.0.16.15";
 
@@ -105,11 +105,7 @@ impl Cell {
 
     /// As [`Cell::new`], with silk-daemon's network info answering `daemon_body`.
     pub fn with_daemon(daemon_body: &'static str) -> Cell {
-        assert_eq!(
-            std::env::var("SILK_TEST_ROOT").as_deref(),
-            Ok("1"),
-            "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-        );
+        silk_testkit::require_root();
         unshare_test_netns().unwrap();
         run_ok(&[
             "ip",
@@ -197,19 +193,7 @@ pub fn cni(
     for k in env_drop {
         c.env_remove(k);
     }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = output_with_stdin(&mut c, stdin.as_bytes()).unwrap();
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
