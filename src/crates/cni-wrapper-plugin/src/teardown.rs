@@ -20,46 +20,34 @@ fn default_lock_file() -> String {
     "/var/vcap/data/garden-cni/iptables.lock".into()
 }
 
-/// Host ends of container veths (`s-` and 12 digits, silk-cni's naming) in `ip -j -d link`
-/// output: while one exists a container may be alive.
+/// Names of the links of `kind` in `ip -j -d link show` output that `wanted` accepts.
+fn links_of_kind(ip_json: &str, kind: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(ip_json).unwrap_or_default();
+    v.as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter(|l| l["linkinfo"]["info_kind"] == kind)
+                .filter_map(|l| l["ifname"].as_str())
+                .filter(|n| wanted(n))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Host ends of container veths (`s-` and 12 digits, silk-cni's naming): while one exists a
+/// container may be alive.
 pub fn container_veths(ip_json: &str) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(ip_json).unwrap_or_default();
-    v.as_array()
-        .map(|links| {
-            links
-                .iter()
-                .filter(|l| l["linkinfo"]["info_kind"] == "veth")
-                .filter_map(|l| l["ifname"].as_str())
-                .filter(|n| {
-                    n.strip_prefix("s-")
-                        .is_some_and(|d| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit()))
-                })
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    links_of_kind(ip_json, "veth", |n| {
+        n.strip_prefix("s-")
+            .is_some_and(|d| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
-impl TeardownConfig {
-    pub fn parse(text: &str) -> Result<TeardownConfig, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-}
-
-/// Legacy IFB names from `ip -j -d link show` output: kind `ifb`, name starting with `i`.
+/// Legacy IFB names: kind `ifb`, name starting with `i`.
 pub fn legacy_ifbs(ip_json: &str) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(ip_json).unwrap_or_default();
-    v.as_array()
-        .map(|links| {
-            links
-                .iter()
-                .filter(|l| l["linkinfo"]["info_kind"] == "ifb")
-                .filter_map(|l| l["ifname"].as_str())
-                .filter(|n| n.starts_with('i'))
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    links_of_kind(ip_json, "ifb", |n| n.starts_with('i'))
 }
 
 #[cfg(test)]
