@@ -20,6 +20,12 @@ fn default_lock_file() -> String {
     "/var/vcap/data/garden-cni/iptables.lock".into()
 }
 
+impl TeardownConfig {
+    pub fn parse(text: &str) -> Result<TeardownConfig, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 /// Names of the links of `kind` in `ip -j -d link show` output that `wanted` accepts.
 fn links_of_kind(ip_json: &str, kind: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(ip_json).unwrap_or_default();
