@@ -44,10 +44,12 @@ impl Metrics {
     /// `None` keeps them in memory only.
     pub fn with_agent(origin: &str, agent: Option<SocketAddr>) -> Self {
         let socket = agent.and_then(|addr| {
-            let local: SocketAddr = if addr.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            // Loopback agents (the usual 127.0.0.1) are reached from a loopback-bound socket.
+            let local: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
+                (true, true) => ([127, 0, 0, 1], 0).into(),
+                (true, false) => ([0, 0, 0, 0], 0).into(),
+                (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
             };
             let s = UdpSocket::bind(local).ok()?;
             let _ = s.set_nonblocking(true);
