@@ -154,6 +154,34 @@ mod tests {
         }
     }
 
+    /// The file the job template renders (through the tera twin the parity spec keeps equal to
+    /// the ERB template) parses, in both timestamp formats.
+    #[test]
+    fn parses_what_the_job_template_renders() {
+        for (format, want) in [
+            (None, TimestampFormat::Rfc3339),
+            (Some("deprecated"), TimestampFormat::Deprecated),
+        ] {
+            let mut props = serde_json::json!({"metron_port": 3458});
+            if let Some(f) = format {
+                props["logging"] = serde_json::json!({"format": {"timestamp": f}});
+            }
+            let text = silk_render::render(
+                "iptables-logger/config/iptables-logger.json",
+                &serde_json::json!({"properties": props, "spec": {"ip": "10.0.16.12", "id": "cell-guid"}}),
+            )
+            .unwrap();
+            let c = Config::parse(&text).unwrap();
+            assert_eq!(c.log_timestamp_format, want);
+            assert_eq!(c.metron_address, "127.0.0.1:3458".parse().unwrap());
+            assert_eq!(c.host_guid, "cell-guid");
+            assert_eq!(
+                c.output_log_file,
+                "/var/vcap/sys/log/iptables-logger/iptables.log"
+            );
+        }
+    }
+
     #[test]
     fn rejects_unknown_keys() {
         assert!(Config::parse(&RENDERED.replace("host_guid", "host_uuid")).is_err());

@@ -160,6 +160,25 @@ mod tests {
         assert_eq!(c.level_filter(), log::LevelFilter::Debug);
     }
 
+    /// The file the job template renders (through the tera twin the parity spec keeps equal to
+    /// the ERB template) parses.
+    #[test]
+    fn parses_what_the_job_template_renders() {
+        let text = silk_render::render(
+            "netmon/config/netmon.json",
+            &serde_json::json!({"properties": {"telemetry_enabled": true, "log_level": "Debug"}}),
+        )
+        .unwrap();
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.telemetry, Some(Duration::from_secs(600)));
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(
+            c.iptables_lock_file,
+            "/var/vcap/data/garden-cni/iptables.lock"
+        );
+    }
+
     #[test]
     fn reports_every_problem() {
         let err = Config::parse(
