@@ -71,7 +71,7 @@ pub fn render(format: TimestampFormat, now_nanos: i128, event: &str, data: &Data
         // lager's pretty format.
         TimestampFormat::Rfc3339 => format!(
             "{{\"timestamp\":{},\"level\":\"info\",\"source\":{},\"message\":{},\"data\":{}}}",
-            Value::from(rfc3339_nanos(now_nanos)),
+            Value::from(silk_ops::log::rfc3339_at(now_nanos)),
             Value::from(SOURCE),
             Value::from(format!("{SOURCE}.{event}")),
             data
@@ -79,37 +79,12 @@ pub fn render(format: TimestampFormat, now_nanos: i128, event: &str, data: &Data
         // lager's LogFormat: epoch seconds with nine decimals, numeric log_level (info = 1).
         TimestampFormat::Deprecated => format!(
             "{{\"timestamp\":{},\"source\":{},\"message\":{},\"log_level\":1,\"data\":{}}}",
-            Value::from(epoch_seconds(now_nanos)),
+            Value::from(silk_ops::log::epoch_at(now_nanos)),
             Value::from(SOURCE),
             Value::from(format!("{SOURCE}.{event}")),
             data
         ),
     }
-}
-
-/// `1464388983.714202881` for a time in nanoseconds since the epoch.
-pub fn epoch_seconds(nanos: i128) -> String {
-    format!(
-        "{}.{:09}",
-        nanos.div_euclid(1_000_000_000),
-        nanos.rem_euclid(1_000_000_000)
-    )
-}
-
-/// `2026-12-02T11:40:01.123456789Z` in UTC.
-pub fn rfc3339_nanos(nanos: i128) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
 }
 
 pub fn now_nanos() -> i128 {
@@ -166,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn epoch_seconds_keeps_nine_decimals() {
-        assert_eq!(epoch_seconds(1_000_000_005), "1.000000005");
+    fn epoch_timestamp_keeps_nine_decimals() {
+        assert_eq!(silk_ops::log::epoch_at(1_000_000_005), "1.000000005");
     }
 }

@@ -56,60 +56,76 @@ pub async fn run(
                 return Ok(());
             }
             _ = poll.tick() => {
-                let (stats, metrics, interface, aggregate) =
-                    (stats.clone(), metrics.clone(), cfg.interface_name.clone(), aggregate.clone());
+                let (stats, metrics, aggregate) = (stats.clone(), metrics.clone(), aggregate.clone());
+                let interface = cfg.interface_name.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let (rules, err) = poller::measure(stats.as_ref(), &interface, &metrics);
-                    if let (Some(r), Ok(mut agg)) = (rules, aggregate.lock()) {
-                        agg.update(r);
-                    }
-                    if let Some((event, error)) = err {
-                        silk_ops::log::error(&format!("measure.{event}"), json!({ "error": error }));
-                    }
+                    cycle(stats.as_ref(), &interface, &metrics, &aggregate)
                 })
                 .await;
             }
             _ = tick_opt(&mut telemetry_tick) => {
                 if let Some((file, every)) = telemetry.as_mut() {
                     let stats = stats.clone();
-                    let count = tokio::task::spawn_blocking(move || stats.iptables_rule_count()).await;
-                    match count {
-                        Ok(Ok(count)) => {
-                            let agg = aggregate
-                                .lock()
-                                .map(|mut a| {
-                                    let snapshot = a.clone();
-                                    a.flush();
-                                    snapshot
-                                })
-                                .unwrap_or_default();
-                            // Without a poll since the last line, the fresh count is the aggregate.
-                            let agg = if agg.count == 0 {
-                                let mut a = Aggregator::default();
-                                a.update(count);
-                                a
-                            } else {
-                                agg
-                            };
-                            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-                            let data = poller::telemetry_data(&rfc3339_nanos(now), count, every.as_secs(), &agg);
-                            let line = poller::telemetry_line(&epoch_seconds(now), &data);
-                            if let Err(e) = writeln!(file, "{line}") {
-                                silk_ops::log::error("write-telemetry-log", json!({"error": e.to_string()}));
-                            }
-                        }
-                        Ok(Err(e)) => silk_ops::log::error(
-                            "failed-fetching-network-stats",
-                            json!({"error": e.to_string()}),
-                        ),
-                        Err(e) => silk_ops::log::error(
-                            "failed-fetching-network-stats",
-                            json!({"error": e.to_string()}),
-                        ),
-                    }
+                    let count = tokio::task::spawn_blocking(move || stats.iptables_rule_count())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    write_telemetry(file, count, *every, &aggregate);
                 }
             }
         }
+    }
+}
+
+/// One metric cycle; its rule count joins the telemetry aggregate.
+fn cycle(
+    stats: &dyn NetworkStats,
+    interface: &str,
+    metrics: &silk_ops::Metrics,
+    aggregate: &Mutex<Aggregator>,
+) {
+    let (rules, err) = poller::measure(stats, interface, metrics);
+    if let (Some(r), Ok(mut agg)) = (rules, aggregate.lock()) {
+        agg.update(r);
+    }
+    if let Some((event, error)) = err {
+        silk_ops::log::error(&format!("measure.{event}"), json!({ "error": error }));
+    }
+}
+
+/// Appends one telemetry line for the fresh rule `count` and the aggregate of the cycles since
+/// the previous line, then starts the aggregate over.
+fn write_telemetry(
+    file: &mut std::fs::File,
+    count: Result<u64, String>,
+    every: std::time::Duration,
+    aggregate: &Mutex<Aggregator>,
+) {
+    let count = match count {
+        Ok(c) => c,
+        Err(error) => {
+            silk_ops::log::error("failed-fetching-network-stats", json!({ "error": error }));
+            return;
+        }
+    };
+    let mut agg = aggregate
+        .lock()
+        .map(|mut a| std::mem::take(&mut *a))
+        .unwrap_or_default();
+    // Without a cycle since the previous line, the fresh count is the aggregate.
+    if agg.count == 0 {
+        agg.update(count);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let data = poller::telemetry_data(
+        &silk_ops::log::rfc3339_at(now),
+        count,
+        every.as_secs(),
+        &agg,
+    );
+    let line = poller::telemetry_line(&silk_ops::log::epoch_at(now), &data);
+    if let Err(e) = writeln!(file, "{line}") {
+        silk_ops::log::error("write-telemetry-log", json!({"error": e.to_string()}));
     }
 }
 
@@ -121,29 +137,4 @@ async fn tick_opt(tick: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// `1764675601.123456789`: lager's epoch timestamp.
-pub fn epoch_seconds(nanos: i128) -> String {
-    format!(
-        "{}.{:09}",
-        nanos.div_euclid(1_000_000_000),
-        nanos.rem_euclid(1_000_000_000)
-    )
-}
-
-/// `2025-12-02T11:40:01.123456789Z`.
-pub fn rfc3339_nanos(nanos: i128) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
 }
