@@ -193,6 +193,19 @@ mod tests {
     }
 
     #[test]
+    fn unfinished_last_line_of_a_rotated_file_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kern.log");
+        append(&p, "");
+        let mut f = Follower::open_at_end(&p).unwrap();
+        append(&p, "whole\nhalf");
+        assert_eq!(lines(&mut f), ["whole"]);
+        std::fs::remove_file(&p).unwrap();
+        append(&p, "next\n");
+        assert_eq!(lines(&mut f), ["half", "next"]);
+    }
+
+    #[test]
     fn truncation_starts_over() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("kern.log");
