@@ -1,7 +1,8 @@
 //! Runtime pieces every silk daemon shares: lager-shaped JSON logging on the `log` facade
 //! ([`log`]), metrics sent as dropsonde v1 envelopes and rendered as Prometheus text
 //! ([`metrics`], [`dropsonde`]), the debug server with `/log-level` and `/metrics`
-//! ([`debug_server`]), and signal handling for graceful shutdown ([`shutdown`]).
+//! ([`debug_server`]), signal handling for graceful shutdown ([`shutdown`]) and Go-style
+//! single-dash flags ([`flags`]).
 //!
 //! A daemon's main uses them like this:
 //!
@@ -21,6 +22,7 @@
 
 pub mod debug_server;
 pub mod dropsonde;
+pub mod flags;
 pub mod log;
 pub mod metrics;
 pub mod shutdown;

@@ -118,16 +118,32 @@ pub fn render_line(
 
 /// RFC 3339 with nanoseconds in UTC, as newer lager writes (`2026-01-02T03:04:05.123456789Z`).
 pub fn timestamp_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    rfc3339_at(time::OffsetDateTime::now_utc().unix_timestamp_nanos())
+}
+
+/// [`timestamp_now`]'s format for a time given in nanoseconds since the Unix epoch.
+pub fn rfc3339_at(nanos: i128) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond()
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+/// Older lager's epoch timestamp (`1464388983.714202881`, seconds with nine decimals) for a time
+/// given in nanoseconds since the Unix epoch; lines in that format carry a numeric `log_level`.
+pub fn epoch_at(nanos: i128) -> String {
+    format!(
+        "{}.{:09}",
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000)
     )
 }
 

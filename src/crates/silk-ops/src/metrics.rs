@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ pub struct Metrics {
 
 struct Inner {
     origin: String,
-    socket: Option<(UdpSocket, u16)>,
+    socket: Option<(UdpSocket, SocketAddr)>,
     started: Instant,
     state: Mutex<State>,
 }
@@ -36,13 +36,25 @@ impl Metrics {
     /// Metrics for `origin` (the job name), emitted to `127.0.0.1:<metron_port>`.
     /// `metron_port` 0 keeps them in memory only.
     pub fn new(origin: &str, metron_port: u16) -> Self {
-        let socket = (metron_port != 0)
-            .then(|| UdpSocket::bind("127.0.0.1:0").ok())
-            .flatten()
-            .map(|s| {
-                let _ = s.set_nonblocking(true);
-                (s, metron_port)
-            });
+        let agent = (metron_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], metron_port)));
+        Metrics::with_agent(origin, agent)
+    }
+
+    /// Metrics for `origin` emitted to `agent` (a `metron_address` such as `127.0.0.1:3457`);
+    /// `None` keeps them in memory only.
+    pub fn with_agent(origin: &str, agent: Option<SocketAddr>) -> Self {
+        let socket = agent.and_then(|addr| {
+            // Loopback agents (the usual 127.0.0.1) are reached from a loopback-bound socket.
+            let local: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
+                (true, true) => ([127, 0, 0, 1], 0).into(),
+                (true, false) => ([0, 0, 0, 0], 0).into(),
+                (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let s = UdpSocket::bind(local).ok()?;
+            let _ = s.set_nonblocking(true);
+            Some((s, addr))
+        });
         Metrics {
             inner: Arc::new(Inner {
                 origin: origin.to_string(),
@@ -135,9 +147,9 @@ impl Metrics {
     }
 
     fn send(&self, bytes: Vec<u8>) {
-        if let Some((socket, port)) = &self.inner.socket {
+        if let Some((socket, agent)) = &self.inner.socket {
             // Fire and forget, as dropsonde's UDP emitter: a missing agent loses metrics only.
-            let _ = socket.send_to(&bytes, ("127.0.0.1", *port));
+            let _ = socket.send_to(&bytes, agent);
         }
     }
 }
