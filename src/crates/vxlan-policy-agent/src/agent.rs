@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use silk_ops::Metrics;
 use crate::config::Config;
 use crate::cycle::{C2cCycle, CycleOptions};
 use crate::planner::allow_overlay_rules;
-use crate::server::force_server;
+use crate::server::{c2c_logging_route, force_server};
 
 /// The dropsonde origin and job name.
 pub const JOB: &str = "vxlan-policy-agent";
@@ -128,6 +129,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     } else {
         Vec::new()
     };
+    let c2c_logging = Arc::new(AtomicBool::new(cfg.iptables_c2c_logging));
     let cycle = Arc::new(C2cCycle::new(
         client,
         Arc::new(SystemIptables::new(&cfg.iptables_lock_file)),
@@ -138,7 +140,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             enable_overlay_ingress_rules: cfg.enable_overlay_ingress_rules,
             head_rules,
         },
-        cfg.iptables_c2c_logging,
+        Arc::clone(&c2c_logging),
     ));
 
     // Sleep after work: the first cycle runs one interval after start, no overlap, no catch-up.
@@ -155,13 +157,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         })
     };
 
-    let debug =
-        silk_ops::debug_server(cfg.debug_server_port, metrics.clone()).map_err(|source| {
-            StartError::Listen {
-                what: "debug server",
-                source,
-            }
-        })?;
+    let debug = silk_ops::debug_server_with(
+        cfg.debug_server_port,
+        metrics.clone(),
+        c2c_logging_route(c2c_logging),
+    )
+    .map_err(|source| StartError::Listen {
+        what: "debug server",
+        source,
+    })?;
     let debug_handle = debug.handle();
     tokio::spawn(debug);
     let force = force_server(

@@ -94,8 +94,9 @@ pub struct C2cCycle<A, I: ?Sized> {
     store: MetadataStore,
     metrics: Metrics,
     opts: CycleOptions,
-    /// `iptables_c2c_logging`, switchable at runtime.
-    pub c2c_logging: AtomicBool,
+    /// `iptables_c2c_logging`, switched at runtime by the debug server's
+    /// `/iptables-c2c-logging`; read at every full cycle.
+    c2c_logging: Arc<AtomicBool>,
     /// The last `policies_last_updated` value after which a cycle succeeded (0: none).
     last_updated: AtomicI64,
     /// The rules last enforced; the lock also serialises cycles (tick and forced).
@@ -120,7 +121,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         store: MetadataStore,
         metrics: Metrics,
         opts: CycleOptions,
-        c2c_logging: bool,
+        c2c_logging: Arc<AtomicBool>,
     ) -> Self {
         C2cCycle {
             api,
@@ -128,7 +129,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
             store,
             metrics,
             opts,
-            c2c_logging: AtomicBool::new(c2c_logging),
+            c2c_logging,
             last_updated: AtomicI64::new(0),
             enforced: tokio::sync::Mutex::new(None),
         }
@@ -314,7 +315,7 @@ mod tests {
                 accepted_udp_logs_per_sec: 100,
                 ..CycleOptions::default()
             },
-            false,
+            Arc::new(AtomicBool::new(false)),
         );
         (dir, api, ipt, cycle)
     }
@@ -393,7 +394,7 @@ mod tests {
                 head_rules: vec!["-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT".into()],
                 ..CycleOptions::default()
             },
-            false,
+            Arc::new(AtomicBool::new(false)),
         );
         assert!(matches!(
             cycle.full().await.unwrap(),

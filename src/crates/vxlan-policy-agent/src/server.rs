@@ -7,10 +7,14 @@
 //! - `/force-asgs-for-container` and `/force-orphaned-asgs-cleanup` answer 405 when the config
 //!   disables ASG syncing (the wrapper then installs the static egress rules itself). Dynamic
 //!   ASG syncing is not implemented: with it enabled these paths are not served (404).
+//!
+//! Also here: the debug server's `/iptables-c2c-logging` route (§3.9), which switches the LOG
+//! rules of accepted c2c traffic at runtime (applied at the next full cycle).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::json;
 use silk_dataplane::iptables::Iptables;
@@ -91,6 +95,63 @@ pub fn force_server<A: PolicyApi, I: Iptables + ?Sized + 'static>(
     .run())
 }
 
+/// `/iptables-c2c-logging`: any method but PUT reads the switch; PUT with `{"enabled": <bool>}`
+/// sets it. Answers `{"enabled":<bool>}` and a newline, or 400 with a JSON error.
+pub fn c2c_logging_response(
+    method: &Method,
+    body: &[u8],
+    flag: &AtomicBool,
+) -> (StatusCode, String) {
+    if method == Method::PUT {
+        let parsed: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error": "decoding request body as json"}"#.to_string(),
+                )
+            }
+        };
+        match parsed.get("enabled").and_then(serde_json::Value::as_bool) {
+            Some(v) => {
+                flag.store(v, Ordering::SeqCst);
+                silk_ops::log::info("set-iptables-c2c-logging", json!({ "enabled": v }));
+            }
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error": "missing required property: enabled"}"#.to_string(),
+                )
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        format!("{}\n", json!({ "enabled": flag.load(Ordering::SeqCst) })),
+    )
+}
+
+/// The route for [`silk_ops::debug_server_with`].
+pub fn c2c_logging_route(
+    flag: Arc<AtomicBool>,
+) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
+    move |cfg: &mut web::ServiceConfig| {
+        let flag = Arc::clone(&flag);
+        cfg.route(
+            "/iptables-c2c-logging",
+            web::route().to(move |req: HttpRequest, body: web::Bytes| {
+                let flag = Arc::clone(&flag);
+                async move {
+                    let (status, text) = c2c_logging_response(req.method(), &body, &flag);
+                    HttpResponse::build(status)
+                        .content_type("application/json")
+                        .body(text)
+                }
+            }),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +170,32 @@ mod tests {
         );
         assert_eq!(route("/force-asgs-for-container", true), Route::NotFound);
         assert_eq!(route("/", false), Route::NotFound);
+    }
+
+    #[test]
+    fn c2c_logging_switch() {
+        let flag = AtomicBool::new(false);
+        assert_eq!(
+            c2c_logging_response(&Method::GET, b"", &flag),
+            (StatusCode::OK, "{\"enabled\":false}\n".into())
+        );
+        assert_eq!(
+            c2c_logging_response(&Method::PUT, br#"{"enabled": true}"#, &flag),
+            (StatusCode::OK, "{\"enabled\":true}\n".into())
+        );
+        assert!(flag.load(Ordering::SeqCst));
+        assert_eq!(
+            c2c_logging_response(&Method::PUT, b"nope", &flag).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            c2c_logging_response(&Method::PUT, b"{}", &flag).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert!(flag.load(Ordering::SeqCst));
+        assert_eq!(
+            c2c_logging_response(&Method::POST, br#"{"enabled": false}"#, &flag).1,
+            "{\"enabled\":true}\n"
+        );
     }
 }

@@ -249,12 +249,13 @@ fn free_port() -> u16 {
 }
 
 /// A plain HTTP request to 127.0.0.1:`port`: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+fn http(method: &str, port: u16, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut out = String::new();
@@ -266,6 +267,10 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    http("GET", port, path, "")
 }
 
 struct Agent {
@@ -318,6 +323,7 @@ fn write_config(
     certs: &TestCerts,
     server_port: u16,
     force_port: u16,
+    debug_port: u16,
 ) -> std::path::PathBuf {
     let config = json!({
         "log_level": "debug",
@@ -334,7 +340,7 @@ fn write_config(
         "policy_server_url": format!("https://127.0.0.1:{server_port}"),
         "metron_address": format!("127.0.0.1:{}", free_port()),
         "underlay_ips": ["127.0.0.1"],
-        "debug_server_port": free_port(),
+        "debug_server_port": debug_port,
         "force_policy_poll_cycle_port": force_port,
         "enable_overlay_ingress_rules": false,
         "disable_container_network_policy": false,
@@ -431,7 +437,8 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
     store_two_containers(dir.path());
     let mut server = FakeServer::start(&certs, example_policies());
     let force_port = free_port();
-    let config = write_config(dir.path(), &certs, server.port, force_port);
+    let debug_port = free_port();
+    let config = write_config(dir.path(), &certs, server.port, force_port, debug_port);
     let mut agent = Agent::spawn(&config);
 
     // The first cycle runs one poll interval after start.
@@ -491,6 +498,54 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
             .nth(1),
         Some(format!("-A FORWARD -j {second}").as_str())
     );
+
+    // c2c logging switched on at runtime: the next forced cycle adds the LOG rule.
+    assert_eq!(
+        http(
+            "PUT",
+            debug_port,
+            "/iptables-c2c-logging",
+            r#"{"enabled": true}"#
+        ),
+        (200, "{\"enabled\":true}\n".to_string())
+    );
+    assert_eq!(http_get(force_port, "/force-policy-poll-cycle").0, 200);
+    let logged = vpa_chain().unwrap();
+    let log_rule = r#"-d 10.255.7.4/32 -p tcp -m tcp --dport 8080 -m mark --mark 0x1 -m conntrack --ctstate INVALID,NEW,UNTRACKED -j LOG --log-prefix "OK_0001_c3f1a2b4-77e0-4d2f-9 ""#;
+    assert_eq!(
+        vpa_lines(),
+        expected(
+            &logged,
+            &[
+                WORKED_EXAMPLE[0],
+                WORKED_EXAMPLE[1],
+                log_rule,
+                WORKED_EXAMPLE[2]
+            ]
+        )
+    );
+    http(
+        "PUT",
+        debug_port,
+        "/iptables-c2c-logging",
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(http_get(force_port, "/force-policy-poll-cycle").0, 200);
+    let second = vpa_chain().unwrap();
+    assert_eq!(vpa_lines(), expected(&second, &WORKED_EXAMPLE[..3]));
+    let (code, metrics) = http_get(debug_port, "/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "totalPollTime",
+        "iptablesEnforceTime",
+        "policyServerPollTime",
+        "containerMetadataTime",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{name} ")),
+            "{name} missing: {metrics}"
+        );
+    }
 
     // ASG syncing is disabled in this config: the wrapper's signal is a 405.
     assert_eq!(
@@ -554,7 +609,14 @@ fn unreachable_policy_server_at_start_exits_1() {
     // A port nothing listens on (bound, then closed).
     let closed = free_port();
     let mut config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(write_config(dir.path(), &certs, closed, free_port())).unwrap(),
+        &std::fs::read_to_string(write_config(
+            dir.path(),
+            &certs,
+            closed,
+            free_port(),
+            free_port(),
+        ))
+        .unwrap(),
     )
     .unwrap();
     config["underlay_ips"] = json!([]);
