@@ -171,6 +171,54 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
 }
 
 #[test]
+#[ignore = "needs root: run via scripts/test"]
+fn overlay_ingress_and_disabled_policy_through_the_binary() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "run via scripts/test"
+    );
+    unshare_test_netns().unwrap();
+    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    store_two_containers(dir.path());
+    let server = FakeServer::start(&certs, example_policies()[..1].to_vec());
+    let path = write_config(dir.path(), &certs, server.port, free_port(), free_port());
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["enable_overlay_ingress_rules"] = json!(true);
+    config["disable_container_network_policy"] = json!(true);
+    config["overlay_network"] = json!("10.255.0.0/16");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut agent = Agent::spawn(&path);
+    wait_for("the vpa chain", Duration::from_secs(20), || {
+        assert!(agent.running(), "agent exited");
+        vpa_chain().is_some()
+    });
+    let chain = vpa_chain().unwrap();
+    assert_eq!(
+        vpa_lines(),
+        expected(
+            &chain,
+            &[
+                "-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT",
+                WORKED_EXAMPLE[0],
+                WORKED_EXAMPLE[2],
+                "-d 10.255.7.4/32 -p tcp -m tcp --dport 8080 -m mark --mark 0x6 -j ACCEPT",
+            ]
+        )
+    );
+    assert!(server
+        .requests()
+        .contains(&"PUT /networking/v1/internal/tags".to_string()));
+    assert_eq!(
+        server.state.lock().unwrap().bodies[0],
+        r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#
+    );
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
 fn bad_config_exits_1_listing_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.json");

@@ -77,6 +77,8 @@ pub struct FakeState {
     pub last_updated: i64,
     /// Request lines seen (`GET /path?query`).
     requests: Vec<String>,
+    /// Bodies of the PUT requests.
+    pub bodies: Vec<String>,
 }
 
 /// An HTTPS policy server on 127.0.0.1 that requires a client certificate from the test CA.
@@ -111,9 +113,12 @@ pub fn server_config(certs: &TestCerts) -> Arc<ServerConfig> {
     )
 }
 
-pub fn answer(state: &Mutex<FakeState>, method: &str, target: &str) -> (u16, String) {
+pub fn answer(state: &Mutex<FakeState>, method: &str, target: &str, body: &[u8]) -> (u16, String) {
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {target}"));
+    if method == "PUT" {
+        s.bodies.push(String::from_utf8_lossy(body).into_owned());
+    }
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/networking/v1/internal/policies") => {
@@ -137,6 +142,10 @@ pub fn answer(state: &Mutex<FakeState>, method: &str, target: &str) -> (u16, Str
         ("GET", "/networking/v1/internal/policies_last_updated") => {
             (200, s.last_updated.to_string())
         }
+        ("PUT", "/networking/v1/internal/tags") => (
+            200,
+            r#"{"id":"INGRESS_ROUTER","tag":"0006","type":"router"}"#.into(),
+        ),
         _ => (404, "404 page not found\n".into()),
     }
 }
@@ -174,7 +183,7 @@ pub fn serve_one(config: Arc<ServerConfig>, tcp: TcpStream, state: Arc<Mutex<Fak
     if tls.read_exact(&mut body).is_err() {
         return;
     }
-    let (code, text) = answer(&state, method, target);
+    let (code, text) = answer(&state, method, target, &body);
     let reply = format!(
         "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
@@ -196,6 +205,7 @@ impl FakeServer {
             policies,
             last_updated: 1729785226123456000,
             requests: vec![],
+            bodies: vec![],
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
