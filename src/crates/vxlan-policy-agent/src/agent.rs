@@ -115,9 +115,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         );
     }
     if cfg.enable_asg_syncing {
-        silk_ops::log::info(
+        // Every CNI ADD on this cell fails while this holds: the wrapper treats the 404 of
+        // /force-asgs-for-container as an error. Deploy with enable_asg_syncing false.
+        silk_ops::log::error(
             "asg-syncing-not-implemented",
-            json!({ "detail": "dynamic ASG syncing is not implemented; /force-asgs-for-container and /force-orphaned-asgs-cleanup are not served" }),
+            json!({ "detail": "enable_asg_syncing is true but dynamic ASG syncing is not implemented: /force-asgs-for-container and /force-orphaned-asgs-cleanup are not served and container creation fails; set enable_asg_syncing to false" }),
         );
     }
 
