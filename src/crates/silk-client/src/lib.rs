@@ -1,8 +1,13 @@
-//! HTTP clients of the silk components. [`ControllerClient`] speaks the silk-controller lease
-//! API over mutual TLS for silk-daemon and silk-teardown.
+//! HTTP clients of the silk components over mutual TLS ([`MtlsClient`]):
+//! [`ControllerClient`] speaks the silk-controller lease API for silk-daemon and silk-teardown;
+//! [`PolicyClient`] speaks the policy server's internal API for vxlan-policy-agent.
 
 pub mod controller;
+pub mod mtls;
+pub mod policy;
 pub mod tls;
 
-pub use controller::{ClientError, ControllerClient};
+pub use controller::ControllerClient;
+pub use mtls::{ClientError, MtlsClient};
+pub use policy::PolicyClient;
 pub use tls::{ClientTls, TlsError};

@@ -11,11 +11,25 @@ use crate::metrics::Metrics;
 /// Builds (and binds) the server; the caller awaits or spawns the returned future and stops it
 /// through its handle. Signals are left to the caller.
 pub fn debug_server(port: u16, metrics: Metrics) -> std::io::Result<actix_web::dev::Server> {
+    debug_server_with(port, metrics, |_| {})
+}
+
+/// As [`debug_server`], with the job's own routes added by `extra` (vxlan-policy-agent's
+/// `/iptables-c2c-logging`).
+pub fn debug_server_with<F>(
+    port: u16,
+    metrics: Metrics,
+    extra: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(metrics.clone()))
             .route("/log-level", web::route().to(log_level))
             .route("/metrics", web::get().to(prometheus))
+            .configure(extra.clone())
             .default_service(web::to(not_found))
     })
     .workers(1)

@@ -27,5 +27,5 @@ pub mod log;
 pub mod metrics;
 pub mod shutdown;
 
-pub use debug_server::debug_server;
+pub use debug_server::{debug_server, debug_server_with};
 pub use metrics::Metrics;

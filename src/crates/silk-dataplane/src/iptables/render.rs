@@ -2,7 +2,8 @@
 //!
 //! A payload names each table once. Within a table: chain declarations first (declaring a
 //! chain we own creates it or flushes it, so its rules are rewritten in the same commit), then
-//! deletions of parent rules, then appended rules, then chain removals. A payload that fails
+//! deletions of parent rules, then rules inserted first in their chain, then appended rules,
+//! then chain removals. A payload that fails
 //! changes nothing in that table; the whole change is one process and one lock hold.
 
 use std::fmt;
@@ -81,6 +82,9 @@ pub struct TablePlan {
     pub declare: Vec<ChainName>,
     /// Existing rules to delete (exact text as saved).
     pub delete: Vec<Rule>,
+    /// Rules inserted at position 1 of their chain, after the deletions (the last one listed
+    /// ends up first).
+    pub insert_first: Vec<Rule>,
     pub append: Vec<Rule>,
     /// Chains to remove after the deletions (must be declared, i.e. flushed, first).
     pub remove: Vec<ChainName>,
@@ -92,6 +96,7 @@ impl TablePlan {
             table,
             declare: vec![],
             delete: vec![],
+            insert_first: vec![],
             append: vec![],
             remove: vec![],
         }
@@ -100,6 +105,7 @@ impl TablePlan {
     pub fn is_empty(&self) -> bool {
         self.declare.is_empty()
             && self.delete.is_empty()
+            && self.insert_first.is_empty()
             && self.append.is_empty()
             && self.remove.is_empty()
     }
@@ -142,6 +148,9 @@ impl Payload {
             for r in &t.delete {
                 out.push_str(&format!("-D {} {}\n", r.chain, r.spec));
             }
+            for r in &t.insert_first {
+                out.push_str(&format!("-I {} 1 {}\n", r.chain, r.spec));
+            }
             for r in &t.append {
                 out.push_str(&r.append_line());
                 out.push('\n');
@@ -172,11 +181,12 @@ mod tests {
             "-j REJECT --reject-with icmp-port-unreachable",
         ));
         f.remove.push(ChainName::new("old").unwrap());
+        f.insert_first.push(Rule::new("FORWARD", "-j vpa--1"));
         p.table(Table::Nat);
         assert_eq!(
             p.render(),
             "*filter\n:netout--h - [0:0]\n-D FORWARD -s 10.0.0.2/32 -o eth0 -j netout--h\n\
-             -A netout--h -j REJECT --reject-with icmp-port-unreachable\n-X old\nCOMMIT\n"
+             -I FORWARD 1 -j vpa--1\n-A netout--h -j REJECT --reject-with icmp-port-unreachable\n-X old\nCOMMIT\n"
         );
         assert_eq!(p.rule_count(), 1);
     }

@@ -1,0 +1,403 @@
+//! `config/vxlan-policy-agent.json` (policy contract §2.3, upstream-delta §1.3): the raw JSON
+//! shape with upstream's keys, and the validated [`Config`].
+//!
+//! Unknown keys are ignored, as upstream's Go decoder ignores them. Every problem is collected
+//! and reported together; the binary then exits 1, as upstream does, before it opens a socket
+//! or touches iptables.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+use silk_core::{NetworkSpec, OverlayNetworks};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDenyNetworks {
+    #[serde(default)]
+    pub always: Vec<String>,
+    #[serde(default)]
+    pub running: Vec<String>,
+    #[serde(default)]
+    pub staging: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOutboundConnections {
+    #[serde(default)]
+    pub limit: bool,
+    #[serde(default)]
+    pub logging: bool,
+    #[serde(default)]
+    pub burst: i64,
+    #[serde(default)]
+    pub rate_per_sec: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLoggregator {
+    #[serde(default)]
+    pub loggregator_use_v2_api: bool,
+}
+
+/// The file as rendered by `vxlan-policy-agent.json.erb`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub log_level: String,
+    pub log_prefix: String,
+    pub iptables_c2c_logging: bool,
+    pub iptables_asg_logging: bool,
+    pub iptables_accepted_udp_logs_per_sec: i64,
+    pub poll_interval: i64,
+    pub enable_asg_syncing: bool,
+    pub asg_poll_interval: i64,
+    pub iptables_denied_logs_per_sec: i64,
+    pub deny_networks: RawDenyNetworks,
+    pub deny_networks_ipv6: RawDenyNetworks,
+    pub outbound_connections: RawOutboundConnections,
+    pub policy_server_url: String,
+    pub metron_address: String,
+    pub underlay_ips: Vec<String>,
+    pub debug_server_port: i64,
+    pub force_policy_poll_cycle_port: i64,
+    pub enable_overlay_ingress_rules: bool,
+    pub disable_container_network_policy: bool,
+    pub overlay_network: Option<NetworkSpec>,
+    pub ca_cert_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub cni_datastore_path: String,
+    pub iptables_lock_file: String,
+    pub debug_server_host: String,
+    pub client_timeout_seconds: i64,
+    pub vni: i64,
+    pub force_policy_poll_cycle_host: String,
+    pub enable_ipv6: bool,
+    pub loggregator: RawLoggregator,
+}
+
+/// A validated configuration: the keys the agent acts on today, typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log_level: String,
+    pub log_prefix: String,
+    pub iptables_c2c_logging: bool,
+    pub iptables_accepted_udp_logs_per_sec: u32,
+    pub poll_interval: Duration,
+    pub enable_asg_syncing: bool,
+    pub asg_poll_interval: Duration,
+    pub policy_server_url: String,
+    pub metron_address: SocketAddr,
+    pub underlay_ips: Vec<Ipv4Addr>,
+    pub debug_server_host: String,
+    pub debug_server_port: u16,
+    pub force_policy_poll_cycle_host: String,
+    pub force_policy_poll_cycle_port: u16,
+    pub enable_overlay_ingress_rules: bool,
+    pub disable_container_network_policy: bool,
+    pub overlay_network: OverlayNetworks,
+    pub ca_cert_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub cni_datastore_path: String,
+    pub iptables_lock_file: String,
+    pub client_timeout: Duration,
+    pub enable_ipv6: bool,
+    pub loggregator_use_v2_api: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("parse config: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Parses and validates the JSON text of `vxlan-policy-agent.json`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(text)?;
+        Config::try_from(raw)
+    }
+}
+
+fn nonempty(errors: &mut Vec<String>, name: &str, v: &str) {
+    if v.trim().is_empty() {
+        errors.push(format!("{name}: must not be empty"));
+    }
+}
+
+fn port(errors: &mut Vec<String>, name: &str, v: i64) -> u16 {
+    match u16::try_from(v) {
+        Ok(p) if p != 0 => p,
+        _ => {
+            errors.push(format!("{name}: must be a port number 1-65535, got {v}"));
+            0
+        }
+    }
+}
+
+fn at_least_one(errors: &mut Vec<String>, name: &str, v: i64) -> u32 {
+    match u32::try_from(v) {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            errors.push(format!("{name}: must be at least 1, got {v}"));
+            0
+        }
+    }
+}
+
+fn seconds(errors: &mut Vec<String>, name: &str, v: i64) -> Duration {
+    Duration::from_secs(u64::from(at_least_one(errors, name, v)))
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(r: RawConfig) -> Result<Self, ConfigError> {
+        let mut e = Vec::new();
+        let poll_interval = seconds(&mut e, "poll_interval", r.poll_interval);
+        let asg_poll_interval = seconds(&mut e, "asg_poll_interval", r.asg_poll_interval);
+        let client_timeout = seconds(&mut e, "client_timeout_seconds", r.client_timeout_seconds);
+        let udp_logs = at_least_one(
+            &mut e,
+            "iptables_accepted_udp_logs_per_sec",
+            r.iptables_accepted_udp_logs_per_sec,
+        );
+        at_least_one(
+            &mut e,
+            "outbound_connections.burst",
+            r.outbound_connections.burst,
+        );
+        at_least_one(
+            &mut e,
+            "outbound_connections.rate_per_sec",
+            r.outbound_connections.rate_per_sec,
+        );
+        if r.vni == 0 {
+            e.push("vni: must not be zero".into());
+        }
+        for (name, v) in [
+            ("cni_datastore_path", &r.cni_datastore_path),
+            ("ca_cert_file", &r.ca_cert_file),
+            ("client_cert_file", &r.client_cert_file),
+            ("client_key_file", &r.client_key_file),
+            ("iptables_lock_file", &r.iptables_lock_file),
+            ("debug_server_host", &r.debug_server_host),
+            ("log_prefix", &r.log_prefix),
+            (
+                "force_policy_poll_cycle_host",
+                &r.force_policy_poll_cycle_host,
+            ),
+        ] {
+            nonempty(&mut e, name, v);
+        }
+        if r.policy_server_url.is_empty() {
+            e.push("policy_server_url: must not be empty".into());
+        }
+        // Refused at start rather than failing every container creation later: the wrapper
+        // needs /force-asgs-for-container answered when ASG syncing is on.
+        if r.enable_asg_syncing {
+            e.push(
+                "enable_asg_syncing: dynamic ASG syncing is not implemented in this release; set \
+                 it to false (ASGs then apply statically at container creation, from the CNI \
+                 runtime config)"
+                    .into(),
+            );
+        }
+        let metron_address = match r.metron_address.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                e.push(format!(
+                    "metron_address: want ip:port, got {:?}",
+                    r.metron_address
+                ));
+                None
+            }
+        };
+        let debug_server_port = port(&mut e, "debug_server_port", r.debug_server_port);
+        let force_port = port(
+            &mut e,
+            "force_policy_poll_cycle_port",
+            r.force_policy_poll_cycle_port,
+        );
+        let overlay_network = match r.overlay_network.as_ref().map(OverlayNetworks::parse) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(err)) => {
+                e.push(format!("overlay_network: {err}"));
+                None
+            }
+            None => {
+                e.push("overlay_network: must not be empty".into());
+                None
+            }
+        };
+        let mut underlay_ips = Vec::new();
+        for ip in &r.underlay_ips {
+            match ip.parse::<Ipv4Addr>() {
+                Ok(a) => underlay_ips.push(a),
+                Err(_) => e.push(format!("underlay_ips: invalid ipv4 address {ip:?}")),
+            }
+        }
+        if !r.log_level.is_empty() && silk_ops::log::parse_level(&r.log_level).is_none() {
+            e.push(format!(
+                "log_level: want debug, info, warn, error or fatal, got {:?}",
+                r.log_level
+            ));
+        }
+        let (Some(metron_address), Some(overlay_network), true) =
+            (metron_address, overlay_network, e.is_empty())
+        else {
+            return Err(ConfigError::Invalid(e));
+        };
+        Ok(Config {
+            log_level: r.log_level,
+            log_prefix: r.log_prefix,
+            iptables_c2c_logging: r.iptables_c2c_logging,
+            iptables_accepted_udp_logs_per_sec: udp_logs,
+            poll_interval,
+            enable_asg_syncing: r.enable_asg_syncing,
+            asg_poll_interval,
+            policy_server_url: r.policy_server_url,
+            metron_address,
+            underlay_ips,
+            debug_server_host: r.debug_server_host,
+            debug_server_port,
+            force_policy_poll_cycle_host: r.force_policy_poll_cycle_host,
+            force_policy_poll_cycle_port: force_port,
+            enable_overlay_ingress_rules: r.enable_overlay_ingress_rules,
+            disable_container_network_policy: r.disable_container_network_policy,
+            overlay_network,
+            ca_cert_file: r.ca_cert_file,
+            client_cert_file: r.client_cert_file,
+            client_key_file: r.client_key_file,
+            cni_datastore_path: r.cni_datastore_path,
+            iptables_lock_file: r.iptables_lock_file,
+            client_timeout,
+            enable_ipv6: r.enable_ipv6,
+            loggregator_use_v2_api: r.loggregator.loggregator_use_v2_api,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the job template renders with default properties (rspec-checked key set).
+    pub const RENDERED: &str = r#"{
+      "log_level": "info",
+      "log_prefix": "cfnetworking",
+      "iptables_c2c_logging": false,
+      "iptables_asg_logging": false,
+      "iptables_accepted_udp_logs_per_sec": 100,
+      "poll_interval": 5,
+      "enable_asg_syncing": true,
+      "asg_poll_interval": 60,
+      "iptables_denied_logs_per_sec": 1,
+      "deny_networks": {"always": [], "running": [], "staging": []},
+      "deny_networks_ipv6": {"always": [], "running": [], "staging": []},
+      "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100},
+      "policy_server_url": "https://policy-server.service.cf.internal:4003",
+      "metron_address": "127.0.0.1:3457",
+      "underlay_ips": ["10.0.16.7"],
+      "debug_server_port": 8721,
+      "force_policy_poll_cycle_port": 8722,
+      "enable_overlay_ingress_rules": false,
+      "disable_container_network_policy": false,
+      "overlay_network": ["10.255.0.0/16"],
+      "ca_cert_file": "/var/vcap/jobs/vxlan-policy-agent/config/certs/ca.crt",
+      "client_cert_file": "/var/vcap/jobs/vxlan-policy-agent/config/certs/client.crt",
+      "client_key_file": "/var/vcap/jobs/vxlan-policy-agent/config/certs/client.key",
+      "cni_datastore_path": "/var/vcap/data/container-metadata/store.json",
+      "iptables_lock_file": "/var/vcap/data/garden-cni/iptables.lock",
+      "debug_server_host": "127.0.0.1",
+      "client_timeout_seconds": 5,
+      "vni": 1,
+      "force_policy_poll_cycle_host": "127.0.0.1",
+      "enable_ipv6": false,
+      "loggregator": {"loggregator_use_v2_api": false}
+    }"#;
+
+    /// [`RENDERED`] with `enable_asg_syncing: false`, what this release can run.
+    fn runnable() -> String {
+        RENDERED.replace(
+            r#""enable_asg_syncing": true"#,
+            r#""enable_asg_syncing": false"#,
+        )
+    }
+
+    #[test]
+    fn refuses_asg_syncing_until_it_exists() {
+        let err = Config::parse(RENDERED).unwrap_err().to_string();
+        assert!(
+            err.contains("enable_asg_syncing: dynamic ASG syncing is not implemented"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parses_the_rendered_defaults() {
+        let c = Config::parse(&runnable()).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.asg_poll_interval, Duration::from_secs(60));
+        assert_eq!(c.client_timeout, Duration::from_secs(5));
+        assert_eq!(c.metron_address.port(), 3457);
+        assert_eq!(c.force_policy_poll_cycle_port, 8722);
+        assert_eq!(c.overlay_network.as_slice()[0].to_string(), "10.255.0.0/16");
+        assert_eq!(c.underlay_ips, vec![Ipv4Addr::new(10, 0, 16, 7)]);
+        assert!(!c.enable_asg_syncing && !c.iptables_c2c_logging);
+    }
+
+    #[test]
+    fn tolerates_unknown_keys_and_a_single_overlay_string() {
+        let text = runnable()
+            .replace(r#"["10.255.0.0/16"]"#, r#""10.255.0.0/16""#)
+            .replace(r#""vni": 1,"#, r#""vni": 1, "something_newer": {"x": 1},"#);
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.overlay_network.as_slice().len(), 1);
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let text = RENDERED
+            .replace(r#""poll_interval": 5"#, r#""poll_interval": 0"#)
+            .replace(r#""vni": 1"#, r#""vni": 0"#)
+            .replace(r#""127.0.0.1:3457""#, r#""nowhere""#)
+            .replace(
+                r#""force_policy_poll_cycle_port": 8722"#,
+                r#""force_policy_poll_cycle_port": 0"#,
+            )
+            .replace(r#""log_level": "info""#, r#""log_level": "verbose""#)
+            .replace(
+                r#""cni_datastore_path": "/var/vcap/data/container-metadata/store.json""#,
+                r#""cni_datastore_path": """#,
+            );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        for want in [
+            "poll_interval: must be at least 1, got 0",
+            "vni: must not be zero",
+            "metron_address: want ip:port",
+            "force_policy_poll_cycle_port: must be a port number",
+            "log_level: want debug, info, warn, error or fatal",
+            "cni_datastore_path: must not be empty",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn missing_keys_are_errors_not_defaults() {
+        let err = Config::parse("{}").unwrap_err().to_string();
+        assert!(
+            err.contains("policy_server_url: must not be empty"),
+            "{err}"
+        );
+        assert!(err.contains("overlay_network: must not be empty"), "{err}");
+        assert!(
+            err.contains("asg_poll_interval: must be at least 1"),
+            "{err}"
+        );
+    }
+}
