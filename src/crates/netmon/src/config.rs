@@ -41,18 +41,11 @@ pub struct Config {
     pub telemetry: Option<Duration>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("parse config: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("invalid config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-}
+pub use silk_ops::config::ConfigError;
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_str(text)?;
-        Config::try_from(raw)
+        silk_ops::config::parse::<RawConfig, Config>(text)
     }
 
     /// The `log` filter for `log_level` (`fatal` keeps error records, the closest `log` has).

@@ -22,14 +22,11 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match std::fs::read_to_string(&args.config_file)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| Ok(Config::parse(&t)?))
-    {
+    let cfg = match silk_ops::config::load(&args.config_file, Config::parse) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "cfnetworking.netmon: reading config {}: {e:#}",
+                "cfnetworking.netmon: reading config {}: {e}",
                 args.config_file
             );
             return ExitCode::from(64);

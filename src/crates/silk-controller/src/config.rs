@@ -9,13 +9,7 @@ use silk_core::{NetworkSpec, OverlayNetworks};
 
 use crate::pool::CidrPool;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("parse config: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("invalid config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-}
+pub use silk_ops::config::ConfigError;
 
 /// The rendered JSON document, field for field.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnetwork::Ipv6Network;
 use serde::Deserialize;
 use silk_core::{NetworkSpec, OverlayNetworks};
+use silk_ops::config::{nonempty, port};
 
 /// The file as rendered. Unknown keys are rejected so a typo in a template fails loudly.
 #[derive(Debug, Deserialize)]
@@ -92,35 +93,12 @@ pub struct Config {
     pub vtep_mtu: Option<u32>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("parse config: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("invalid config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-}
+pub use silk_ops::config::ConfigError;
 
 impl Config {
     /// Parses and validates the JSON text of `client-config.json`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_str(text)?;
-        Config::try_from(raw)
-    }
-}
-
-fn port(errors: &mut Vec<String>, name: &str, v: u32) -> u16 {
-    match u16::try_from(v) {
-        Ok(p) if p != 0 => p,
-        _ => {
-            errors.push(format!("{name}: must be a port number 1-65535, got {v}"));
-            0
-        }
-    }
-}
-
-fn nonempty(errors: &mut Vec<String>, name: &str, v: &str) {
-    if v.trim().is_empty() {
-        errors.push(format!("{name}: must not be empty"));
+        silk_ops::config::parse::<RawConfig, Config>(text)
     }
 }
 

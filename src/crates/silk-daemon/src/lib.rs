@@ -9,7 +9,6 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod datastore;
-pub mod flags;
 pub mod retention;
 pub mod shutdown;
 pub mod startup;

@@ -17,7 +17,7 @@ struct Args {
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_daemon::flags::normalize(std::env::args()));
+    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
     let cfg = match std::fs::read_to_string(&args.config)
         .map_err(anyhow::Error::from)
         .and_then(|t| Ok(Config::parse(&t)?))

@@ -20,6 +20,7 @@
 //! debug_handle.stop(true).await;
 //! ```
 
+pub mod config;
 pub mod debug_server;
 pub mod dropsonde;
 pub mod flags;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use silk_core::{NetworkSpec, OverlayNetworks};
+use silk_ops::config::nonempty;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawDenyNetworks {
@@ -106,25 +107,12 @@ pub struct Config {
     pub loggregator_use_v2_api: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("parse config: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("invalid config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-}
+pub use silk_ops::config::ConfigError;
 
 impl Config {
     /// Parses and validates the JSON text of `vxlan-policy-agent.json`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_str(text)?;
-        Config::try_from(raw)
-    }
-}
-
-fn nonempty(errors: &mut Vec<String>, name: &str, v: &str) {
-    if v.trim().is_empty() {
-        errors.push(format!("{name}: must not be empty"));
+        silk_ops::config::parse::<RawConfig, Config>(text)
     }
 }
 

@@ -14,31 +14,14 @@ struct Args {
     config_file: String,
 }
 
-/// Go's flag package accepts `-name=value`; clap wants `--name=value`.
-fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    args.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            if i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(normalize(std::env::args()));
-    let cfg = match std::fs::read_to_string(&args.config_file)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| Ok(Config::parse(&t)?))
-    {
+    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
+    let cfg = match silk_ops::config::load(&args.config_file, Config::parse) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "cfnetworking: could not read config file {}: {e:#}",
+                "cfnetworking: could not read config file {}: {e}",
                 args.config_file
             );
             return ExitCode::from(1);

@@ -14,7 +14,7 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_daemon::flags::normalize(std::env::args()));
+    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
     let cfg: BootstrapConfig = match std::fs::read_to_string(&args.config)
         .map_err(anyhow::Error::from)
         .and_then(|t| Ok(serde_json::from_str(&t)?))

@@ -29,7 +29,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse_from(silk_daemon::flags::normalize(std::env::args()));
+    let a = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
     silk_ops::log::init(
         "cfnetworking",
         "silk-daemon-shutdown",
