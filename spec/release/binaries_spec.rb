@@ -70,9 +70,14 @@ module BoshTemplate
       links = [cf_network_link('network' => ['10.255.0.0/20', '10.254.0.0/20']), vpa_link]
       props = { 'ca_cert' => 'CA', 'client_cert' => 'C', 'client_key' => 'K', 'ipv6' => { 'enable' => false } }
       text = release.job('silk-daemon').template('config/client-config.json').render(props, consumes: links)
-      _out, err, status = run_with_config(->(path) { [bin, "-config=#{path}"] }, text, wrap: %w[unshare -n])
-      expect(status.exitstatus).not_to eq(64), "config rejected: #{err}"
-      expect(err).to include('/var/vcap/jobs/silk-daemon/config/certs/')
+      # The daemon creates its datastore before it reads the certificates: that one path goes to
+      # a temporary directory so the check writes nothing outside it.
+      Dir.mktmpdir do |state|
+        config = JSON.parse(text).merge('datastore' => File.join(state, 'silk', 'store.json'))
+        _out, err, status = run_with_config(->(path) { [bin, "-config=#{path}"] }, JSON.generate(config), wrap: %w[unshare -n])
+        expect(status.exitstatus).not_to eq(64), "config rejected: #{err}"
+        expect(err).to include('/var/vcap/jobs/silk-daemon/config/certs/')
+      end
     end
   end
 end

@@ -18,7 +18,7 @@ fn removes_paths_and_legacy_ifbs_only() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("10.255.30.2"), "h\r\neth0").unwrap();
     let conf = dir.path().join("teardown-config.json");
-    std::fs::write(&conf, serde_json::json!({"paths_to_delete": [dir.path().join("host-local"), dir.path().join("missing")]}).to_string()).unwrap();
+    std::fs::write(&conf, serde_json::json!({"paths_to_delete": [dir.path().join("host-local"), dir.path().join("missing")], "iptables_lock_file": dir.path().join("iptables.lock")}).to_string()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cni-teardown"))
         .args(["--config", conf.to_str().unwrap()])
         .output()
