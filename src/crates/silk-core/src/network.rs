@@ -40,6 +40,22 @@ impl NetworkSpec {
 pub struct OverlayNetworks(Vec<Ipv4Network>);
 
 impl OverlayNetworks {
+    /// The required `overlay_network` key of a job config: parsed, or a problem recorded in
+    /// `errors` (missing key, or an invalid CIDR list) and `None`.
+    pub fn from_config_key(errors: &mut Vec<String>, spec: Option<&NetworkSpec>) -> Option<Self> {
+        match spec.map(OverlayNetworks::parse) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(err)) => {
+                errors.push(format!("overlay_network: {err}"));
+                None
+            }
+            None => {
+                errors.push("overlay_network: must not be empty".into());
+                None
+            }
+        }
+    }
+
     pub fn parse(spec: &NetworkSpec) -> Result<Self, NetworkError> {
         let mut nets = Vec::new();
         for cidr in spec.cidrs() {

@@ -124,17 +124,7 @@ impl TryFrom<RawConfig> for Config {
                 0
             }
         };
-        let overlay_network = match r.overlay_network.as_ref().map(OverlayNetworks::parse) {
-            Some(Ok(n)) => Some(n),
-            Some(Err(err)) => {
-                e.push(format!("overlay_network: {err}"));
-                None
-            }
-            None => {
-                e.push("overlay_network: must not be empty".into());
-                None
-            }
-        };
+        let overlay_network = OverlayNetworks::from_config_key(&mut e, r.overlay_network.as_ref());
         let health_check_port = port(&mut e, "health_check_port", r.health_check_port);
         let debug_server_port = port(&mut e, "debug_server_port", r.debug_server_port);
         let metron_port = port(&mut e, "metron_port", r.metron_port);

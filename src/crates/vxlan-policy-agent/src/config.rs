@@ -210,17 +210,7 @@ impl TryFrom<RawConfig> for Config {
             "force_policy_poll_cycle_port",
             r.force_policy_poll_cycle_port,
         );
-        let overlay_network = match r.overlay_network.as_ref().map(OverlayNetworks::parse) {
-            Some(Ok(n)) => Some(n),
-            Some(Err(err)) => {
-                e.push(format!("overlay_network: {err}"));
-                None
-            }
-            None => {
-                e.push("overlay_network: must not be empty".into());
-                None
-            }
-        };
+        let overlay_network = OverlayNetworks::from_config_key(&mut e, r.overlay_network.as_ref());
         let mut underlay_ips = Vec::new();
         for ip in &r.underlay_ips {
             match ip.parse::<Ipv4Addr>() {
