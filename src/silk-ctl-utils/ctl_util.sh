@@ -100,3 +100,31 @@ handle_orphaned_server() {
   [ -f "${pidfile}" ] && return 0
   stop_process_on_port "${port}"
 }
+
+# pid_alive <pid>: true while the process exists and is not a zombie (exited, not yet reaped).
+pid_alive() {
+  [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# monit_stop_and_wait <process> <pidfile> <seconds>: `monit stop <process>`, then waits until monit
+# reports it "not monitored" with nothing pending and the pid in <pidfile> (bpm's) has exited.
+# Prints 0 once stopped, 1 if not within <seconds> or if monit refuses. Calls `monit` from PATH.
+monit_stop_and_wait() {
+  local process="$1"
+  local pidfile="$2"
+  local seconds="$3"
+  local i status pid
+  monit stop "${process}" >/dev/null || { echo 1; return 0; }
+  for ((i = 0; i < seconds; i++)); do
+    status="$(monit summary 2>/dev/null | sed -n "s/^Process '${process}'[[:space:]]*//p" | sed 's/[[:space:]]*$//')"
+    if [ "${status}" = "not monitored" ]; then
+      pid="$(head -1 "${pidfile}" 2>/dev/null || true)"
+      if [ -z "${pid}" ] || ! pid_alive "${pid}"; then
+        echo 0
+        return 0
+      fi
+    fi
+    sleep 1
+  done
+  echo 1
+}
