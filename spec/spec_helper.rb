@@ -32,6 +32,10 @@ module SilkSpecHelpers
     Link.new(name: 'iptables', properties: { 'garden' => { 'iptables_bin_dir' => bin_dir } })
   end
 
+  def silk_database_link(manifest = {})
+    Link.new(name: 'silk_database', properties: release.job('silk-controller').provided_link_properties('silk_database', manifest))
+  end
+
   def database_link(address = 'db.service.internal')
     Link.new(name: 'database', instances: [LinkInstance.new(address: address)])
   end

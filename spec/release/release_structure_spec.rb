@@ -6,9 +6,11 @@ require_relative '../../scripts/lib/bosh_package'
 module BoshTemplate
   RSpec.describe 'release layout' do
     UPSTREAM_JOBS = %w[iptables-logger netmon silk-cni silk-controller silk-daemon silk-datastore-syncer vxlan-policy-agent].freeze
+    # Jobs upstream does not have: BBR of the silk database (docs/bbr.md).
+    OWN_JOBS = %w[bbr-silkdb].freeze
 
-    it 'ships every job upstream silk-release ships for Linux' do
-      expect(release.job_names).to eq(UPSTREAM_JOBS)
+    it 'ships every job upstream silk-release ships for Linux, and only ours besides' do
+      expect(release.job_names).to eq((UPSTREAM_JOBS + OWN_JOBS).sort)
     end
 
     it 'names each job directory as its spec and lists every template file (and only existing ones)' do

@@ -24,7 +24,8 @@ module BoshTemplate
       {},
       { 'disable' => true },
       { 'single_ip_only' => true, 'disable_checksum_offloading' => true, 'debug' => true },
-      { 'logging' => { 'format' => { 'timestamp' => 'deprecated' } } }
+      { 'logging' => { 'format' => { 'timestamp' => 'deprecated' } } },
+      { 'release_level_backup' => true }
     ].freeze
     BASE = { 'ca_cert' => 'CA', 'client_cert' => 'C', 'client_key' => 'K', 'server_cert' => 'C', 'server_key' => 'K',
              'database' => { 'type' => 'mysql', 'username' => 'u', 'password' => 'p', 'host' => 'h', 'port' => 1,
