@@ -15,6 +15,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -165,10 +166,12 @@ impl Drop for TestDatabase {
 
 // === The VM ===
 
-/// A VM-like tree: the rendered jobs, the stand-ins and the binary under test. On drop the
-/// controller the stand-in bpm started is killed by the PID in its pid file.
+/// A VM-like tree: the rendered jobs, the stand-ins and the binary under test; with `netns`,
+/// everything in it runs inside that network namespace (the controller's VM of a test bed).
+/// On drop the controller the stand-in bpm started is killed by the PID in its pid file.
 struct Vm {
     dir: tempfile::TempDir,
+    netns: Option<String>,
     outputs: Mutex<Vec<String>>,
 }
 
@@ -183,13 +186,14 @@ impl Vm {
 
     /// Renders the jobs (`[{name, properties}]`) with scripts/lib/render_jobs.rb and installs
     /// the stand-ins, ctl_util.sh and the silk-controller binary where the jobs expect them.
-    fn build(jobs: Value) -> Vm {
+    fn build(jobs: Value, netns: Option<String>) -> Vm {
         let dir = tempfile::Builder::new()
             .prefix("silk-bbr.")
             .tempdir()
             .unwrap();
         let vm = Vm {
             dir,
+            netns,
             outputs: Mutex::new(Vec::new()),
         };
         let mut render = Command::new("ruby");
@@ -231,11 +235,20 @@ impl Vm {
         vm
     }
 
-    /// Runs a rendered script as BBR does (root, a bare environment plus `env`); its exit
-    /// status and output, which is kept for the secrets check.
-    async fn run(&self, script: &str, env: &[(&str, String)]) -> (bool, String) {
-        let mut cmd = Command::new(self.vcap(script));
-        cmd.env_clear()
+    /// Runs `argv` (its program relative to /var/vcap of the tree) as BBR runs a script: as
+    /// root, with a bare environment plus `env`. Its exit status and output, which is kept for
+    /// the secrets check.
+    async fn run(&self, argv: &[&str], env: &[(&str, String)]) -> (bool, String) {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(self.vcap(argv[0]));
+                c
+            }
+            None => Command::new(self.vcap(argv[0])),
+        };
+        cmd.args(&argv[1..])
+            .env_clear()
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -254,19 +267,90 @@ impl Vm {
         self.outputs
             .lock()
             .unwrap()
-            .push(format!("== {script}\n{text}"));
+            .push(format!("== {}\n{text}", argv.join(" ")));
         (out.status.success(), text)
     }
 
-    /// [`Vm::run`], failing the test unless the script succeeds.
-    async fn run_ok(&self, script: &str, env: &[(&str, String)]) -> String {
-        let (ok, text) = self.run(script, env).await;
+    /// [`Vm::run`], failing the test unless the program succeeds.
+    async fn run_ok(&self, argv: &[&str], env: &[(&str, String)]) -> String {
+        let (ok, text) = self.run(argv, env).await;
         assert!(
             ok,
-            "{script} failed:\n{text}\ncontroller log:\n{}",
+            "{argv:?} failed:\n{text}\ncontroller log:\n{}",
             self.controller_log()
         );
         text
+    }
+
+    /// The VM boots: monit starts silk-controller, post-start waits until it serves.
+    async fn boot(&self) {
+        self.run_ok(&["bosh/bin/monit", "start", "silk-controller"], &[])
+            .await;
+        self.run_ok(&["jobs/silk-controller/bin/post-start"], &[])
+            .await;
+    }
+
+    async fn shutdown(&self) {
+        self.run_ok(&["bosh/bin/monit", "stop", "silk-controller"], &[])
+            .await;
+    }
+
+    /// BBR backup: pre-backup-lock, backup, post-backup-unlock (twice: it is idempotent).
+    /// `while_locked` runs between lock and backup.
+    async fn backup(&self, while_locked: impl std::future::Future<Output = ()>) {
+        self.run_ok(&["jobs/silk-controller/bin/bbr/pre-backup-lock"], &[])
+            .await;
+        while_locked.await;
+        let artifact_dir = self.root().join(ARTIFACT_DIR);
+        std::fs::create_dir_all(&artifact_dir).unwrap();
+        self.run_ok(&["jobs/bbr-silkdb/bin/bbr/backup"], &[self.artifact_env()])
+            .await;
+        let artifact = artifact_dir.join("silkdb-artifact-file");
+        assert!(
+            std::fs::metadata(&artifact).unwrap().len() > 0,
+            "empty artifact"
+        );
+        let config = self.vcap("jobs/bbr-silkdb/config/config.json");
+        assert_eq!(
+            std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the config with the password is not 0600"
+        );
+        let unlock_env = [("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "true".to_string())];
+        for _ in 0..2 {
+            self.run_ok(
+                &["jobs/silk-controller/bin/bbr/post-backup-unlock"],
+                &unlock_env,
+            )
+            .await;
+        }
+    }
+
+    /// BBR restore: pre-restore-lock, restore, post-restore-unlock. `while_locked` runs between
+    /// lock and restore.
+    async fn restore(&self, while_locked: impl std::future::Future<Output = ()>) {
+        self.run_ok(&["jobs/silk-controller/bin/bbr/pre-restore-lock"], &[])
+            .await;
+        while_locked.await;
+        self.run_ok(&["jobs/bbr-silkdb/bin/bbr/restore"], &[self.artifact_env()])
+            .await;
+        self.run_ok(&["jobs/silk-controller/bin/bbr/post-restore-unlock"], &[])
+            .await;
+    }
+
+    /// Nothing any script printed holds the password or a private key.
+    fn assert_no_secrets(&self, password: &str) {
+        let outputs = self.outputs.lock().unwrap().join("\n");
+        if !password.is_empty() {
+            assert!(
+                !outputs.contains(password),
+                "a script printed the database password:\n{outputs}"
+            );
+        }
+        assert!(
+            !outputs.contains("PRIVATE KEY"),
+            "a script printed a key:\n{outputs}"
+        );
     }
 
     fn controller_pid(&self) -> Option<u32> {
@@ -395,47 +479,42 @@ fn sorted(leases: Vec<Lease>) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// silk-controller's properties: the test certificates, `database`, and the rest.
+fn controller_properties(certs: &TestCerts, database: &Value, extra: Value) -> Value {
+    let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let mut props = json!({
+        "ca_cert": pem(&certs.ca_cert), "server_cert": pem(&certs.server_cert),
+        "server_key": pem(&certs.server_key), "database": database, "release_level_backup": true,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        props[k] = v.clone();
+    }
+    props
+}
+
+fn bbr_silkdb() -> Value {
+    json!({ "name": "bbr-silkdb", "properties": { "release_level_backup": true } })
+}
+
 async fn backup_and_restore(engine: Engine) {
     silk_testkit::require_root();
     let db = TestDatabase::create(engine);
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
-    let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let (api_port, health_port, debug_port) = (free_port(), free_port(), free_port());
+    let (api_port, health_port) = (free_port(), free_port());
     let database = engine.properties(&db.name);
-    let password = database["password"].as_str().unwrap().to_string();
-    let server_key = pem(&certs.server_key);
-    let vm = Vm::build(json!([
-        {
-            "name": "silk-controller",
-            "properties": {
-                "ca_cert": pem(&certs.ca_cert), "server_cert": pem(&certs.server_cert),
-                "server_key": server_key, "listen_ip": "127.0.0.1", "listen_port": api_port,
-                "health_check_port": health_port, "debug_port": debug_port,
-                "metron_port": free_port(), "database": database, "release_level_backup": true,
-            }
-        },
-        { "name": "bbr-silkdb", "properties": { "release_level_backup": true } },
-    ]));
-
-    // The VM boots: monit starts the controller.
-    let monit = vm.vcap("bosh/bin/monit");
-    let out = Command::new(&monit)
-        .args(["start", "silk-controller"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    for _ in 0..300 {
-        if health_status(health_port).await == Some(200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        health_status(health_port).await,
-        Some(200),
-        "controller log:\n{}",
-        vm.controller_log()
+    let extra = json!({
+        "listen_ip": "127.0.0.1", "listen_port": api_port, "health_check_port": health_port,
+        "debug_port": free_port(), "metron_port": free_port(),
+    });
+    let vm = Vm::build(
+        json!([
+            { "name": "silk-controller", "properties": controller_properties(&certs, &database, extra) },
+            bbr_silkdb(),
+        ]),
+        None,
     );
+    vm.boot().await;
+    assert_eq!(health_status(health_port).await, Some(200));
 
     let tls = ClientTls::from_files(
         path_str(&certs.ca_cert),
@@ -456,47 +535,20 @@ async fn backup_and_restore(engine: Engine) {
     let cells = Cells::start(&client, &leases);
     cells.wait_renewed(&[0; CELLS.len()], 3).await;
 
-    // Backup: lock, backup, unlock.
-    vm.run_ok("jobs/silk-controller/bin/bbr/pre-backup-lock", &[])
-        .await;
-    assert_eq!(
-        health_status(health_port).await,
-        None,
-        "locked controller still answers"
-    );
-    let e = client.renew(&leases[0]).await.unwrap_err();
-    assert!(
-        !e.is_non_retriable(),
-        "a stopped controller is a retriable failure: {e}"
-    );
-    let artifact_dir = vm.root().join(ARTIFACT_DIR);
-    std::fs::create_dir_all(&artifact_dir).unwrap();
-    vm.run_ok("jobs/bbr-silkdb/bin/bbr/backup", &[vm.artifact_env()])
-        .await;
-    let artifact = artifact_dir.join("silkdb-artifact-file");
-    assert!(
-        std::fs::metadata(&artifact).unwrap().len() > 0,
-        "empty artifact"
-    );
-    let config = vm.vcap("jobs/bbr-silkdb/config/config.json");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let unlock_env = [("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "true".to_string())];
-    vm.run_ok(
-        "jobs/silk-controller/bin/bbr/post-backup-unlock",
-        &unlock_env,
-    )
+    vm.backup(async {
+        assert_eq!(
+            health_status(health_port).await,
+            None,
+            "locked controller still answers"
+        );
+        let e = client.renew(&leases[0]).await.unwrap_err();
+        assert!(
+            !e.is_non_retriable(),
+            "a stopped controller is a retriable failure: {e}"
+        );
+    })
     .await;
     assert_eq!(health_status(health_port).await, Some(200));
-    // Unlock is idempotent.
-    vm.run_ok(
-        "jobs/silk-controller/bin/bbr/post-backup-unlock",
-        &unlock_env,
-    )
-    .await;
     let backed_up = sorted(client.list().await.unwrap());
     assert_eq!(backed_up, sorted(leases.clone()));
 
@@ -509,15 +561,12 @@ async fn backup_and_restore(engine: Engine) {
         "the controller still lists leases"
     );
 
-    // Restore: lock, restore, unlock.
-    vm.run_ok("jobs/silk-controller/bin/bbr/pre-restore-lock", &[])
-        .await;
-    assert_eq!(health_status(health_port).await, None);
-    vm.run_ok("jobs/bbr-silkdb/bin/bbr/restore", &[vm.artifact_env()])
-        .await;
-    let before_unlock = cells.counts();
-    vm.run_ok("jobs/silk-controller/bin/bbr/post-restore-unlock", &[])
-        .await;
+    let mut before_unlock = Vec::new();
+    vm.restore(async {
+        assert_eq!(health_status(health_port).await, None);
+        before_unlock = cells.counts();
+    })
+    .await;
 
     // Exactly the leases of the backup, and the running cells keep renewing them.
     assert_eq!(sorted(client.list().await.unwrap()), backed_up);
@@ -528,25 +577,8 @@ async fn backup_and_restore(engine: Engine) {
         fatal.is_empty(),
         "cells got non-retriable errors: {fatal:?}"
     );
-
-    // Nothing a script printed holds a secret.
-    let outputs = vm.outputs.lock().unwrap().join("\n");
-    if !password.is_empty() {
-        assert!(
-            !outputs.contains(&password),
-            "a script printed the database password:\n{outputs}"
-        );
-    }
-    assert!(
-        !outputs.contains("PRIVATE KEY"),
-        "a script printed a key:\n{outputs}"
-    );
-
-    let out = Command::new(&monit)
-        .args(["stop", "silk-controller"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    vm.assert_no_secrets(database["password"].as_str().unwrap());
+    vm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,4 +586,114 @@ async fn backup_and_restore(engine: Engine) {
 async fn bbr_lock_backup_unlock_wipe_restore_on_postgres() {
     silk_testkit::require_root_and_pg();
     backup_and_restore(Engine::Postgres).await;
+}
+
+/// Rows of `subnets`, expired or not: (underlay_ip, overlay_subnet, overlay_hwaddr) and the
+/// `last_renewed_at` of each underlay IP.
+async fn subnet_rows(
+    db: &silk_testkit::postgres::TestDb,
+) -> (BTreeSet<(String, String, String)>, Vec<(String, i64)>) {
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at FROM subnets",
+            &[],
+        )
+        .await
+        .unwrap();
+    let leases = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let renewed = rows.iter().map(|r| (r.get(0), r.get(3))).collect();
+    (leases, renewed)
+}
+
+fn epoch_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_secs()).unwrap()
+}
+
+/// The same cycle with real silk-daemons in the multi-cell test bed: the controller runs
+/// inside the bed's api namespace (as on diego-api), its scripts too; the daemons renew every
+/// second and must keep doing so, without exiting, through the backup, the loss of the
+/// database and the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and postgres: run via scripts/test"]
+async fn bbr_with_running_silk_daemons_on_postgres() {
+    use silk_testkit::testbed::{Binaries, Options, Testbed};
+    silk_testkit::require_root_and_pg();
+    let dir = Path::new(env!("CARGO_BIN_EXE_silk-controller"))
+        .parent()
+        .unwrap();
+    let mut bed = Testbed::build(
+        Binaries::in_dir(dir).unwrap(),
+        Options {
+            cells: 2,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pg = bed.db().cluster.clone();
+    let database = json!({
+        "type": "postgres", "username": pg.user, "password": "bbr-test-marker-password",
+        "host": pg.socket_dir, "port": pg.port, "name": bed.db().name,
+        "connect_timeout_seconds": 10,
+    });
+    let controller = controller_properties(bed.certs(), &database, json!({}));
+    let vm = Vm::build(
+        json!([{ "name": "silk-controller", "properties": controller }, bbr_silkdb()]),
+        Some(bed.api_ns().name().to_string()),
+    );
+    vm.boot().await;
+    bed.start_daemons().unwrap();
+    let mut backed_up = BTreeSet::new();
+    for _ in 0..300 {
+        backed_up = subnet_rows(bed.db()).await.0;
+        if backed_up.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(backed_up.len(), 2, "cells did not get leases");
+
+    vm.backup(async {}).await;
+    // A cell joins after the backup and is gone again (its VM deleted without a drain).
+    let late = bed.add_cell().unwrap();
+    bed.start_daemon(late).unwrap();
+    assert_eq!(subnet_rows(bed.db()).await.0.len(), 3);
+    bed.kill_daemon(late).unwrap();
+
+    Engine::Postgres.wipe(&bed.db().name);
+    vm.restore(async {}).await;
+    let restored_at = epoch_now();
+    assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
+
+    // Both daemons renew the restored leases and never exit.
+    let mut renewed = Vec::new();
+    for _ in 0..300 {
+        renewed = subnet_rows(bed.db()).await.1;
+        if renewed.len() == 2 && renewed.iter().all(|(_, at)| *at > restored_at) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        renewed.iter().all(|(_, at)| *at > restored_at),
+        "not renewed after the restore at {restored_at}: {renewed:?}"
+    );
+    assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
+    for i in 0..2 {
+        assert!(
+            bed.daemon_running(i),
+            "daemon {i} exited:\n{}",
+            bed.daemon_log(i)
+        );
+    }
+    vm.assert_no_secrets("bbr-test-marker-password");
+    vm.shutdown().await;
 }
