@@ -588,6 +588,19 @@ async fn bbr_lock_backup_unlock_wipe_restore_on_postgres() {
     backup_and_restore(Engine::Postgres).await;
 }
 
+/// The same cycle on MySQL (MariaDB), over TLS when scripts/test's server has it. It runs when
+/// scripts/test provides the throwaway MariaDB server (SILK_TEST_MYSQL_*); until the controller
+/// and scripts/test support MySQL it reports that it did not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and MySQL: run via scripts/test"]
+async fn bbr_lock_backup_unlock_wipe_restore_on_mysql() {
+    if std::env::var("SILK_TEST_MYSQL_HOST").is_err() {
+        eprintln!("NOT RUN: no MySQL server from scripts/test (SILK_TEST_MYSQL_HOST is not set)");
+        return;
+    }
+    backup_and_restore(Engine::Mysql).await;
+}
+
 /// Rows of `subnets`, expired or not: (underlay_ip, overlay_subnet, overlay_hwaddr) and the
 /// `last_renewed_at` of each underlay IP.
 async fn subnet_rows(
