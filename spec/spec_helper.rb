@@ -3,11 +3,13 @@
 require 'json'
 require 'yaml'
 require_relative 'support/bosh_template'
+require_relative 'support/http_server'
 
 RELEASE_DIR = File.expand_path('..', __dir__)
 
 module SilkSpecHelpers
   include BoshTemplate
+  include HttpServer
 
   def release
     @release ||= ReleaseDir.new(RELEASE_DIR)

@@ -1,14 +1,27 @@
 # frozen_string_literal: true
 
 require 'open3'
-require 'socket'
 require 'tmpdir'
 require_relative '../../scripts/lib/render_jobs'
 
 module BoshTemplate
   CONTROLLER_CERTS = { 'ca_cert' => 'CA', 'server_cert' => 'CERT', 'server_key' => 'KEY' }.freeze
 
+  module BbrScriptExpectations
+    # Each script (run through the block: script -> [output, status]) succeeds and prints
+    # `marker`, and no stand-in was called.
+    def expect_no_ops(scripts, marker, calls)
+      scripts.each do |script|
+        out, status = yield(script)
+        expect(status).to be_success
+        expect(out).to include(marker)
+      end
+      expect(calls.call).to eq([])
+    end
+  end
+
   RSpec.describe 'bbr-silkdb job' do
+    include BbrScriptExpectations
     let(:job) { release.job('bbr-silkdb') }
     let(:postgres) do
       { 'type' => 'postgres', 'username' => 'silk', 'password' => 'pg-secret', 'host' => 'db.internal', 'port' => 5524,
@@ -114,12 +127,9 @@ module BoshTemplate
 
       it 'does nothing and succeeds when release_level_backup is false' do
         with_vm({}) do |root, artifacts, calls|
-          %w[bbr/backup bbr/restore].each do |script|
-            out, status = run(root, script, { 'BBR_ARTIFACT_DIRECTORY' => artifacts })
-            expect(status).to be_success
-            expect(out).to include('release_level_backup is false')
+          expect_no_ops(%w[bbr/backup bbr/restore], 'release_level_backup is false', calls) do |script|
+            run(root, script, { 'BBR_ARTIFACT_DIRECTORY' => artifacts })
           end
-          expect(calls.call).to eq([])
         end
       end
 
@@ -167,6 +177,7 @@ module BoshTemplate
   end
 
   RSpec.describe 'silk-controller BBR lock scripts' do
+    include BbrScriptExpectations
     let(:job) { release.job('silk-controller') }
     let(:database) { { 'type' => 'mysql', 'username' => 'u', 'password' => 'p', 'host' => 'h', 'port' => 1, 'name' => 'n' } }
     SCRIPTS = %w[pre-backup-lock post-backup-unlock pre-restore-lock post-restore-unlock].freeze
@@ -213,12 +224,7 @@ module BoshTemplate
     it 'does nothing when release_level_backup is false (the default) or the job is disabled' do
       [{}, { 'release_level_backup' => true, 'disable' => true }].each do |extra|
         with_recording_monit({ 'database' => database }.merge(extra)) do |run, calls|
-          SCRIPTS.each do |script|
-            out, status = run.call(script)
-            expect(status).to be_success
-            expect(out).to include('no BBR')
-          end
-          expect(calls.call).to eq([])
+          expect_no_ops(SCRIPTS, 'no BBR', calls) { |script| run.call(script) }
         end
       end
     end
@@ -233,29 +239,17 @@ module BoshTemplate
     end
 
     it 'starts silk-controller through monit and waits for its health check' do
-      server = TCPServer.new('127.0.0.1', 0)
-      thread = Thread.new do
-        loop do
-          client = server.accept
-          nil while (line = client.gets) && line != "\r\n"
-          client.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
-          client.close
-        rescue IOError, Errno::EBADF
-          break
+      with_http_server(200) do |port|
+        props = { 'database' => database, 'release_level_backup' => true, 'health_check_port' => port }
+        with_recording_monit(props) do |run, calls|
+          %w[post-backup-unlock post-restore-unlock].each do |script|
+            out, status = run.call(script)
+            expect(status).to be_success, out
+            expect(out).to include('silk-controller: healthy')
+          end
+          expect(calls.call).to eq(['start silk-controller', 'start silk-controller'])
         end
       end
-      props = { 'database' => database, 'release_level_backup' => true, 'health_check_port' => server.addr[1] }
-      with_recording_monit(props) do |run, calls|
-        %w[post-backup-unlock post-restore-unlock].each do |script|
-          out, status = run.call(script)
-          expect(status).to be_success, out
-          expect(out).to include('silk-controller: healthy')
-        end
-        expect(calls.call).to eq(['start silk-controller', 'start silk-controller'])
-      end
-    ensure
-      server&.close
-      thread&.kill
     end
   end
 end

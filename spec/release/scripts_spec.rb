@@ -54,30 +54,6 @@ module BoshTemplate
       end
     end
 
-    # A real HTTP server on 127.0.0.1 answering every GET with `status`.
-    def with_http_server(status)
-      server = TCPServer.new('127.0.0.1', 0)
-      thread = Thread.new do
-        loop do
-          client = server.accept
-          nil while (line = client.gets) && line != "\r\n"
-          client.write("HTTP/1.1 #{status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
-          client.close
-        rescue IOError, Errno::EBADF
-          break
-        end
-      end
-      yield server.addr[1]
-    ensure
-      server&.close
-      thread&.kill
-    end
-
-    def free_port
-      s = TCPServer.new('127.0.0.1', 0)
-      s.addr[1].tap { s.close }
-    end
-
     describe 'ctl_util.sh wait_for_server_to_become_healthy' do
       let(:lib) { File.join(RELEASE_DIR, 'src', 'silk-ctl-utils', 'ctl_util.sh') }
       def wait_for(url, tries)
