@@ -104,8 +104,16 @@ pub struct Config {
 /// Pool size when `max_open_connections` is 0 (unlimited in Go's database/sql).
 pub const DEFAULT_MAX_OPEN: usize = 200;
 
+/// `database.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
+    pub engine: Engine,
     pub user: String,
     pub password: String,
     pub host: String,
@@ -245,22 +253,29 @@ impl TryFrom<RawConfig> for Config {
 }
 
 fn database(p: &mut Problems, db: &RawDatabase) -> DatabaseConfig {
-    match db.kind.as_str() {
-        "postgres" => {}
-        "" => p.0.push("database.type: must be set".into()),
-        "mysql" => p.0.push(
-            "database.type: mysql is not supported by this silk-controller, use postgres".into(),
-        ),
-        other => p.0.push(format!("database.type: unknown driver {other}")),
-    }
+    let engine = match db.kind.as_str() {
+        "postgres" => Engine::Postgres,
+        "mysql" => Engine::Mysql,
+        "" => {
+            p.0.push("database.type: must be set".into());
+            Engine::Postgres
+        }
+        other => {
+            p.0.push(format!("database.type: unknown driver {other}"));
+            Engine::Postgres
+        }
+    };
     p.non_empty("database.user", &db.user);
     p.non_empty("database.host", &db.host);
     let port = p.port("database.port", db.port);
     let timeout = p.at_least("database.timeout", db.timeout, 1);
-    if db.require_ssl && !db.skip_hostname_validation && db.ca_cert.trim().is_empty() {
+    // PostgreSQL verifies nothing with skip_hostname_validation; MySQL always verifies the chain.
+    let verifies = !db.skip_hostname_validation || engine == Engine::Mysql;
+    if db.require_ssl && verifies && db.ca_cert.trim().is_empty() {
         p.0.push("database.ca_cert: must be set when require_ssl verifies the server".into());
     }
     DatabaseConfig {
+        engine,
         user: db.user.clone(),
         password: db.password.clone(),
         host: db.host.clone(),
@@ -333,6 +348,34 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.starts_with("lease_expiration_seconds")));
+    }
+
+    #[test]
+    fn both_engines_are_accepted() {
+        let c = Config::parse(RENDERED).unwrap();
+        assert_eq!(c.database.engine, Engine::Postgres);
+        let mysql = RENDERED.replace(r#""type": "postgres""#, r#""type": "mysql""#);
+        assert_eq!(
+            Config::parse(&mysql).unwrap().database.engine,
+            Engine::Mysql
+        );
+        // MySQL verifies the chain even without hostname validation, so it needs the CA.
+        let tls = mysql
+            .replace(r#""require_ssl": false"#, r#""require_ssl": true"#)
+            .replace(
+                r#""skip_hostname_validation": false"#,
+                r#""skip_hostname_validation": true"#,
+            )
+            .replace(
+                "/var/vcap/jobs/silk-controller/config/certs/database_ca.crt",
+                "",
+            );
+        assert!(Config::parse(&tls)
+            .unwrap_err()
+            .to_string()
+            .contains("database.ca_cert"));
+        let pg = tls.replace(r#""type": "mysql""#, r#""type": "postgres""#);
+        assert!(Config::parse(&pg).is_ok());
     }
 
     #[test]

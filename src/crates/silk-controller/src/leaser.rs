@@ -1,5 +1,5 @@
 //! Lease semantics (control-plane §2): acquire, renew, release and list on top of the
-//! [`Store`]. The pool picks candidates, the database's UNIQUE constraints decide races, and
+//! [`LeaseStore`](crate::db::LeaseStore). The pool picks candidates, the database's UNIQUE constraints decide races, and
 //! every attempt is bounded.
 //!
 //! Acquire sends a handful of random free candidates in one `INSERT … SELECT … ON CONFLICT DO
@@ -182,7 +182,7 @@ impl Leaser {
             };
             match self
                 .store
-                .take_over_expired(id, self.expiration, underlay_ip, &mac_for(&subnet))
+                .take_over_expired(id, &subnet, self.expiration, underlay_ip, &mac_for(&subnet))
                 .await
             {
                 Ok(Some(lease)) => return Ok(Some(lease)),
@@ -309,5 +309,327 @@ mod tests {
     fn macs_follow_the_subnet() {
         assert_eq!(mac_for("10.255.7.0/24"), "ee:ee:0a:ff:07:00");
         assert_eq!(mac_for("10.255.0.5/32"), "ee:ee:0a:ff:00:05");
+    }
+
+    // === §2 against the in-memory store ===
+
+    use std::sync::Arc;
+
+    use crate::db::memory::MemoryStore;
+    use silk_core::{NetworkSpec, OverlayNetworks};
+
+    const NOW: i64 = 1_700_000_000;
+    const EXPIRATION: i64 = 1000;
+
+    fn leaser(network: &str, prefix: u8) -> (Leaser, Arc<MemoryStore>) {
+        let nets = OverlayNetworks::parse(&NetworkSpec::One(network.into())).unwrap();
+        let store = Arc::new(MemoryStore::new(NOW));
+        let pool = CidrPool::new(&nets, prefix).unwrap();
+        (Leaser::new(store.clone(), pool, EXPIRATION), store)
+    }
+
+    fn lease(u: &str, s: &str, m: &str) -> Lease {
+        Lease {
+            underlay_ip: u.into(),
+            overlay_subnet: s.into(),
+            overlay_hardware_addr: m.into(),
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn acquire_table() {
+        // (network, prefix, single, rows before, host, expected subnet or error text)
+        struct Case {
+            name: &'static str,
+            network: &'static str,
+            prefix: u8,
+            single: bool,
+            rows: &'static [(&'static str, &'static str, i64)],
+            host: &'static str,
+            want: Result<&'static str, &'static str>,
+        }
+        let cases = [
+            Case {
+                name: "existing in-pool lease returned unchanged, kind not checked",
+                network: "10.255.0.0/16",
+                prefix: 24,
+                single: true,
+                rows: &[("10.0.0.1", "10.255.7.0/24", 0)],
+                host: "10.0.0.1",
+                want: Ok("10.255.7.0/24"),
+            },
+            Case {
+                name: "existing expired lease is still the host's",
+                network: "10.255.0.0/16",
+                prefix: 24,
+                single: false,
+                rows: &[("10.0.0.1", "10.255.7.0/24", -5000)],
+                host: "10.0.0.1",
+                want: Ok("10.255.7.0/24"),
+            },
+            Case {
+                name: "the only free block is found",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.255.0.4/30", 0),
+                    ("10.0.0.2", "10.255.0.8/30", 0),
+                ],
+                host: "10.0.0.3",
+                want: Ok("10.255.0.12/30"),
+            },
+            Case {
+                name: "out-of-pool row of the host is replaced",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.254.0.4/30", 0),
+                    ("10.0.0.2", "10.255.0.4/30", 0),
+                    ("10.0.0.3", "10.255.0.8/30", 0),
+                ],
+                host: "10.0.0.1",
+                want: Ok("10.255.0.12/30"),
+            },
+            Case {
+                name: "single IP from the reserved first block",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: true,
+                rows: &[
+                    ("10.0.1.1", "10.255.0.1/32", 0),
+                    ("10.0.1.2", "10.255.0.2/32", 0),
+                ],
+                host: "10.0.1.3",
+                want: Ok("10.255.0.3/32"),
+            },
+            Case {
+                name: "exhausted without expired rows",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.255.0.4/30", 0),
+                    ("10.0.0.2", "10.255.0.8/30", 0),
+                    ("10.0.0.3", "10.255.0.12/30", 0),
+                ],
+                host: "10.0.0.4",
+                want: Err("no lease available"),
+            },
+            Case {
+                name: "exhausted: oldest expired row is reused",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.255.0.4/30", -2000),
+                    ("10.0.0.2", "10.255.0.8/30", -5000),
+                    ("10.0.0.3", "10.255.0.12/30", 0),
+                ],
+                host: "10.0.0.4",
+                want: Ok("10.255.0.8/30"),
+            },
+            Case {
+                name: "expired single IPs do not free blocks",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.255.0.4/30", 0),
+                    ("10.0.0.2", "10.255.0.8/30", 0),
+                    ("10.0.0.3", "10.255.0.12/30", 0),
+                    ("10.0.1.1", "10.255.0.1/32", -5000),
+                ],
+                host: "10.0.0.4",
+                want: Err("no lease available"),
+            },
+            Case {
+                name: "foreign rows count as taken",
+                network: "10.255.0.0/28",
+                prefix: 30,
+                single: false,
+                rows: &[
+                    ("10.0.0.1", "10.255.0.4/30", 0),
+                    ("10.0.0.2", "10.255.0.8/30", 0),
+                    ("10.0.0.9", "10.255.0.12/30", 0),
+                ],
+                host: "10.0.0.4",
+                want: Err("no lease available"),
+            },
+            Case {
+                name: "not an IPv4 underlay",
+                network: "10.255.0.0/16",
+                prefix: 24,
+                single: false,
+                rows: &[],
+                host: "fe80::1",
+                want: Err("invalid ipv4 address: fe80::1"),
+            },
+        ];
+        for c in cases {
+            let (l, store) = leaser(c.network, c.prefix);
+            for (u, s, age) in c.rows {
+                let ip: Ipv4Addr = s.split_once('/').unwrap().0.parse().unwrap();
+                let m = HardwareAddr::for_overlay_ip(ip).to_string();
+                store.insert_row(&lease(u, s, &m), NOW + age).unwrap();
+            }
+            let got = run(l.acquire(c.host, c.single));
+            match (got, c.want) {
+                (Ok((lease, _)), Ok(want)) => {
+                    assert_eq!(lease.overlay_subnet, want, "{}", c.name);
+                    assert_eq!(lease.overlay_hardware_addr, mac_for(want), "{}", c.name);
+                    assert_eq!(lease.underlay_ip, c.host, "{}", c.name);
+                    let rows = store.rows();
+                    let row = rows.iter().find(|r| r.lease == lease).unwrap();
+                    assert!(row.last_renewed_at >= NOW - 5000, "{}", c.name);
+                }
+                (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{}", c.name),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn acquire_fills_the_pool_with_distinct_subnets_and_macs() {
+        let (l, store) = leaser("10.255.0.0/16", 24);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..255 {
+            let (lease, how) =
+                run(l.acquire(&format!("10.0.{}.{}", i / 200, i % 200 + 1), false)).unwrap();
+            assert_eq!(how, Acquired::New);
+            assert!(seen.insert(lease.overlay_subnet.clone()));
+            assert_ne!(lease.overlay_subnet, "10.255.0.0/24");
+        }
+        assert_eq!(store.rows().len(), 255);
+        assert!(matches!(
+            run(l.acquire("10.0.9.9", false)),
+            Err(LeaserError::NoLeaseAvailable)
+        ));
+        // The same host again gets its lease back, not a new one.
+        let (again, how) = run(l.acquire("10.0.0.1", false)).unwrap();
+        assert_eq!(how, Acquired::Existing);
+        assert!(seen.contains(&again.overlay_subnet));
+    }
+
+    #[test]
+    fn renew_table() {
+        let row = lease("10.0.0.1", "10.255.7.0/24", "ee:ee:0a:ff:07:00");
+        // (name, rows, renewed lease, expected outcome)
+        type Case = (&'static str, Vec<Lease>, Lease, Result<(), &'static str>);
+        let cases: [Case; 8] = [
+            ("matching row renews", vec![row.clone()], row.clone(), Ok(())),
+            (
+                "missing row in the pool is re-registered",
+                vec![],
+                row.clone(),
+                Ok(()),
+            ),
+            (
+                "missing row outside the pool is refused",
+                vec![],
+                lease("10.0.0.1", "10.254.7.0/24", "ee:ee:0a:fe:07:00"),
+                Err("renew-subnet-lease: overlay subnet not in pool"),
+            ),
+            (
+                "another subnet for the host is a mismatch",
+                vec![row.clone()],
+                lease("10.0.0.1", "10.255.8.0/24", "ee:ee:0a:ff:08:00"),
+                Err("renew-subnet-lease: lease mismatch"),
+            ),
+            (
+                "subnet held by another host cannot be re-registered",
+                vec![row.clone()],
+                lease("10.0.0.2", "10.255.7.0/24", "ee:ee:0a:ff:07:00"),
+                Err("renew-subnet-lease: adding entry: duplicate key value violates unique constraint on overlay_subnet"),
+            ),
+            (
+                "bad underlay ip",
+                vec![],
+                lease("banana", "10.255.7.0/24", "ee:ee:0a:ff:07:00"),
+                Err("renew-subnet-lease: invalid underlay ip: banana"),
+            ),
+            (
+                "bad subnet",
+                vec![],
+                lease("10.0.0.1", "10.255.7.0", "ee:ee:0a:ff:07:00"),
+                Err("renew-subnet-lease: invalid CIDR address: 10.255.7.0"),
+            ),
+            (
+                "bad mac",
+                vec![],
+                lease("10.0.0.1", "10.255.7.0/24", "ee:ee"),
+                Err("renew-subnet-lease: address ee:ee: invalid MAC address"),
+            ),
+        ];
+        for (name, rows, renewed, want) in cases {
+            let (l, store) = leaser("10.255.0.0/16", 24);
+            for r in &rows {
+                store.insert_row(r, NOW - 5000).unwrap();
+            }
+            store.advance(10);
+            let got = run(l.renew(&renewed)).map_err(|e| e.to_string());
+            assert_eq!(
+                got.as_ref().map_err(|e| e.as_str()),
+                want.as_ref().map_err(|e| *e),
+                "{name}"
+            );
+            if want.is_ok() {
+                let rows = store.rows();
+                let r = rows.iter().find(|r| r.lease == renewed).unwrap();
+                assert_eq!(r.last_renewed_at, NOW + 10, "{name}: renewed now");
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_hides_leases_and_a_renew_revives_them() {
+        let (l, store) = leaser("10.255.0.0/16", 24);
+        let (a, _) = run(l.acquire("10.0.0.1", false)).unwrap();
+        let (b, _) = run(l.acquire("10.0.0.2", true)).unwrap();
+        assert_eq!(run(l.routable()).unwrap().len(), 2);
+        store.advance(EXPIRATION - 1);
+        run(l.renew(&b)).unwrap();
+        store.advance(1);
+        // a: renewed exactly `expiration` ago is expired; b is fresh.
+        assert_eq!(run(l.routable()).unwrap(), vec![b.clone()]);
+        run(l.renew(&a)).unwrap();
+        assert_eq!(run(l.routable()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn release_is_idempotent() {
+        let (l, store) = leaser("10.255.0.0/16", 24);
+        run(l.acquire("10.0.0.1", false)).unwrap();
+        assert!(run(l.release("10.0.0.1")).unwrap());
+        assert!(!run(l.release("10.0.0.1")).unwrap());
+        assert!(store.rows().is_empty());
+    }
+
+    #[test]
+    fn recycled_rows_get_the_new_host_and_mac_of_their_subnet() {
+        let (l, store) = leaser("10.255.0.0/28", 30);
+        for i in 1..=3 {
+            run(l.acquire(&format!("10.0.0.{i}"), false)).unwrap();
+        }
+        store.set_renewed("10.0.0.2", NOW - 3000);
+        let old = run(l.store().lookup("10.0.0.2")).unwrap().unwrap();
+        let (got, how) = run(l.acquire("10.0.0.9", false)).unwrap();
+        assert_eq!(how, Acquired::Recycled);
+        assert_eq!(got.overlay_subnet, old.overlay_subnet);
+        assert_eq!(got.overlay_hardware_addr, mac_for(&old.overlay_subnet));
+        assert!(run(l.store().lookup("10.0.0.2")).unwrap().is_none());
+        // The previous holder's renew now conflicts.
+        assert!(matches!(
+            run(l.renew(&old)),
+            Err(LeaserError::RenewConflict(_))
+        ));
     }
 }

@@ -19,9 +19,9 @@ pub enum StartError {
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("connecting to database: {0}")]
-    Connect(#[from] db::ConnectError),
+    Connect(db::OpenError),
     #[error("migrating database: {0}")]
-    Migrate(#[from] db::migrate::MigrateError),
+    Migrate(db::MigrateError),
     #[error("bind {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -47,12 +47,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         &config.server_cert_file,
         &config.server_key_file,
     )?;
-    let pool = db::connect(config).await?;
-    let applied = db::migrate::migrate(&pool).await?;
-    silk_ops::log::info("db-migration-complete", json!({ "num-applied": applied }));
+    let store = db::open(config).await.map_err(|e| match e {
+        db::OpenError::Migrate(m) => StartError::Migrate(m),
+        other => StartError::Connect(other),
+    })?;
 
     let metrics = Metrics::new("silk-controller", config.metron_port);
-    let store = Store::new(pool);
     let leaser = Leaser::new(
         store.clone(),
         config.pool.clone(),
@@ -126,8 +126,7 @@ fn spawn_emitter(config: &Config, store: Store, metrics: Metrics) -> tokio::task
                     silk_ops::log::error("metrics-query-failed", json!({ "error": e.to_string() }))
                 }
             }
-            let status = store.pool().status();
-            m.value("DBOpenConnections", status.size as f64, "");
+            m.value("DBOpenConnections", store.open_connections() as f64, "");
             m.value("DBMaxOpenConnections", max_open as f64, "");
         }
     })

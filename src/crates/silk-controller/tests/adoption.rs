@@ -11,52 +11,73 @@ use std::process::Command;
 use common::*;
 use silk_core::Lease;
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::postgres::TestDb;
 
-const UPSTREAM_DB: &str = include_str!("fixtures/upstream-db.sql");
+/// The database upstream's Go controller leaves on each engine.
+fn upstream_db(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Postgres => include_str!("fixtures/upstream-db-postgres.sql"),
+        Engine::Mysql => include_str!("fixtures/upstream-db-mysql.sql"),
+    }
+}
 
-/// gorp_migrations rows as text, and every column and constraint of both tables.
+/// gorp_migrations rows as text, and every column, constraint or index and table of both
+/// tables (with the storage engine on MySQL).
 async fn snapshot(db: &TestDb) -> (Vec<String>, Vec<String>) {
-    let c = db.client().await;
-    let gorp = c
-        .query("SELECT id || ' ' || coalesce(applied_at::text, 'NULL') FROM gorp_migrations ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut schema: Vec<String> = c
-        .query(
+    match db.engine {
+        Engine::Postgres => snapshot_postgres(db).await,
+        Engine::Mysql => snapshot_mysql(db).await,
+    }
+}
+
+async fn snapshot_postgres(db: &TestDb) -> (Vec<String>, Vec<String>) {
+    let gorp = db
+        .strings("SELECT id || ' ' || coalesce(applied_at::text, 'NULL') FROM gorp_migrations ORDER BY id")
+        .await;
+    let mut schema = db
+        .strings(
             "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(character_maximum_length::text, '-') \
              || ' ' || is_nullable || ' ' || coalesce(column_default, '-') \
              FROM information_schema.columns WHERE table_name IN ('subnets', 'gorp_migrations')",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let constraints = c
-        .query(
+        .await;
+    schema.extend(
+        db.strings(
             "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
              WHERE conrelid IN ('subnets'::regclass, 'gorp_migrations'::regclass)",
-            &[],
         )
-        .await
-        .unwrap();
-    schema.extend(constraints.iter().map(|r| r.get::<_, String>(0)));
-    let tables = c
-        .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
-            &[],
+        .await,
+    );
+    schema.extend(db.tables().await.into_iter().map(|t| format!("table {t}")));
+    schema.sort();
+    (gorp, schema)
+}
+
+async fn snapshot_mysql(db: &TestDb) -> (Vec<String>, Vec<String>) {
+    let gorp = db
+        .strings(
+            "SELECT CONCAT(id, ' ', COALESCE(applied_at, 'NULL')) FROM gorp_migrations ORDER BY id",
         )
-        .await
-        .unwrap();
+        .await;
+    let mut schema = db
+        .strings(
+            "SELECT CONCAT(table_name, '.', column_name, ' ', column_type, ' ', is_nullable, ' ', \
+             COALESCE(column_default, '-'), ' ', column_key, ' ', extra, ' ', COALESCE(character_set_name, '-')) \
+             FROM information_schema.columns WHERE table_schema = DATABASE()",
+        )
+        .await;
     schema.extend(
-        tables
-            .iter()
-            .map(|r| format!("table {}", r.get::<_, String>(0))),
+        db.strings(
+            "SELECT CONCAT(table_name, ' index ', index_name, ' ', column_name, ' ', non_unique) \
+             FROM information_schema.statistics WHERE table_schema = DATABASE()",
+        )
+        .await,
+    );
+    schema.extend(
+        db.strings(
+            "SELECT CONCAT('table ', table_name, ' ', engine, ' ', table_collation) \
+             FROM information_schema.tables WHERE table_schema = DATABASE()",
+        )
+        .await,
     );
     schema.sort();
     (gorp, schema)
@@ -70,13 +91,15 @@ fn lease(u: &str, s: &str, m: &str) -> Lease {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn upstream_database_is_served_as_is_and_left_unchanged() {
-    let db = TestDb::create().await;
-    db.client().await.batch_execute(UPSTREAM_DB).await.unwrap();
+async fn upstream_database_is_served_as_is_and_left_unchanged(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    db.execute(upstream_db(engine)).await;
     let before = snapshot(&db).await;
-    assert_eq!(before.0, ["1 2019-03-04 10:11:12.123456+00"]);
+    let applied_at = match engine {
+        Engine::Postgres => "1 2019-03-04 10:11:12.123456+00",
+        Engine::Mysql => "1 2019-03-04 10:11:12",
+    };
+    assert_eq!(before.0, [applied_at]);
 
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let mut controller = Controller::start(&db, &certs, &Settings::default()).await;
@@ -122,19 +145,12 @@ async fn upstream_database_is_served_as_is_and_left_unchanged() {
     assert_eq!(snapshot(&db).await, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn empty_database_gets_exactly_the_upstream_schema() {
-    let upstream = TestDb::create().await;
-    upstream
-        .client()
-        .await
-        .batch_execute(UPSTREAM_DB)
-        .await
-        .unwrap();
+async fn empty_database_gets_exactly_the_upstream_schema(engine: Engine) {
+    let upstream = TestDb::create(engine).await;
+    upstream.execute(upstream_db(engine)).await;
     let (_, upstream_schema) = snapshot(&upstream).await;
 
-    let db = TestDb::create().await;
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     // Two controllers starting at once on the empty database.
     let (sa, sb) = (Settings::default(), Settings::default());
@@ -152,16 +168,11 @@ async fn empty_database_gets_exactly_the_upstream_schema() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn unknown_migration_ids_stop_the_start() {
-    let db = TestDb::create().await;
-    db.client().await.batch_execute(UPSTREAM_DB).await.unwrap();
-    db.client()
-        .await
-        .batch_execute("INSERT INTO gorp_migrations (id, applied_at) VALUES ('2', now())")
-        .await
-        .unwrap();
+async fn unknown_migration_ids_stop_the_start(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    db.execute(upstream_db(engine)).await;
+    db.execute("INSERT INTO gorp_migrations (id, applied_at) VALUES ('2', now())")
+        .await;
     let before = snapshot(&db).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let ports = (free_port(), free_port(), free_port());
@@ -179,3 +190,9 @@ async fn unknown_migration_ids_stop_the_start() {
     assert!(stderr.contains("cfnetworking.silk-controller error: migrating database: unknown migration in database: 2"), "{stderr}");
     assert_eq!(snapshot(&db).await, before);
 }
+
+both_engines!(
+    upstream_database_is_served_as_is_and_left_unchanged,
+    empty_database_gets_exactly_the_upstream_schema,
+    unknown_migration_ids_stop_the_start,
+);

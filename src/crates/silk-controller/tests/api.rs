@@ -12,10 +12,8 @@ const HOST_A: &str = "10.0.16.1";
 const HOST_B: &str = "10.0.16.2";
 const HOST_C: &str = "10.0.16.3";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn acquire_renew_list_release_round_trip() {
-    let (db, certs, controller) = setup(Settings::default()).await;
+async fn acquire_renew_list_release_round_trip(engine: Engine) {
+    let (db, certs, controller) = setup(engine, Settings::default()).await;
     let client = controller.client(&certs);
 
     let lease = client.acquire(HOST_A, false).await.unwrap();
@@ -94,10 +92,8 @@ async fn acquire_renew_list_release_round_trip() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn renew_semantics() {
-    let (db, certs, controller) = setup(Settings::default()).await;
+async fn renew_semantics(engine: Engine) {
+    let (db, certs, controller) = setup(engine, Settings::default()).await;
     let client = controller.client(&certs);
     let lease = client.acquire(HOST_A, false).await.unwrap();
 
@@ -195,10 +191,8 @@ async fn renew_semantics() {
     assert_eq!(rows(&db).await.len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn routing_answers_like_go() {
-    let (_db, certs, controller) = setup(Settings::default()).await;
+async fn routing_answers_like_go(engine: Engine) {
+    let (_db, certs, controller) = setup(engine, Settings::default()).await;
     let tls = default_tls(&certs);
     let port = controller.api_port;
     let (status, _, body) = tls_request(port, tls.clone(), "GET", "/nope", "", b"")
@@ -231,10 +225,8 @@ async fn routing_answers_like_go() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn lenient_json_without_content_type() {
-    let (db, certs, controller) = setup(Settings::default()).await;
+async fn lenient_json_without_content_type(engine: Engine) {
+    let (db, certs, controller) = setup(engine, Settings::default()).await;
     let tls = default_tls(&certs);
     let port = controller.api_port;
     // Upper-case keys, unknown keys, no Content-Type.
@@ -270,10 +262,8 @@ async fn lenient_json_without_content_type() {
         .any(|r| r.0 == "10.0.16.2" && r.1.ends_with("/24")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
-    let (db, certs, controller) = setup(Settings::default()).await;
+async fn bad_input_is_a_clear_4xx_and_writes_nothing(engine: Engine) {
+    let (db, certs, controller) = setup(engine, Settings::default()).await;
     let tls = default_tls(&certs);
     let port = controller.api_port;
     let huge = format!(
@@ -312,9 +302,7 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
     assert!(rows(&db).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn health_debug_metrics_and_logs() {
+async fn health_debug_metrics_and_logs(engine: Engine) {
     let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     agent
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -323,7 +311,7 @@ async fn health_debug_metrics_and_logs() {
         metron_port: agent.local_addr().unwrap().port(),
         ..Settings::default()
     };
-    let (_db, certs, controller) = setup(settings).await;
+    let (_db, certs, controller) = setup(engine, settings).await;
     let client = controller.client(&certs);
     client.acquire(HOST_A, false).await.unwrap();
 
@@ -444,12 +432,10 @@ async fn health_debug_metrics_and_logs() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn sigterm_stops_cleanly_without_5xx() {
+async fn sigterm_stops_cleanly_without_5xx(engine: Engine) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let (_db, certs, mut controller) = setup(Settings::default()).await;
+    let (_db, certs, mut controller) = setup(engine, Settings::default()).await;
     let client = controller.client(&certs);
     let done = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
@@ -488,71 +474,8 @@ async fn sigterm_stops_cleanly_without_5xx() {
         .contains("cfnetworking.silk-controller.exited"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn database_outage_is_a_500_with_upstream_texts_and_health_fails() {
-    let (db, certs, controller) = setup(Settings::default()).await;
-    let client = controller.client(&certs);
-    client.acquire(HOST_A, false).await.unwrap();
-    // Refuse new connections to the test database and cut the existing ones.
-    let admin = db.cluster.connect("postgres").await.unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
-            db.name
-        ))
-        .await
-        .unwrap();
-    let (status, _, body) = plain_request(controller.health_port, "GET", "/health", "")
-        .await
-        .unwrap();
-    assert_eq!(
-        (status, body.as_str()),
-        (500, r#"{"error": "check database failed"}"#)
-    );
-    let e = client.list().await.unwrap_err().to_string();
-    assert!(e.starts_with("http status 500: all-routable-leases: getting all leases: selecting all active subnets: "), "{e}");
-    let e = client.acquire(HOST_B, false).await.unwrap_err().to_string();
-    assert!(
-        e.starts_with("http status 500: getting lease for underlay ip: "),
-        "{e}"
-    );
-    let held = Lease::new(HOST_A.parse().unwrap(), "10.255.9.0/24".parse().unwrap());
-    let e = client.renew(&held).await.unwrap_err();
-    assert!(
-        !e.is_non_retriable(),
-        "a database outage on renew is retriable: {e}"
-    );
-    assert!(
-        e.to_string()
-            .starts_with("http status 500: renew-subnet-lease: renewing lease for underlay ip: "),
-        "{e}"
-    );
-    let e = client.release(HOST_A).await.unwrap_err().to_string();
-    assert!(
-        e.starts_with("http status 500: release lease: deleting entry: "),
-        "{e}"
-    );
-    // Back again: the pool reconnects.
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
-            db.name
-        ))
-        .await
-        .unwrap();
-    assert_eq!(client.list().await.unwrap().len(), 1);
-    let (status, _, _) = plain_request(controller.health_port, "GET", "/health", "")
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn client_survives_a_controller_restart() {
-    let (_db, certs, mut controller) = setup(Settings::default()).await;
+async fn client_survives_a_controller_restart(engine: Engine) {
+    let (_db, certs, mut controller) = setup(engine, Settings::default()).await;
     let client = controller.client(&certs);
     let lease = client.acquire(HOST_A, false).await.unwrap();
     // The client keeps its connection; the restarted controller never saw it.
@@ -560,3 +483,14 @@ async fn client_survives_a_controller_restart() {
     client.renew(&lease).await.unwrap();
     assert_eq!(client.list().await.unwrap(), vec![lease]);
 }
+
+both_engines!(
+    acquire_renew_list_release_round_trip,
+    renew_semantics,
+    routing_answers_like_go,
+    lenient_json_without_content_type,
+    bad_input_is_a_clear_4xx_and_writes_nothing,
+    health_debug_metrics_and_logs,
+    sigterm_stops_cleanly_without_5xx,
+    client_survives_a_controller_restart,
+);

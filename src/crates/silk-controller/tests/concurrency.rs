@@ -9,12 +9,9 @@ use std::collections::HashSet;
 
 use common::*;
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::postgres::TestDb;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn two_controllers_200_concurrent_acquires_get_200_distinct_subnets() {
-    let db = TestDb::create().await;
+async fn two_controllers_200_concurrent_acquires_get_200_distinct_subnets(engine: Engine) {
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     // Default pool: 255 blocks, so 200 hosts fill it to 78 % and candidates collide often.
     let first = Controller::start(&db, &certs, &Settings::default()).await;
@@ -53,10 +50,8 @@ async fn two_controllers_200_concurrent_acquires_get_200_distinct_subnets() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn concurrent_acquires_for_one_host_agree() {
-    let db = TestDb::create().await;
+async fn concurrent_acquires_for_one_host_agree(engine: Engine) {
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let first = Controller::start(&db, &certs, &Settings::default()).await;
     let second = Controller::start(&db, &certs, &Settings::default()).await;
@@ -75,9 +70,7 @@ async fn concurrent_acquires_for_one_host_agree() {
     assert_eq!(rows(&db).await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn exhaustion_then_expired_leases_are_reused_oldest_first() {
+async fn exhaustion_then_expired_leases_are_reused_oldest_first(engine: Engine) {
     // 10.255.0.0/28 with /30 blocks: three blocks for cells, three single IPs.
     let settings = Settings {
         network: r#""10.255.0.0/28""#.into(),
@@ -85,7 +78,7 @@ async fn exhaustion_then_expired_leases_are_reused_oldest_first() {
         expiration: 1000,
         ..Settings::default()
     };
-    let (db, certs, controller) = setup(settings).await;
+    let (db, certs, controller) = setup(engine, settings).await;
     let client = controller.client(&certs);
     let mut held = Vec::new();
     for i in 1..=3 {
@@ -110,19 +103,15 @@ async fn exhaustion_then_expired_leases_are_reused_oldest_first() {
     );
 
     // Age two block leases past expiry: 10.0.0.2 the oldest, then 10.0.0.1.
-    let sql = db.client().await;
-    sql.execute(
-        "UPDATE subnets SET last_renewed_at = EXTRACT(EPOCH FROM now())::bigint - 5000 WHERE underlay_ip = '10.0.0.2'",
-        &[],
-    )
-    .await
-    .unwrap();
-    sql.execute(
-        "UPDATE subnets SET last_renewed_at = EXTRACT(EPOCH FROM now())::bigint - 2000 WHERE underlay_ip = '10.0.0.1'",
-        &[],
-    )
-    .await
-    .unwrap();
+    let now = engine.now_sql();
+    db.execute(&format!(
+        "UPDATE subnets SET last_renewed_at = {now} - 5000 WHERE underlay_ip = '10.0.0.2'"
+    ))
+    .await;
+    db.execute(&format!(
+        "UPDATE subnets SET last_renewed_at = {now} - 2000 WHERE underlay_ip = '10.0.0.1'"
+    ))
+    .await;
     // Expired leases are hidden from the list.
     let listed = client.list().await.unwrap();
     assert_eq!(listed.len(), 4);
@@ -152,10 +141,8 @@ async fn exhaustion_then_expired_leases_are_reused_oldest_first() {
     assert_eq!(rows(&db).await.len(), 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn network_list_and_network_change() {
-    let db = TestDb::create().await;
+async fn network_list_and_network_change(engine: Engine) {
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let old = Settings {
         network: r#""10.254.0.0/16""#.into(),
@@ -203,3 +190,10 @@ async fn network_list_and_network_change() {
         "http status 409: no lease available"
     );
 }
+
+both_engines!(
+    two_controllers_200_concurrent_acquires_get_200_distinct_subnets,
+    concurrent_acquires_for_one_host_agree,
+    exhaustion_then_expired_leases_are_reused_oldest_first,
+    network_list_and_network_change,
+);

@@ -10,7 +10,6 @@ use std::process::Command;
 
 use common::*;
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::postgres::TestDb;
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
@@ -32,7 +31,7 @@ fn invalid_config_exits_64_with_every_problem() {
         r#"{{"debug_server_port": 0, "health_check_port": 19683, "listen_host": "127.0.0.1", "listen_port": {api_port},
         "ca_cert_file": "", "server_cert_file": "/x/server.crt", "server_key_file": "/x/server.key",
         "network": ["10.255.0.0/16", "10.255.7.0/24"], "subnet_prefix_length": 24,
-        "database": {{"type": "mysql", "user": "u", "password": "", "host": "127.0.0.1", "port": 1, "timeout": 0,
+        "database": {{"type": "oracle", "user": "u", "password": "", "host": "127.0.0.1", "port": 1, "timeout": 0,
           "database_name": "d", "require_ssl": false, "ca_cert": "", "skip_hostname_validation": false}},
         "lease_expiration_seconds": 604800, "metron_port": 3457, "staleness_threshold_seconds": 3600,
         "metrics_emit_seconds": 30, "log_prefix": "cfnetworking", "max_idle_connections": 10,
@@ -45,7 +44,7 @@ fn invalid_config_exits_64_with_every_problem() {
         "debug_server_port",
         "ca_cert_file: must be set",
         "network: overlay networks",
-        "database.type: mysql is not supported",
+        "database.type: unknown driver oracle",
         "database.timeout: must be at least 1",
         "max_open_connections: must be at least 0",
     ] {
@@ -75,10 +74,8 @@ fn invalid_config_exits_64_with_every_problem() {
     assert!(stderr.contains("listen_prot"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn start_up_failures_exit_1_and_double_dash_config_works() {
-    let db = TestDb::create().await;
+async fn start_up_failures_exit_1_and_double_dash_config_works(engine: Engine) {
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let ports = (free_port(), free_port(), free_port());
     let good = config_json(&db, &certs, &Settings::default(), ports);
@@ -95,12 +92,18 @@ async fn start_up_failures_exit_1_and_double_dash_config_works() {
         "{stderr}"
     );
 
+    let port = good
+        .split("\"port\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
     let no_db = good
         .replace(
-            &format!("\"port\":{}", db.cluster.port),
+            &format!("\"port\":{port}"),
             &format!("\"port\":{}", free_port()),
         )
-        .replace("\"timeout\":10", "\"timeout\":1");
+        .replace("\"timeout\":5", "\"timeout\":1");
     let path = write_config(certs.dir(), "nodb.json", &no_db);
     let (code, stderr) = run(&[&format!("-config={}", path.display())]);
     assert_eq!(code, Some(1));
@@ -125,3 +128,5 @@ async fn start_up_failures_exit_1_and_double_dash_config_works() {
     let _ = child.wait();
     assert!(healthy);
 }
+
+both_engines!(start_up_failures_exit_1_and_double_dash_config_works);

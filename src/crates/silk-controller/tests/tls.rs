@@ -25,10 +25,8 @@ async fn get_leases(port: u16, tls: Arc<rustls::ClientConfig>) -> std::io::Resul
         .map(|r| r.0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn client_certificates_are_required_and_verified() {
-    let (_db, certs, controller) = setup(Settings::default()).await;
+async fn client_certificates_are_required_and_verified(engine: Engine) {
+    let (_db, certs, controller) = setup(engine, Settings::default()).await;
     let port = controller.api_port;
     assert_eq!(get_leases(port, default_tls(&certs)).await.unwrap(), 200);
 
@@ -71,10 +69,8 @@ async fn client_certificates_are_required_and_verified() {
     assert!(get_leases(port, server_as_client).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn only_the_upstream_tls12_suite_and_tls13() {
-    let (_db, certs, controller) = setup(Settings::default()).await;
+async fn only_the_upstream_tls12_suite_and_tls13(engine: Engine) {
+    let (_db, certs, controller) = setup(engine, Settings::default()).await;
     let port = controller.api_port;
     let client = Some((&certs.client_cert, &certs.client_key));
 
@@ -119,10 +115,8 @@ async fn only_the_upstream_tls12_suite_and_tls13() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs postgres: run via scripts/test"]
-async fn no_http2_alpn() {
-    let (_db, certs, controller) = setup(Settings::default()).await;
+async fn no_http2_alpn(engine: Engine) {
+    let (_db, certs, controller) = setup(engine, Settings::default()).await;
     let mut config = (*default_tls(&certs)).clone();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", controller.api_port))
@@ -140,3 +134,9 @@ async fn no_http2_alpn() {
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
 }
+
+both_engines!(
+    client_certificates_are_required_and_verified,
+    only_the_upstream_tls12_suite_and_tls13,
+    no_http2_alpn,
+);

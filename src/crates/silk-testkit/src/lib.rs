@@ -1,7 +1,11 @@
 //! Fixtures for the gated test tiers and the lab: network namespaces, the multi-cell test bed,
-//! certificates and PostgreSQL databases. A dev-dependency of the other crates, never shipped.
+//! certificates, PostgreSQL and MySQL databases ([`db`] for tests that run on both engines)
+//! and private throwaway database servers ([`dbserver`]). A dev-dependency of the other crates, never shipped.
 
 pub mod certs;
+pub mod db;
+pub mod dbserver;
+pub mod mysql;
 pub mod netns;
 pub mod postgres;
 pub mod testbed;

@@ -60,7 +60,11 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        let cluster = PgCluster::from_env();
+        TestDb::create_on(PgCluster::from_env()).await
+    }
+
+    /// A database on `cluster` (the scripts/test one, or a private one).
+    pub async fn create_on(cluster: PgCluster) -> TestDb {
         let name = format!("silk_test_{:016x}", rand::rng().random::<u64>());
         let admin = cluster
             .connect("postgres")

@@ -1,111 +1,197 @@
-//! PostgreSQL access (control-plane §3): the connection pool built from the config's database
-//! section and pool keys, schema adoption ([`migrate`]) and the lease statements ([`store`]).
+//! The lease store (control-plane §3): one [`LeaseStore`] contract for the statements of §3.3,
+//! implemented for PostgreSQL ([`postgres`]) and MySQL ([`mysql`]); [`open`] connects to the
+//! engine the config names, adopts the schema (§3.4) and hands back the store.
+//!
+//! Every implementation keeps upstream's semantics: single autocommit statements, no row
+//! locks, the three UNIQUE constraints of `subnets` arbitrate races, and every time is the
+//! database clock in epoch seconds. The lease logic above it ([`crate::leaser`]) is tested once
+//! against the in-memory port ([`memory`], test builds only).
 
-pub mod migrate;
+#[cfg(test)]
+pub mod memory;
+pub mod mysql;
+pub mod postgres;
 mod runtime;
-pub mod store;
-mod tls;
+pub(crate) mod tls;
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use silk_core::Lease;
 
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, Engine};
+use crate::pool::Kind;
 
-pub use store::{Store, StoreError};
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type StoreResult<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// A failed statement, engine-neutral.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection to the database (pool exhausted, server gone, TLS refused).
+    #[error("get database connection: {0}")]
+    Connection(String),
+    /// A UNIQUE constraint refused the row: another writer took the value first.
+    #[error("{0}")]
+    UniqueViolation(String),
+    #[error("{0}")]
+    Sql(String),
+    #[error("database did not answer within {0} s")]
+    Timeout(u64),
+}
+
+impl StoreError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::UniqueViolation(_))
+    }
+}
+
+/// (all rows, block rows, rows not renewed within the staleness threshold), for the metrics.
+pub type Counts = (i64, i64, i64);
+
+/// The `subnets` table as the lease logic sees it (control-plane §3.3).
+///
+/// The kind of a row is its `/32` text suffix, as upstream decides it; `expiration` is
+/// `lease_expiration_seconds`; "now" is the database clock.
+pub trait LeaseStore: Send + Sync {
+    /// `SELECT 1`.
+    fn ping(&self) -> StoreResult<'_, ()>;
+
+    /// The row of `underlay_ip`, if any.
+    fn lookup<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, Option<Lease>>;
+
+    /// Deletes the row of `underlay_ip` if it still holds `subnet`; returns whether it did.
+    fn delete_lease<'a>(&'a self, underlay_ip: &'a str, subnet: &'a str) -> StoreResult<'a, bool>;
+
+    /// Inserts a row for `underlay_ip` (renewed now) with the first candidate `(subnet, MAC)`
+    /// that no row holds; `None` when every candidate was taken (also by a concurrent writer)
+    /// or `underlay_ip` got a row meanwhile. `subnets` and `macs` have the same length.
+    fn insert_first_free<'a>(
+        &'a self,
+        underlay_ip: &'a str,
+        subnets: &'a [String],
+        macs: &'a [String],
+    ) -> StoreResult<'a, Option<Lease>>;
+
+    /// Every `overlay_subnet` of `kind`, expired and foreign rows included.
+    fn taken(&self, kind: Kind) -> StoreResult<'_, HashSet<String>>;
+
+    /// Up to `limit` expired rows of `kind`, oldest `last_renewed_at` first: `(id, subnet)`.
+    fn oldest_expired(
+        &self,
+        kind: Kind,
+        expiration: i64,
+        limit: i64,
+    ) -> StoreResult<'_, Vec<(i64, String)>>;
+
+    /// Hands the row `id` (holding `subnet`) to `underlay_ip` with `mac`, renewed now, if it
+    /// is still expired; `None` when someone renewed or took it first.
+    fn take_over_expired<'a>(
+        &'a self,
+        id: i64,
+        subnet: &'a str,
+        expiration: i64,
+        underlay_ip: &'a str,
+        mac: &'a str,
+    ) -> StoreResult<'a, Option<Lease>>;
+
+    /// Renews the row equal to `lease` in all three strings; returns whether one existed.
+    fn renew_exact<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, bool>;
+
+    /// Inserts `lease` verbatim, renewed now; a taken value is a
+    /// [`StoreError::UniqueViolation`].
+    fn insert<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, ()>;
+
+    /// Every row with `last_renewed_at + expiration > now`.
+    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>>;
+
+    /// Deletes the row of `underlay_ip`; returns whether one existed.
+    fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool>;
+
+    /// Row counts for the metrics; `stale_after` in seconds.
+    fn counts(&self, stale_after: i64) -> StoreResult<'_, Counts>;
+
+    /// Connections the pool holds now (the `DBOpenConnections` metric).
+    fn open_connections(&self) -> usize;
+}
+
+/// Shared handle to the configured store.
+pub type Store = Arc<dyn LeaseStore>;
+
+/// The `overlay_subnet` filter of `kind`, valid on both engines (also under ANSI_QUOTES).
+pub fn kind_filter(kind: Kind) -> &'static str {
+    match kind {
+        Kind::SingleIp => "overlay_subnet LIKE '%/32'",
+        Kind::Block => "overlay_subnet NOT LIKE '%/32'",
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub enum OpenError {
     #[error("database tls: {0}")]
     Tls(String),
-    #[error("build connection pool: {0}")]
-    Build(#[from] deadpool_postgres::BuildError),
-    #[error("connect to database {host}:{port}: {source}")]
+    #[error("{host}:{port}: {reason}")]
     Connect {
         host: String,
         port: u16,
-        #[source]
-        source: deadpool_postgres::PoolError,
+        reason: String,
     },
+    #[error("{0}")]
+    Migrate(#[from] MigrateError),
 }
 
-/// Longest wait for a pooled connection before a request fails with 500.
-const POOL_WAIT: Duration = Duration::from_secs(60);
-
-/// The tokio-postgres connection settings for `db`.
-pub fn pg_config(db: &DatabaseConfig) -> tokio_postgres::Config {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&db.host)
-        .port(db.port)
-        .user(&db.user)
-        .password(db.password.as_bytes())
-        .application_name("silk-controller")
-        // Upstream passes the timeout in milliseconds where lib/pq reads seconds; we use seconds.
-        .connect_timeout(db.timeout);
-    if !db.database_name.is_empty() {
-        pg.dbname(&db.database_name);
-    }
-    pg
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("executing migration: {0}")]
+    Sql(String),
+    #[error("unknown migration in database: {0}")]
+    UnknownMigration(String),
 }
 
-/// Builds the pool (`max_open_connections` connections at most; a connection older than
-/// `connections_max_lifetime_seconds` is dropped when it comes back) and checks that the
-/// database answers, retrying for up to `database.timeout`.
-pub async fn connect(config: &Config) -> Result<Pool, ConnectError> {
-    let db = &config.database;
-    let manager_config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
+/// Connects to the configured engine (retrying within `database.timeout`), adopts the schema
+/// (§3.4, retried 5 times as upstream) and returns the store.
+pub async fn open(config: &Config) -> Result<Store, OpenError> {
+    let (store, applied): (Store, u32) = match config.database.engine {
+        Engine::Postgres => {
+            let pool = postgres::connect(config).await?;
+            let applied = postgres::migrate::migrate(&pool).await?;
+            (Arc::new(postgres::PgStore::new(pool)), applied)
+        }
+        Engine::Mysql => {
+            let store = mysql::MysqlStore::connect(config).await?;
+            let applied = store.migrate().await?;
+            (Arc::new(store), applied)
+        }
     };
-    let pg = pg_config(db);
-    let manager = if db.require_ssl {
-        let tls = tls::make_connector(db).map_err(ConnectError::Tls)?;
-        Manager::from_connect(pg, runtime::OnDbRuntime { tls }, manager_config)
-    } else {
-        Manager::from_connect(
-            pg,
-            runtime::OnDbRuntime {
-                tls: tokio_postgres::NoTls,
-            },
-            manager_config,
-        )
-    };
-    let mut builder = Pool::builder(manager)
-        .max_size(config.max_open_connections)
-        .runtime(Runtime::Tokio1)
-        // Waiting for a free connection is bounded generously: Go's database/sql waits forever.
-        .wait_timeout(Some(POOL_WAIT.max(db.timeout)))
-        .create_timeout(Some(db.timeout))
-        .recycle_timeout(Some(Duration::from_secs(5)));
-    if let Some(lifetime) = config.connections_max_lifetime {
-        builder = builder.pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, metrics| {
-            if metrics.age() > lifetime {
-                Err(deadpool_postgres::HookError::message(
-                    "connection reached its max lifetime",
-                ))
-            } else {
-                Ok(())
-            }
-        }));
-    }
-    let pool = builder.build()?;
-    // Upstream retries dial errors 3 s apart within the timeout; one deadline covers it here.
-    let deadline = tokio::time::Instant::now() + db.timeout;
+    silk_ops::log::info(
+        "db-migration-complete",
+        serde_json::json!({ "num-applied": applied }),
+    );
+    Ok(store)
+}
+
+/// Runs `attempt` up to 5 times, 1 s apart, as sql-migrate's caller upstream; an unknown
+/// migration id stops at once.
+pub(crate) async fn with_migration_retries<F, Fut>(mut attempt: F) -> Result<u32, MigrateError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u32, MigrateError>>,
+{
+    let mut n = 0;
     loop {
-        match pool.get().await {
-            Ok(_) => return Ok(pool),
-            Err(e) if tokio::time::Instant::now() + Duration::from_secs(1) < deadline => {
+        n += 1;
+        match attempt().await {
+            Ok(applied) => return Ok(applied),
+            Err(e @ MigrateError::UnknownMigration(_)) => return Err(e),
+            Err(e) if n >= 5 => return Err(e),
+            Err(e) => {
                 silk_ops::log::warn(
-                    "db-connect-retry",
-                    serde_json::json!({ "error": e.to_string() }),
+                    "db-migration-retry",
+                    serde_json::json!({ "attempt": n, "error": e.to_string() }),
                 );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(source) => {
-                return Err(ConnectError::Connect {
-                    host: db.host.clone(),
-                    port: db.port,
-                    source,
-                })
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }

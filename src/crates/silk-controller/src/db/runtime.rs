@@ -5,11 +5,13 @@
 //! that task lived on the worker (or health server) runtime that happened to open it, stopping
 //! that server would close the connection under requests still running on the other workers.
 //! So the socket is opened and its task spawned on a process-wide runtime that is never shut
-//! down.
+//! down. mysql_async binds its pool's tasks and sockets to the runtime that creates them, so
+//! the MySQL store creates its pool and runs every statement there too ([`run`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use deadpool_postgres::Connect;
 use tokio::runtime::{Handle, Runtime};
@@ -18,6 +20,9 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, Error, Socket};
 
 static DB_RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Longest wait for a pooled connection before a request fails with 500.
+pub const POOL_WAIT: Duration = Duration::from_secs(60);
 
 fn handle() -> Handle {
     DB_RUNTIME
@@ -32,6 +37,18 @@ fn handle() -> Handle {
         })
         .handle()
         .clone()
+}
+
+/// Runs `fut` on the database runtime and waits for it.
+pub async fn run<F, T>(fut: F) -> T
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    match handle().spawn(fut).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// deadpool's connector, opening connections on the database runtime.

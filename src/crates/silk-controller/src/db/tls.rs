@@ -1,7 +1,9 @@
-//! TLS to the database (control-plane §3.1). `require_ssl` with hostname validation verifies
-//! the server chain against `ca_cert` and its name (lib/pq `verify-full`).
-//! `skip_hostname_validation` still verifies the chain when a CA is given (stricter than
-//! upstream's `sslmode=require`, which verifies nothing) and accepts any certificate without one.
+//! TLS to the database (control-plane §3.1), rustls with the ring provider on both engines.
+//!
+//! `require_ssl` with hostname validation verifies the server chain against `ca_cert` and the
+//! name dialled (lib/pq `verify-full`, go-sql-driver with RootCAs). With
+//! `skip_hostname_validation` the engines differ, as upstream: PostgreSQL encrypts without
+//! verifying anything (lib/pq `sslmode=require`), MySQL verifies the chain but not the name.
 
 use std::sync::Arc;
 
@@ -14,8 +16,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::DatabaseConfig;
 
-pub fn make_connector(db: &DatabaseConfig) -> Result<MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The certificates of the `ca_cert` file; an empty path gives an empty store.
+pub fn load_roots(db: &DatabaseConfig) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     if !db.ca_cert.trim().is_empty() {
         let pem =
@@ -27,24 +29,26 @@ pub fn make_connector(db: &DatabaseConfig) -> Result<MakeRustlsConnect, String> 
                 .map_err(|e| format!("add ca_cert {}: {e}", db.ca_cert))?;
         }
     }
+    Ok(roots)
+}
+
+/// The PostgreSQL connector: `verify-full` against `ca_cert`, or (skip_hostname_validation)
+/// `require`: encrypted, nothing verified.
+pub fn pg_connector(db: &DatabaseConfig) -> Result<MakeRustlsConnect, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = if db.skip_hostname_validation {
-        let inner = if roots.is_empty() {
-            None
-        } else {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
-        };
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipHostname { inner, provider }))
+            .with_custom_certificate_verifier(Arc::new(SkipHostname {
+                inner: None,
+                provider,
+            }))
             .with_no_client_auth()
     } else {
+        let roots = load_roots(db)?;
         if roots.is_empty() {
             return Err(format!("no certificate in ca_cert {}", db.ca_cert));
         }
@@ -53,7 +57,27 @@ pub fn make_connector(db: &DatabaseConfig) -> Result<MakeRustlsConnect, String> 
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// Chain verification without the name check (or no verification without a CA).
+/// A client config that verifies the chain against `roots` but not the name: the MySQL
+/// `skip_hostname_validation` semantics.
+pub fn chain_only_config(roots: RootCertStore) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipHostname {
+                inner: Some(inner),
+                provider,
+            }))
+            .with_no_client_auth(),
+    )
+}
+
+/// Chain verification without the name check (or no verification at all without `inner`).
 #[derive(Debug)]
 struct SkipHostname {
     inner: Option<Arc<WebPkiServerVerifier>>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use silk_client::{ClientTls, ControllerClient};
 use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::postgres::TestDb;
+pub use silk_testkit::db::{Engine, TestDb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const NETWORK: &str = "10.255.0.0/16";
@@ -46,6 +46,16 @@ impl Default for Settings {
 }
 
 pub fn config_json(db: &TestDb, certs: &TestCerts, s: &Settings, ports: (u16, u16, u16)) -> String {
+    config_json_with(&db.controller_database_json(), certs, s, ports)
+}
+
+/// The config with `database` as the database object.
+pub fn config_json_with(
+    database: &str,
+    certs: &TestCerts,
+    s: &Settings,
+    ports: (u16, u16, u16),
+) -> String {
     format!(
         r#"{{
   "debug_server_port": {debug}, "health_check_port": {health},
@@ -65,7 +75,7 @@ pub fn config_json(db: &TestDb, certs: &TestCerts, s: &Settings, ports: (u16, u1
         key = path_str(&certs.server_key),
         network = s.network,
         prefix = s.prefix,
-        database = db.controller_database_json(),
+        database = database,
         exp = s.expiration,
         metron = s.metron_port,
     )
@@ -89,11 +99,24 @@ pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
 
 impl Controller {
     pub async fn start(db: &TestDb, certs: &TestCerts, s: &Settings) -> Controller {
+        Controller::start_on(&db.controller_database_json(), certs, s).await
+    }
+
+    /// With `database` as the config's database object.
+    pub async fn start_with_database(
+        _db: &TestDb,
+        certs: &TestCerts,
+        database: &str,
+    ) -> Controller {
+        Controller::start_on(database, certs, &Settings::default()).await
+    }
+
+    async fn start_on(database: &str, certs: &TestCerts, s: &Settings) -> Controller {
         let ports = (free_port(), free_port(), free_port());
         let config = write_config(
             certs.dir(),
             &format!("controller-{}.json", ports.0),
-            &config_json(db, certs, s, ports),
+            &config_json_with(database, certs, s, ports),
         );
         let stdout = certs.dir().join(format!("controller-{}.log", ports.0));
         let child = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
@@ -181,9 +204,9 @@ impl Drop for Controller {
     }
 }
 
-/// Database, certificates and one controller.
-pub async fn setup(s: Settings) -> (TestDb, TestCerts, Controller) {
-    let db = TestDb::create().await;
+/// Database on `engine`, certificates and one controller.
+pub async fn setup(engine: Engine, s: Settings) -> (TestDb, TestCerts, Controller) {
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let controller = Controller::start(&db, &certs, &s).await;
     (db, certs, controller)
@@ -315,17 +338,44 @@ pub async fn tls_request(
 
 /// Rows of `subnets` as (underlay_ip, overlay_subnet, overlay_hwaddr), sorted.
 pub async fn rows(db: &TestDb) -> Vec<(String, String, String)> {
-    let client = db.client().await;
-    let mut rows: Vec<_> = client
-        .query(
-            "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    rows.sort();
-    rows
+    db.subnets().await
+}
+
+/// Turns `async fn name(engine: Engine)` test bodies into one test per engine:
+/// `name::postgres` and `name::mysql`, both gated behind the servers scripts/test starts.
+#[macro_export]
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs the database servers: run via scripts/test"]
+            async fn postgres() {
+                super::$name(silk_testkit::db::Engine::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs the database servers: run via scripts/test"]
+            async fn mysql() {
+                super::$name(silk_testkit::db::Engine::Mysql).await
+            }
+        }
+    )*};
+}
+
+/// Runs the binary on a config for `db` until it exits: (exit code, stderr).
+pub fn run_to_exit(db: &TestDb, certs: &TestCerts) -> (Option<i32>, String) {
+    let ports = (free_port(), free_port(), free_port());
+    let config = write_config(
+        certs.dir(),
+        &format!("controller-{}.json", ports.0),
+        &config_json(db, certs, &Settings::default(), ports),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
+        .arg(format!("-config={}", config.display()))
+        .output()
+        .expect("run silk-controller");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,298 @@
+//! The statements of control-plane §3.3 on PostgreSQL. Single autocommit statements, no row
+//! locks: the three UNIQUE constraints arbitrate races, as upstream. Every time is the
+//! database clock in `bigint` epoch seconds ([`NOW`]), so nothing overflows in 2038.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::Pool;
+use silk_core::Lease;
+use tokio_postgres::error::SqlState;
+
+use crate::db::{kind_filter, Counts, LeaseStore, StoreError, StoreResult};
+use crate::pool::Kind;
+
+/// "now" in epoch seconds from the database clock; upstream casts to 32-bit `integer`.
+pub const NOW: &str = "EXTRACT(EPOCH FROM now())::bigint";
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Connection(super::pg_error_chain(&e))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            StoreError::UniqueViolation(super::pg_error_chain(&e))
+        } else if e.is_closed() || e.code().is_none() {
+            StoreError::Connection(super::pg_error_chain(&e))
+        } else {
+            StoreError::Sql(super::pg_error_chain(&e))
+        }
+    }
+}
+
+/// The `subnets` table on a PostgreSQL pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub fn new(pool: Pool) -> Self {
+        PgStore { pool }
+    }
+}
+
+impl LeaseStore for PgStore {
+    fn ping(&self) -> StoreResult<'_, ()> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+
+    /// The row of `underlay_ip`, if any.
+    fn lookup<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, Option<Lease>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = $1",
+                )
+                .await?;
+            let row = client.query_opt(&stmt, &[&underlay_ip]).await?;
+            Ok(row.map(|r| Lease {
+                underlay_ip: underlay_ip.to_string(),
+                overlay_subnet: r.get(0),
+                overlay_hardware_addr: r.get(1),
+            }))
+        })
+    }
+
+    /// Deletes the row of `underlay_ip` if it still holds `subnet`; returns whether it did.
+    fn delete_lease<'a>(&'a self, underlay_ip: &'a str, subnet: &'a str) -> StoreResult<'a, bool> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM subnets WHERE underlay_ip = $1 AND overlay_subnet = $2",
+                )
+                .await?;
+            Ok(client.execute(&stmt, &[&underlay_ip, &subnet]).await? > 0)
+        })
+    }
+
+    /// Inserts a row for `underlay_ip` with the first candidate (subnet, MAC) that no row
+    /// holds yet; `None` when every candidate was taken, also by a concurrent writer
+    /// (`ON CONFLICT DO NOTHING` on any of the three UNIQUE constraints).
+    fn insert_first_free<'a>(
+        &'a self,
+        underlay_ip: &'a str,
+        subnets: &'a [String],
+        macs: &'a [String],
+    ) -> StoreResult<'a, Option<Lease>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+            .prepare_cached(&format!(
+                "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
+                 SELECT $1, c.s, c.m, {NOW} \
+                 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(s, m, o) \
+                 WHERE NOT EXISTS (SELECT 1 FROM subnets x WHERE x.overlay_subnet = c.s OR x.overlay_hwaddr = c.m) \
+                 ORDER BY c.o LIMIT 1 \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING overlay_subnet, overlay_hwaddr"
+            ))
+            .await?;
+            let row = client
+                .query_opt(&stmt, &[&underlay_ip, &subnets, &macs])
+                .await?;
+            Ok(row.map(|r| Lease {
+                underlay_ip: underlay_ip.to_string(),
+                overlay_subnet: r.get(0),
+                overlay_hardware_addr: r.get(1),
+            }))
+        })
+    }
+
+    /// Every `overlay_subnet` of `kind`, expired and foreign rows included.
+    fn taken(&self, kind: Kind) -> StoreResult<'_, HashSet<String>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT overlay_subnet FROM subnets WHERE {}",
+                    kind_filter(kind)
+                ))
+                .await?;
+            Ok(client
+                .query(&stmt, &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    /// Expired rows of `kind`, oldest first: `(id, overlay_subnet)`.
+    fn oldest_expired(
+        &self,
+        kind: Kind,
+        expiration: i64,
+        limit: i64,
+    ) -> StoreResult<'_, Vec<(i64, String)>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                "SELECT id, overlay_subnet FROM subnets WHERE {} AND last_renewed_at + $1 <= {NOW} \
+                 ORDER BY last_renewed_at ASC, id ASC LIMIT $2",
+                kind_filter(kind)
+            ))
+                .await?;
+            let rows = client.query(&stmt, &[&expiration, &limit]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| (i64::from(r.get::<_, i32>(0)), r.get(1)))
+                .collect())
+        })
+    }
+
+    /// Hands the expired row `id` to `underlay_ip` in one statement, if it is still expired.
+    fn take_over_expired<'a>(
+        &'a self,
+        id: i64,
+        subnet: &'a str,
+        expiration: i64,
+        underlay_ip: &'a str,
+        mac: &'a str,
+    ) -> StoreResult<'a, Option<Lease>> {
+        Box::pin(async move {
+            let Ok(id) = i32::try_from(id) else {
+                return Ok(None);
+            };
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                "UPDATE subnets SET underlay_ip = $1, overlay_hwaddr = $2, last_renewed_at = {NOW} \
+                 WHERE id = $3 AND overlay_subnet = $5 AND last_renewed_at + $4 <= {NOW} \
+                 RETURNING overlay_subnet, overlay_hwaddr"
+            ))
+                .await?;
+            let row = client
+                .query_opt(&stmt, &[&underlay_ip, &mac, &id, &expiration, &subnet])
+                .await?;
+            Ok(row.map(|r| Lease {
+                underlay_ip: underlay_ip.to_string(),
+                overlay_subnet: r.get(0),
+                overlay_hardware_addr: r.get(1),
+            }))
+        })
+    }
+
+    /// Refreshes `last_renewed_at` of the row equal to `lease` in all three strings; returns
+    /// whether such a row existed. One statement per renew in the common case.
+    fn renew_exact<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, bool> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "UPDATE subnets SET last_renewed_at = {NOW} \
+                 WHERE underlay_ip = $1 AND overlay_subnet = $2 AND overlay_hwaddr = $3"
+                ))
+                .await?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &lease.underlay_ip,
+                        &lease.overlay_subnet,
+                        &lease.overlay_hardware_addr,
+                    ],
+                )
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Inserts `lease` verbatim with `last_renewed_at = now`.
+    fn insert<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, ()> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+            .prepare_cached(&format!(
+                "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
+                 VALUES ($1, $2, $3, {NOW})"
+            ))
+            .await?;
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &lease.underlay_ip,
+                        &lease.overlay_subnet,
+                        &lease.overlay_hardware_addr,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Every unexpired row (`last_renewed_at + expiration > now`).
+    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
+                 WHERE last_renewed_at + $1 > {NOW}"
+                ))
+                .await?;
+            let rows = client.query(&stmt, &[&expiration]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| Lease {
+                    underlay_ip: r.get(0),
+                    overlay_subnet: r.get(1),
+                    overlay_hardware_addr: r.get(2),
+                })
+                .collect())
+        })
+    }
+
+    /// Deletes the row of `underlay_ip`; returns whether one existed.
+    fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached("DELETE FROM subnets WHERE underlay_ip = $1")
+                .await?;
+            Ok(client.execute(&stmt, &[&underlay_ip]).await? > 0)
+        })
+    }
+
+    /// (all rows, block rows, rows not renewed within `stale_after` seconds) for the metrics.
+    fn counts(&self, stale_after: i64) -> StoreResult<'_, Counts> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*), count(*) FILTER (WHERE {}), \
+                     count(*) FILTER (WHERE last_renewed_at + $1 <= {NOW}) FROM subnets",
+                        kind_filter(Kind::Block)
+                    ),
+                    &[&stale_after],
+                )
+                .await?;
+            Ok((row.get(0), row.get(1), row.get(2)))
+        })
+    }
+
+    fn open_connections(&self) -> usize {
+        self.pool.status().size
+    }
+}
