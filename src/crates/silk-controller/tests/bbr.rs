@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_port, plain_request};
+use common::{free_port, plain_request, Engine, TestDb};
 use serde_json::{json, Value};
 use silk_client::{ClientTls, ControllerClient};
 use silk_core::Lease;
@@ -42,126 +42,30 @@ fn repo_root() -> PathBuf {
 
 // === Databases ===
 
-/// The engine under test, reached through its command-line client on the unix socket
-/// `scripts/test` provides, as an administrator.
-#[derive(Debug, Clone, Copy)]
-enum Engine {
-    Postgres,
-    Mysql,
-}
+/// What silk loses in a disaster: its table and the migration bookkeeping.
+const WIPE: &str = "DROP TABLE subnets; DROP TABLE gorp_migrations";
 
-fn env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| {
-        panic!("{key} is not set: this test needs the databases scripts/test starts")
-    })
-}
-
-impl Engine {
-    /// Runs one SQL batch as the administrator; panics with the client's error.
-    fn admin(self, database: &str, sql: &str) {
-        let cmd = match self {
-            Engine::Postgres => {
-                let mut c = Command::new("psql");
-                c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-                    .args([
-                        "-h",
-                        &env("SILK_TEST_PG_HOST"),
-                        "-p",
-                        &env("SILK_TEST_PG_PORT"),
-                    ])
-                    .args(["-U", &env("SILK_TEST_PG_USER"), "-d", database, "-c", sql]);
-                c
-            }
-            Engine::Mysql => {
-                let mut c = Command::new("mysql");
-                c.arg(format!("--socket={}", env("SILK_TEST_MYSQL_SOCKET")))
-                    .arg(format!("--user={}", env("SILK_TEST_MYSQL_USER")))
-                    .env("MYSQL_PWD", env("SILK_TEST_MYSQL_PASSWORD"))
-                    .args(["-D", database, "-e", sql]);
-                c
-            }
-        };
-        let out = output_with_timeout(cmd, Duration::from_secs(60)).unwrap();
-        assert!(
-            out.status.success(),
-            "{self:?} admin `{sql}` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// silk-controller's `database` job properties for `db`, from the controller config object the
+/// test kit renders for it (TCP on 127.0.0.1, TLS with the servers' CA): the same settings in
+/// the job's property names, the CA as PEM text instead of a path. PostgreSQL's test cluster
+/// trusts local connections, so there the password is a marker, which must never show up in a
+/// script's output either.
+fn database_properties(db: &TestDb) -> Value {
+    let c: Value = serde_json::from_str(&db.controller_database_json()).unwrap();
+    let password = match c["password"].as_str().unwrap() {
+        "" => "bbr-test-marker-password",
+        p => p,
+    };
+    let mut props = json!({
+        "type": c["type"], "username": c["user"], "password": password, "host": c["host"],
+        "port": c["port"], "name": c["database_name"], "connect_timeout_seconds": 10,
+        "require_ssl": c["require_ssl"],
+        "skip_hostname_validation": c["skip_hostname_validation"],
+    });
+    if c["require_ssl"] == json!(true) {
+        props["ca_cert"] = json!(std::fs::read_to_string(c["ca_cert"].as_str().unwrap()).unwrap());
     }
-
-    fn admin_database(self) -> &'static str {
-        match self {
-            Engine::Postgres => "postgres",
-            Engine::Mysql => "mysql",
-        }
-    }
-
-    fn create(self, name: &str) {
-        self.admin(self.admin_database(), &format!("CREATE DATABASE {name}"));
-    }
-
-    fn drop_database(self, name: &str) {
-        let sql = match self {
-            Engine::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            Engine::Mysql => format!("DROP DATABASE IF EXISTS {name}"),
-        };
-        self.admin(self.admin_database(), &sql);
-    }
-
-    /// Loses everything silk keeps: its table and the migration bookkeeping.
-    fn wipe(self, name: &str) {
-        self.admin(name, "DROP TABLE subnets; DROP TABLE gorp_migrations");
-    }
-
-    /// silk-controller's `database` properties for database `name` over TCP on 127.0.0.1, with
-    /// TLS when the servers of scripts/test have it (SILK_TEST_DB_CA). PostgreSQL's test
-    /// cluster trusts local connections, so its password is a marker only, which must never
-    /// show up in a script's output either.
-    fn properties(self, name: &str) -> Value {
-        let (kind, user, password, port) = match self {
-            Engine::Postgres => (
-                "postgres",
-                env("SILK_TEST_PG_USER"),
-                "bbr-test-marker-password".to_string(),
-                env("SILK_TEST_PG_PORT"),
-            ),
-            Engine::Mysql => (
-                "mysql",
-                env("SILK_TEST_MYSQL_USER"),
-                env("SILK_TEST_MYSQL_PASSWORD"),
-                env("SILK_TEST_MYSQL_PORT"),
-            ),
-        };
-        let mut db = json!({
-            "type": kind, "username": user, "password": password, "host": "127.0.0.1",
-            "port": port.parse::<u16>().unwrap(), "name": name, "connect_timeout_seconds": 10,
-        });
-        if let Ok(ca) = std::env::var("SILK_TEST_DB_CA") {
-            db["require_ssl"] = json!(true);
-            db["ca_cert"] = json!(std::fs::read_to_string(ca).unwrap());
-        }
-        db
-    }
-}
-
-/// The test's database; dropped on drop.
-struct TestDatabase {
-    engine: Engine,
-    name: String,
-}
-
-impl TestDatabase {
-    fn create(engine: Engine) -> Self {
-        let name = format!("silk_bbr_{:016x}", rand::random::<u64>());
-        engine.create(&name);
-        TestDatabase { engine, name }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        self.engine.drop_database(&self.name);
-    }
+    props
 }
 
 // === The VM ===
@@ -496,12 +400,15 @@ fn bbr_silkdb() -> Value {
     json!({ "name": "bbr-silkdb", "properties": { "release_level_backup": true } })
 }
 
-async fn backup_and_restore(engine: Engine) {
+/// Lock, backup, unlock; a cell joins; the database is wiped; lock, restore, unlock: the
+/// controller serves exactly the leases of the backup and renewing cells never notice more
+/// than retriable failures.
+async fn bbr_lock_backup_unlock_wipe_restore(engine: Engine) {
     silk_testkit::require_root();
-    let db = TestDatabase::create(engine);
+    let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
     let (api_port, health_port) = (free_port(), free_port());
-    let database = engine.properties(&db.name);
+    let database = database_properties(&db);
     let extra = json!({
         "listen_ip": "127.0.0.1", "listen_port": api_port, "health_check_port": health_port,
         "debug_port": free_port(), "metron_port": free_port(),
@@ -555,7 +462,7 @@ async fn backup_and_restore(engine: Engine) {
     // After the backup a cell joins, then the database is lost.
     client.acquire(LATE_CELL, false).await.unwrap();
     assert_eq!(client.list().await.unwrap().len(), CELLS.len() + 1);
-    engine.wipe(&db.name);
+    db.execute(WIPE).await;
     assert!(
         client.list().await.is_err(),
         "the controller still lists leases"
@@ -581,25 +488,8 @@ async fn backup_and_restore(engine: Engine) {
     vm.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root and postgres: run via scripts/test"]
-async fn bbr_lock_backup_unlock_wipe_restore_on_postgres() {
-    silk_testkit::require_root_and_pg();
-    backup_and_restore(Engine::Postgres).await;
-}
-
-/// The same cycle on MySQL (MariaDB), over TLS when scripts/test's server has it. It runs when
-/// scripts/test provides the throwaway MariaDB server (SILK_TEST_MYSQL_*); until the controller
-/// and scripts/test support MySQL it reports that it did not run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root and MySQL: run via scripts/test"]
-async fn bbr_lock_backup_unlock_wipe_restore_on_mysql() {
-    if std::env::var("SILK_TEST_MYSQL_HOST").is_err() {
-        eprintln!("NOT RUN: no MySQL server from scripts/test (SILK_TEST_MYSQL_HOST is not set)");
-        return;
-    }
-    backup_and_restore(Engine::Mysql).await;
-}
+// One test per engine: `bbr_lock_backup_unlock_wipe_restore::postgres` and `::mysql`.
+both_engines!(bbr_lock_backup_unlock_wipe_restore);
 
 /// Rows of `subnets`, expired or not: (underlay_ip, overlay_subnet, overlay_hwaddr) and the
 /// `last_renewed_at` of each underlay IP.
@@ -681,7 +571,7 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
     assert_eq!(subnet_rows(bed.db()).await.0.len(), 3);
     bed.kill_daemon(late).unwrap();
 
-    Engine::Postgres.wipe(&bed.db().name);
+    bed.db().client().await.batch_execute(WIPE).await.unwrap();
     vm.restore(async {}).await;
     let restored_at = epoch_now();
     assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
