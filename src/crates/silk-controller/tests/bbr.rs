@@ -493,9 +493,7 @@ both_engines!(bbr_lock_backup_unlock_wipe_restore);
 
 /// Rows of `subnets`, expired or not: (underlay_ip, overlay_subnet, overlay_hwaddr) and the
 /// `last_renewed_at` of each underlay IP.
-async fn subnet_rows(
-    db: &silk_testkit::postgres::TestDb,
-) -> (BTreeSet<(String, String, String)>, Vec<(String, i64)>) {
+async fn subnet_rows(db: &silk_testkit::postgres::TestDb) -> Rows {
     let rows = db
         .client()
         .await
@@ -511,6 +509,26 @@ async fn subnet_rows(
         .collect();
     let renewed = rows.iter().map(|r| (r.get(0), r.get(3))).collect();
     (leases, renewed)
+}
+
+type Rows = (BTreeSet<(String, String, String)>, Vec<(String, i64)>);
+
+/// Polls [`subnet_rows`] every 100 ms until `done` holds (at most 30 s); the last rows.
+async fn wait_rows(
+    db: &silk_testkit::postgres::TestDb,
+    what: &str,
+    done: impl Fn(&Rows) -> bool,
+) -> Rows {
+    for _ in 0..300 {
+        let rows = subnet_rows(db).await;
+        if done(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = subnet_rows(db).await;
+    assert!(done(&rows), "timed out waiting for {what}: {rows:?}");
+    rows
 }
 
 fn epoch_now() -> i64 {
@@ -554,21 +572,15 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
     );
     vm.boot().await;
     bed.start_daemons().unwrap();
-    let mut backed_up = BTreeSet::new();
-    for _ in 0..300 {
-        backed_up = subnet_rows(bed.db()).await.0;
-        if backed_up.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(backed_up.len(), 2, "cells did not get leases");
+    let backed_up = wait_rows(bed.db(), "leases of both cells", |r| r.0.len() == 2)
+        .await
+        .0;
 
     vm.backup(async {}).await;
     // A cell joins after the backup and is gone again (its VM deleted without a drain).
     let late = bed.add_cell().unwrap();
     bed.start_daemon(late).unwrap();
-    assert_eq!(subnet_rows(bed.db()).await.0.len(), 3);
+    wait_rows(bed.db(), "the late cell's lease", |r| r.0.len() == 3).await;
     bed.kill_daemon(late).unwrap();
 
     bed.db().client().await.batch_execute(WIPE).await.unwrap();
@@ -577,18 +589,10 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
     assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
 
     // Both daemons renew the restored leases and never exit.
-    let mut renewed = Vec::new();
-    for _ in 0..300 {
-        renewed = subnet_rows(bed.db()).await.1;
-        if renewed.len() == 2 && renewed.iter().all(|(_, at)| *at > restored_at) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        renewed.iter().all(|(_, at)| *at > restored_at),
-        "not renewed after the restore at {restored_at}: {renewed:?}"
-    );
+    wait_rows(bed.db(), "renewals after the restore", |r| {
+        r.1.len() == 2 && r.1.iter().all(|(_, at)| *at > restored_at)
+    })
+    .await;
     assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
     for i in 0..2 {
         assert!(
