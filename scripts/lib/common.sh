@@ -101,10 +101,12 @@ pg_start() {
 }
 
 pg_stop() {
-  [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR" ] || return 0
+  [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR" ] || { PG_DIR=; [ -n "${MYSQL_DIR:-}" ] || db_certs_stop; return 0; }
   runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
   PG_DIR=
+  # The certificates go with the last server.
+  [ -n "${MYSQL_DIR:-}" ] || db_certs_stop
 }
 
 # mysql_start: a throwaway MariaDB server in a temp dir, on a unix socket in that dir and on a free
@@ -150,7 +152,7 @@ SQL
 }
 
 mysql_stop() {
-  [ -n "${MYSQL_DIR:-}" ] && [ -d "$MYSQL_DIR" ] || return 0
+  [ -n "${MYSQL_DIR:-}" ] && [ -d "$MYSQL_DIR" ] || { MYSQL_DIR=; [ -n "${PG_DIR:-}" ] || db_certs_stop; return 0; }
   if [ -n "${MYSQL_PID:-}" ] && kill -0 "$MYSQL_PID" 2>/dev/null; then
     kill -TERM "$MYSQL_PID" 2>/dev/null || true
     local i
@@ -159,7 +161,9 @@ mysql_stop() {
     wait "$MYSQL_PID" 2>/dev/null || true
   fi
   rm -rf "$MYSQL_DIR"
-  MYSQL_DIR= MYSQL_PID=
+  MYSQL_DIR=
+  MYSQL_PID=
+  [ -n "${PG_DIR:-}" ] || db_certs_stop
 }
 
 # db_start / db_stop: both throwaway servers (and their certificates); db_stop is safe in traps.
@@ -171,5 +175,4 @@ db_start() {
 db_stop() {
   pg_stop
   mysql_stop
-  db_certs_stop
 }

@@ -1,10 +1,12 @@
 //! silk-bench-controller: load on a real silk-controller over mutual TLS.
 //!
-//! Starts the controller binary given as the first argument on a fresh database of the
-//! PostgreSQL cluster named by SILK_TEST_PG_* (scripts/bench.d/controller starts one), then
-//! prints, for 1, 16 and 64 concurrent clients (one keep-alive connection each), acquire and
-//! renew requests/s with p50/p99 latency and the controller's CPU time per request, and the
-//! latency of `GET /leases` with 1,000 and 10,000 leases. Everything stays on 127.0.0.1.
+//! `silk-bench-controller <silk-controller> [--db postgres|mysql]` starts the controller binary
+//! on a fresh database of the PostgreSQL cluster (SILK_TEST_PG_*) or MariaDB server
+//! (SILK_TEST_MYSQL_*) that scripts/bench.d/controller starts, reached over TLS
+//! (SILK_TEST_DB_CA), then prints, for 1, 16 and 64 concurrent clients (one keep-alive
+//! connection each), acquire and renew requests/s with p50/p99 latency and the controller's
+//! CPU time per request, and the latency of `GET /leases` with 1,000, 5,000 and 10,000 leases.
+//! Everything stays on 127.0.0.1.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +16,7 @@ use anyhow::{bail, Context};
 use silk_client::{ClientTls, ControllerClient};
 use silk_core::Lease;
 use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::postgres::TestDb;
+use silk_testkit::db::{Engine, TestDb};
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
@@ -172,15 +174,46 @@ fn print_row(what: &str, clients: usize, o: &Outcome) {
     );
 }
 
-async fn run(bin: &Path) -> anyhow::Result<()> {
+/// `n` rows for hosts 0 … n-1 in one multi-row INSERT per 1,000, renewed now.
+fn seed_statements(engine: Engine, n: usize) -> Vec<String> {
+    let now = engine.now_sql();
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|chunk| {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|&i| {
+                    let (hi, lo) = ((i + 1) / 256, (i + 1) % 256);
+                    format!(
+                        "('{}', '10.{hi}.{lo}.0/24', 'ee:ee:0a:{hi:02x}:{lo:02x}:00', {now})",
+                        underlay(i)
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) VALUES {}",
+                values.join(", ")
+            )
+        })
+        .collect()
+}
+
+async fn run(bin: &Path, engine: Engine) -> anyhow::Result<()> {
     let certs = TestCerts::generate(ServerKey::Rsa)?;
-    println!("silk-controller over mutual TLS (TLS 1.3, keep-alive), PostgreSQL on 127.0.0.1");
+    let server = match engine {
+        Engine::Postgres => "PostgreSQL",
+        Engine::Mysql => "MySQL (MariaDB)",
+    };
+    println!(
+        "silk-controller over mutual TLS (TLS 1.3, keep-alive), {server} over TLS on 127.0.0.1"
+    );
     println!(
         "{:<8} {:>7} {:>10} {:>9} {:>9} {:>12}",
         "op", "clients", "req/s", "p50 ms", "p99 ms", "cpu ms/req"
     );
     for &n in &CONCURRENCY {
-        let db = TestDb::create().await;
+        let db = TestDb::create(engine).await;
         let controller = Controller::start(bin, &db, &certs)?;
         let clients: Vec<_> = (0..n)
             .map(|_| client(&controller.url, &certs))
@@ -223,22 +256,14 @@ async fn run(bin: &Path) -> anyhow::Result<()> {
 
     println!();
     println!("{:<22} {:>9} {:>9}", "GET /leases", "p50 ms", "p99 ms");
-    for &rows in &[1_000usize, 10_000] {
-        let db = TestDb::create().await;
+    for &rows in &[1_000usize, 5_000, 10_000] {
+        let db = TestDb::create(engine).await;
         let controller = Controller::start(bin, &db, &certs)?;
         let c = client(&controller.url, &certs)?;
         c.list().await?; // migrated and warm
-        let sql = db.client().await;
-        sql.batch_execute(&format!(
-            "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
-             SELECT '172.' || (16 + i / 65536) || '.' || (i / 256 % 256) || '.' || (i % 256), \
-                    '10.' || ((i + 1) / 256) || '.' || ((i + 1) % 256) || '.0/24', \
-                    'ee:ee:0a:' || lpad(to_hex((i + 1) / 256), 2, '0') || ':' || lpad(to_hex((i + 1) % 256), 2, '0') || ':00', \
-                    EXTRACT(EPOCH FROM now())::bigint \
-             FROM generate_series(0, {}) AS i",
-            rows - 1
-        ))
-        .await?;
+        for statement in seed_statements(engine, rows) {
+            db.execute(&statement).await;
+        }
         let mut lat = Vec::new();
         for _ in 0..50 {
             let t = Instant::now();
@@ -261,12 +286,19 @@ async fn run(bin: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let bin = std::env::args()
-        .nth(1)
-        .context("usage: silk-bench-controller <path to silk-controller>")?;
+    const USAGE: &str =
+        "usage: silk-bench-controller <path to silk-controller> [--db postgres|mysql]";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bin = args.first().context(USAGE)?.clone();
+    let engine = match args.get(1..).unwrap_or_default() {
+        [] => Engine::Postgres,
+        [flag, db] if flag == "--db" && db == "postgres" => Engine::Postgres,
+        [flag, db] if flag == "--db" && db == "mysql" => Engine::Mysql,
+        _ => bail!(USAGE),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(Path::new(&bin)))
+    rt.block_on(run(Path::new(&bin), engine))
 }

@@ -68,6 +68,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map(|n| n.get())
         .unwrap_or(2);
     let api = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
+        .on_connect(no_delay)
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(60)
@@ -106,6 +107,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     silk_ops::log::info("running", json!({ "listen": api_addr }));
     Ok(running)
+}
+
+/// TCP_NODELAY on every accepted API connection, as Go's net/http has it: without it a large
+/// response (`GET /leases`) waits for the client's delayed ACK (~40 ms) between segments.
+fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>() {
+        let _ = tls.get_ref().0.set_nodelay(true);
+    }
 }
 
 fn spawn_emitter(config: &Config, store: Store, metrics: Metrics) -> tokio::task::JoinHandle<()> {

@@ -51,9 +51,7 @@ impl DbTls {
     pub fn from_env() -> DbTls {
         DbTls {
             require_ssl: true,
-            ca_cert: std::env::var("SILK_TEST_DB_CA").unwrap_or_else(|_| {
-                panic!("SILK_TEST_DB_CA is not set: database tests need the servers scripts/test starts")
-            }),
+            ca_cert: crate::server_env("SILK_TEST_DB_CA", "database servers"),
             skip_hostname_validation: false,
         }
     }

@@ -27,3 +27,20 @@ pub fn require_root_and_pg() {
         "this test needs postgres (SILK_TEST_PG_HOST): run it via scripts/test"
     );
 }
+
+/// The value of `key`, set by scripts/test for the server `what`; panics with the reason when it
+/// is missing, so a gated test never passes by skipping.
+pub fn server_env(key: &str, what: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!(
+            "{key} is not set: these tests need the {what} scripts/test starts (run scripts/test)"
+        )
+    })
+}
+
+/// [`server_env`] parsed as a port.
+pub fn server_env_port(key: &str, what: &str) -> u16 {
+    server_env(key, what)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a port"))
+}

@@ -18,17 +18,11 @@ pub struct MysqlServer {
 impl MysqlServer {
     /// The server scripts/test starts; panics with the reason when it is missing.
     pub fn from_env() -> Self {
-        let var = |k: &str| {
-            std::env::var(k).unwrap_or_else(|_| {
-                panic!("{k} is not set: mysql tests need the server scripts/test starts (run scripts/test)")
-            })
-        };
+        const WHAT: &str = "MariaDB server";
         MysqlServer {
-            host: var("SILK_TEST_MYSQL_HOST"),
-            port: var("SILK_TEST_MYSQL_PORT")
-                .parse()
-                .expect("SILK_TEST_MYSQL_PORT is a port"),
-            user: var("SILK_TEST_MYSQL_USER"),
+            host: crate::server_env("SILK_TEST_MYSQL_HOST", WHAT),
+            port: crate::server_env_port("SILK_TEST_MYSQL_PORT", WHAT),
+            user: crate::server_env("SILK_TEST_MYSQL_USER", WHAT),
             password: std::env::var("SILK_TEST_MYSQL_PASSWORD").unwrap_or_default(),
         }
     }

@@ -16,16 +16,10 @@ pub struct PgCluster {
 impl PgCluster {
     /// From the environment; panics with the reason when it is missing.
     pub fn from_env() -> Self {
-        let var = |k: &str| {
-            std::env::var(k).unwrap_or_else(|_| {
-                panic!("{k} is not set: postgres tests need the cluster scripts/test starts (run scripts/test)")
-            })
-        };
+        const WHAT: &str = "PostgreSQL cluster";
         PgCluster {
-            socket_dir: var("SILK_TEST_PG_HOST"),
-            port: var("SILK_TEST_PG_PORT")
-                .parse()
-                .expect("SILK_TEST_PG_PORT is a port"),
+            socket_dir: crate::server_env("SILK_TEST_PG_HOST", WHAT),
+            port: crate::server_env_port("SILK_TEST_PG_PORT", WHAT),
             user: std::env::var("SILK_TEST_PG_USER").unwrap_or_else(|_| "postgres".into()),
         }
     }
