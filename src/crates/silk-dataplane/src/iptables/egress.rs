@@ -144,10 +144,19 @@ pub struct EgressOptions {
 /// What an ASG rule matches besides the destination range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsgMatch {
-    Tcp { start: u16, end: u16 },
-    Udp { start: u16, end: u16 },
+    Tcp {
+        start: u16,
+        end: u16,
+    },
+    Udp {
+        start: u16,
+        end: u16,
+    },
     /// ICMP type and code (255 is every type).
-    Icmp { kind: u8, code: u8 },
+    Icmp {
+        kind: u8,
+        code: u8,
+    },
     All,
 }
 
@@ -321,7 +330,10 @@ mod tests {
                 ),
                 true,
             ),
-            (asg_match(AsgMatch::All, v4("10.20.0.0"), v4("10.20.0.255")), true),
+            (
+                asg_match(AsgMatch::All, v4("10.20.0.0"), v4("10.20.0.255")),
+                true,
+            ),
         ];
         assert_eq!(
             egress_rules(&o, H, "app", Family::V4, &asgs),
