@@ -380,7 +380,10 @@ mod tests {
     }
 
     impl AsgApi for Arc<FakeApi> {
-        async fn security_groups(&self, spaces: &[String]) -> Result<Vec<SecurityGroup>, ClientError> {
+        async fn security_groups(
+            &self,
+            spaces: &[String],
+        ) -> Result<Vec<SecurityGroup>, ClientError> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(ClientError::Status {
                     code: 500,
@@ -445,7 +448,10 @@ mod tests {
         assert_eq!(api.asked.lock().unwrap()[0], vec![SPACE]);
         assert_eq!(ipt.payloads().len(), 1);
         assert!(cycle.metrics.last_value("asgTotalPollTime").is_some());
-        assert!(cycle.metrics.last_value("policyServerASGPollTime").is_some());
+        assert!(cycle
+            .metrics
+            .last_value("policyServerASGPollTime")
+            .is_some());
     }
 
     #[tokio::test]
@@ -454,7 +460,11 @@ mod tests {
         *api.last_updated.lock().unwrap() = Some(7);
         cycle.poll().await.unwrap();
         cycle.poll().await.unwrap();
-        assert_eq!(api.asked.lock().unwrap().len(), 1, "second poll used the last answer");
+        assert_eq!(
+            api.asked.lock().unwrap().len(),
+            1,
+            "second poll used the last answer"
+        );
         // The recorded table never changes, so the second poll found the chain missing again.
         assert_eq!(ipt.payloads().len(), 2);
         *api.last_updated.lock().unwrap() = Some(8);
@@ -482,7 +492,10 @@ mod tests {
         let (dir, api, ipt, cycle) = setup();
         let out = cycle.sync_container(H).await.unwrap();
         assert_eq!(out.updated, vec![H]);
-        assert!(cycle.metrics.last_value("asgTotalPollTime").is_none(), "periodic only");
+        assert!(
+            cycle.metrics.last_value("asgTotalPollTime").is_none(),
+            "periodic only"
+        );
         // Unknown handles: nothing to fetch or write.
         let out = cycle.sync_container("nope").await.unwrap();
         assert_eq!(out, AsgOutcome::default());
@@ -495,7 +508,10 @@ mod tests {
             .delete(H)
             .unwrap();
         let out = cycle.cleanup_container(H).await.unwrap();
-        assert!(out.removed.is_empty(), "the recorded table has no asg chain");
+        assert!(
+            out.removed.is_empty(),
+            "the recorded table has no asg chain"
+        );
         assert_eq!(ipt.payloads().len(), 1);
     }
 }

@@ -368,8 +368,9 @@ pub fn plan_asgs(
 }
 
 /// Plans the explicit cleanup of one handle (`/force-orphaned-asgs-cleanup`): its `asg-` and
-/// `casg-` chains, the jumps to them and the chains only they referenced (the container's
-/// netout log chains, which cni-wrapper-plugin's DEL flushed but could not remove).
+/// `casg-` chains, the jumps to them, the chains only they referenced and the handle's netout
+/// log chains that nothing else references (cni-wrapper-plugin's DEL flushes them but cannot
+/// remove them while an asg chain goes to them).
 pub fn plan_cleanup(handle: &str, entries: &Entries, saved_filter: &str) -> AsgPlan {
     let saved = SavedTable::parse(saved_filter, Table::Filter);
     let chains = chains_of(&saved);
@@ -378,6 +379,21 @@ pub fn plan_cleanup(handle: &str, entries: &Entries, saved_filter: &str) -> AsgP
     for name in [Some(asg.clone()), candidate(&asg)].into_iter().flatten() {
         if chains.contains_key(name.as_str()) {
             removing.insert(name.to_string());
+        }
+    }
+    // The handle's netout log chains, when cni-wrapper-plugin's DEL left them (flushed)
+    // because an asg chain referenced them: removed when nothing else references them.
+    let own: BTreeSet<String> = removing.clone();
+    for name in [
+        ChainName::netout_log(handle),
+        ChainName::netout_rl_log(handle),
+    ] {
+        let n = name.as_str();
+        if chains.contains_key(n)
+            && !entries.contains_key(handle)
+            && saved.references_to(n).all(|r| own.contains(&r.chain))
+        {
+            removing.insert(n.to_string());
         }
     }
     let mut plan = AsgPlan::default();
