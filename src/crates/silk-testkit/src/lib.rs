@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod netns;
 pub mod postgres;
+pub mod tcp;
 pub mod testbed;
 
 /// Fails the calling test unless it runs as root under `scripts/test` (`SILK_TEST_ROOT=1`).
