@@ -333,13 +333,9 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
         format!("outside-1 {seen} after\n"),
         "established connection across the ASG swap"
     );
-    for i in 0..2 {
+    for (i, pid) in agent_pids.into_iter().enumerate() {
         assert!(bed.agent_running(i), "agent {i}: {}", bed.agent_log(i));
-        assert_eq!(
-            bed.agent_pid(i),
-            agent_pids[i],
-            "agent {i} was not restarted"
-        );
+        assert_eq!(bed.agent_pid(i), pid, "agent {i} was not restarted");
         assert!(bed.daemon_running(i), "daemon {i}: {}", bed.daemon_log(i));
     }
     drop(open);
