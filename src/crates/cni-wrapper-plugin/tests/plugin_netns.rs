@@ -123,6 +123,21 @@ fn dynamic_asgs_leave_only_the_reject_in_netout() {
     );
 }
 
+/// ADD through the binary, which must succeed; the container's namespace holder.
+fn add_ok(cell: &Cell, handle: &str, conf: &str) -> NsHolder {
+    let ns = NsHolder::spawn().unwrap();
+    let out = cni(
+        &cell.cni_path,
+        "ADD",
+        handle,
+        ns.path().to_str().unwrap(),
+        conf,
+        &[],
+    );
+    assert_eq!(out.code, 0, "ADD {handle}: {} {}", out.stdout, out.stderr);
+    ns
+}
+
 /// The `-A netout--… ` lines of the live filter table for `handle`.
 fn netout_of(handle: &str) -> Vec<String> {
     let chain = silk_dataplane::iptables::ChainName::netout(handle);
@@ -142,16 +157,7 @@ fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
     let cell = Cell::new();
     let conf = cell.config(metadata(), a_runtime()).to_string();
     let (first, second) = ("aaaa0000-1111-4222-8333-444455556666", HANDLE_B);
-    let ns1 = NsHolder::spawn().unwrap();
-    let out = cni(
-        &cell.cni_path,
-        "ADD",
-        first,
-        ns1.path().to_str().unwrap(),
-        &conf,
-        &[],
-    );
-    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let _ns1 = add_ok(&cell, first, &conf);
     let static_rule =
         "-p tcp -m iprange --dst-range 10.10.0.0-10.10.255.255 -m tcp --dport 443 -j ACCEPT";
     assert!(
@@ -165,16 +171,7 @@ fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
     cell.server
         .asg_status
         .store(200, std::sync::atomic::Ordering::SeqCst);
-    let ns2 = NsHolder::spawn().unwrap();
-    let out = cni(
-        &cell.cni_path,
-        "ADD",
-        second,
-        ns2.path().to_str().unwrap(),
-        &conf,
-        &[],
-    );
-    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let _ns2 = add_ok(&cell, second, &conf);
     let netout2 = silk_dataplane::iptables::ChainName::netout(second);
     assert_eq!(
         netout_of(second),
@@ -188,16 +185,7 @@ fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
         .acts_as_agent
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let third = "cccc0000-1111-4222-8333-444455556666";
-    let ns3 = NsHolder::spawn().unwrap();
-    let out = cni(
-        &cell.cni_path,
-        "ADD",
-        third,
-        ns3.path().to_str().unwrap(),
-        &conf,
-        &[],
-    );
-    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    let _ns3 = add_ok(&cell, third, &conf);
     let asg = silk_dataplane::iptables::ChainName::asg(third);
     let netout = silk_dataplane::iptables::ChainName::netout(third);
     assert_eq!(

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use silk_lab::policy_server::data::{
-    AsgRule, FileDestination, FilePolicy, FileRules, FileSecurityGroup, FileSource, PolicyFile,
+    AsgRule, FilePolicy, FileRules, FileSecurityGroup, PolicyFile,
 };
 use silk_lab::policy_server::write_file;
-use silk_testkit::netns::{command_in, output_with_stdin, run_in_ok, NsHolder};
+use silk_testkit::cni::CniRunner;
+use silk_testkit::netns::{run_in_ok, NsHolder};
 use silk_testkit::tcp::{echo_answer, talk, Conn, EchoServer};
 use silk_testkit::testbed::render::{AgentSettings, AGENT_FORCE_PORT, DAEMON_PORT};
 use silk_testkit::testbed::{sibling_binary, Binaries, Options, Testbed};
@@ -44,17 +45,7 @@ const POLL: u64 = 1;
 const WITHIN: Duration = Duration::from_secs(10 * POLL + 5);
 
 fn policy_a_to_b() -> FilePolicy {
-    FilePolicy {
-        source: FileSource { id: APP_A.into() },
-        destination: FileDestination {
-            id: APP_B.into(),
-            protocol: "tcp".into(),
-            ports: silk_core::policy::Ports {
-                start: 8080,
-                end: 8080,
-            },
-        },
-    }
+    FilePolicy::new(APP_A, APP_B, "tcp", 8080, 8080)
 }
 
 /// A security group for A's space allowing tcp `port` of the outside host.
@@ -62,15 +53,11 @@ fn space_group(port: u16) -> FileSecurityGroup {
     FileSecurityGroup {
         guid: "6a4c2e0b-8d7f-4e1a-9c3b-5d2e1f0a9b84".into(),
         name: "outside".into(),
-        rules: FileRules::Rules(vec![AsgRule {
-            protocol: "tcp".into(),
-            destination: OUTSIDE_IP.to_string(),
-            ports: port.to_string(),
-            icmp_type: 0,
-            code: 0,
-            description: String::new(),
-            log: false,
-        }]),
+        rules: FileRules::Rules(vec![AsgRule::new(
+            "tcp",
+            &OUTSIDE_IP.to_string(),
+            &port.to_string(),
+        )]),
         staging_default: false,
         running_default: false,
         staging_space_guids: vec![],
@@ -86,8 +73,7 @@ struct Garden {
     lock: PathBuf,
     silk_store: PathBuf,
     underlay_ip: Ipv4Addr,
-    wrapper: PathBuf,
-    cni_path: PathBuf,
+    cni: CniRunner,
 }
 
 impl Garden {
@@ -100,8 +86,11 @@ impl Garden {
             lock: c.iptables_lock(),
             silk_store: c.datastore.clone(),
             underlay_ip: c.underlay_ip,
-            wrapper: wrapper.to_path_buf(),
-            cni_path: wrapper.parent().unwrap().to_path_buf(),
+            cni: CniRunner {
+                ns: c.ns.path().to_path_buf(),
+                plugin: wrapper.to_path_buf(),
+                cni_path: wrapper.parent().unwrap().to_path_buf(),
+            },
         }
     }
 
@@ -129,45 +118,6 @@ impl Garden {
                          "policy_group_id": app, "ports": "8080", "space_id": SPACE},
             "runtimeConfig": runtime,
         })
-    }
-
-    fn cni(&self, cmd: &str, handle: &str, netns: &Path, stdin: &str) -> (i32, String, String) {
-        let mut c = command_in(&self.ns, self.wrapper.to_str().unwrap());
-        c.env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", handle)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", &self.cni_path);
-        let o = output_with_stdin(&mut c, stdin.as_bytes()).unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    /// ADD; the result and the container's IP.
-    fn add(&self, handle: &str, holder: &NsHolder, conf: &Value) -> (Value, Ipv4Addr) {
-        let (code, out, err) = self.cni("ADD", handle, holder.path(), &conf.to_string());
-        assert_eq!(code, 0, "ADD {handle} failed: {out} {err}");
-        let result: Value = serde_json::from_str(&out).unwrap();
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no IPv4 in ADD result {result}"));
-        (result, ip)
-    }
-
-    /// DEL with what libcni passes: no runtime injections, the cached result.
-    fn del(&self, handle: &str, holder: &NsHolder, mut conf: Value, prev: &Value) {
-        let o = conf.as_object_mut().unwrap();
-        o.remove("metadata");
-        o.remove("runtimeConfig");
-        o.insert("prevResult".into(), prev.clone());
-        let (code, out, err) = self.cni("DEL", handle, holder.path(), &conf.to_string());
-        assert_eq!((code, out.as_str()), (0, ""), "DEL {handle} failed: {err}");
     }
 
     fn filter(&self) -> String {
@@ -248,8 +198,8 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
     let (a, b) = (NsHolder::spawn().unwrap(), NsHolder::spawn().unwrap());
     let conf_a = cells[0].config(APP_A, json!({"netOutRules": []}));
     let conf_b = cells[1].config(APP_B, json!({"netOutRules": []}));
-    let (res_b, ip_b) = cells[1].add(HANDLE_B, &b, &conf_b);
-    let (res_a, ip_a) = cells[0].add(HANDLE_A, &a, &conf_a);
+    let (res_b, ip_b) = cells[1].cni.add(HANDLE_B, &b, &conf_b);
+    let (res_a, ip_a) = cells[0].cni.add(HANDLE_A, &a, &conf_a);
     let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let _b8080 = EchoServer::start(b.path(), any(8080), "b-8080").unwrap();
     let _b8081 = EchoServer::start(b.path(), any(8081), "b-8081").unwrap();
@@ -341,8 +291,8 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
     drop(open);
 
     // DEL: the wrapper's chains and, through the agent's cleanup, its asg- chain go.
-    cells[0].del(HANDLE_A, &a, conf_a, &res_a);
-    cells[1].del(HANDLE_B, &b, conf_b, &res_b);
+    cells[0].cni.del(HANDLE_A, &a, conf_a, &res_a);
+    cells[1].cni.del(HANDLE_B, &b, conf_b, &res_b);
     for (i, c) in cells.iter().enumerate() {
         let saved = c.filter();
         for h in [HANDLE_A, HANDLE_B] {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use silk_client::mtls::MtlsClient;
 use silk_client::tls::ClientTls;
 use silk_lab::policy_server::data::{
-    AsgRule, FileDestination, FilePolicy, FileRules, FileSecurityGroup, FileSource, PolicyFile,
+    AsgRule, FilePolicy, FileRules, FileSecurityGroup, PolicyFile,
 };
 use silk_lab::policy_server::{
     write_file, Fault, FaultKind, LabPolicyServer, Route, ServerOptions,
@@ -20,32 +20,14 @@ use silk_lab::policy_server::{
 use silk_testkit::certs::{path_str, ServerKey, TestCerts};
 
 fn policy(src: &str, dst: &str, port: u32) -> FilePolicy {
-    FilePolicy {
-        source: FileSource { id: src.into() },
-        destination: FileDestination {
-            id: dst.into(),
-            protocol: "tcp".into(),
-            ports: silk_core::policy::Ports {
-                start: port,
-                end: port,
-            },
-        },
-    }
+    FilePolicy::new(src, dst, "tcp", port, port)
 }
 
 fn group(guid: &str, spaces: &[&str], dest: &str) -> FileSecurityGroup {
     FileSecurityGroup {
         guid: guid.into(),
         name: format!("{guid}-name"),
-        rules: FileRules::Rules(vec![AsgRule {
-            protocol: "tcp".into(),
-            destination: dest.into(),
-            ports: "443".into(),
-            icmp_type: 0,
-            code: 0,
-            description: String::new(),
-            log: false,
-        }]),
+        rules: FileRules::Rules(vec![AsgRule::new("tcp", dest, "443")]),
         staging_default: false,
         running_default: spaces.is_empty(),
         staging_space_guids: vec![],

@@ -2,6 +2,7 @@
 //! certificates and PostgreSQL databases. A dev-dependency of the other crates, never shipped.
 
 pub mod certs;
+pub mod cni;
 pub mod netns;
 pub mod postgres;
 pub mod tcp;

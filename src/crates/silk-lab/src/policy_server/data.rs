@@ -58,6 +58,20 @@ pub struct FilePolicy {
     pub destination: FileDestination,
 }
 
+impl FilePolicy {
+    /// `src` may reach `dst` on `protocol` ports `start..=end`.
+    pub fn new(src: &str, dst: &str, protocol: &str, start: u32, end: u32) -> FilePolicy {
+        FilePolicy {
+            source: FileSource { id: src.into() },
+            destination: FileDestination {
+                id: dst.into(),
+                protocol: protocol.into(),
+                ports: Ports { start, end },
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSource {
@@ -121,6 +135,21 @@ pub struct AsgRule {
     pub description: String,
     #[serde(default)]
     pub log: bool,
+}
+
+impl AsgRule {
+    /// A rule without ICMP type and code, description or logging.
+    pub fn new(protocol: &str, destination: &str, ports: &str) -> AsgRule {
+        AsgRule {
+            protocol: protocol.into(),
+            destination: destination.into(),
+            ports: ports.into(),
+            icmp_type: 0,
+            code: 0,
+            description: String::new(),
+            log: false,
+        }
+    }
 }
 
 // === what the server serves ===
