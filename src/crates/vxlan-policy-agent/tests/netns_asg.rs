@@ -275,3 +275,170 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(chain_rules(ASG_BACKEND), current, "rules stay after exit");
 }
+
+/// Acceptance: cf-deployment's properties (ASG syncing on by default, loggregator v2 on) render
+/// through the job template's tera twin, and the agent starts with that file and syncs. Only the
+/// policy server address (the fake server) and the BOSH root (a temp dir) differ; the ports are
+/// the job defaults, free in the test's own namespace.
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn cf_deployment_defaults_render_start_and_sync() {
+    require_root();
+    unshare_test_netns().unwrap();
+    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(&certs, example_policies());
+    server.state.lock().unwrap().security_groups = fixture_groups();
+
+    // cf-deployment.yml's vxlan-policy-agent properties and the silk-cni link defaults.
+    let context = json!({
+        "root": root.path(),
+        "properties": {
+            "ca_cert": "((network_policy_client.ca))",
+            "client_cert": "((network_policy_client.certificate))",
+            "client_key": "((network_policy_client.private_key))",
+            "loggregator": {"use_v2_api": true, "ca_cert": "ca", "cert": "cert", "key": "key"},
+            "policy_server": {"hostname": "127.0.0.1", "internal_listen_port": server.port}
+        },
+        "links": {
+            "cf_network": {"properties": {"network": "10.255.0.0/16", "subnet_prefix_length": 24}},
+            "cni_config": {"properties": {
+                "iptables_logging": false,
+                "iptables_denied_logs_per_sec": 1,
+                "deny_networks": {"always": [], "running": [], "staging": []},
+                "deny_networks_ipv6": {"always": [], "running": [], "staging": []},
+                "outbound_connections": {"limit": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false}
+            }}
+        },
+        "spec": {"ip": "127.0.0.1", "id": "cell-guid", "name": "diego-cell", "deployment": "cf",
+                 "address": "127.0.0.1", "networks": {"default": {"ip": "127.0.0.1"}}}
+    });
+    let text = silk_render::render(
+        "vxlan-policy-agent/config/vxlan-policy-agent.json",
+        &context,
+    )
+    .unwrap();
+    let rendered: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(rendered["enable_asg_syncing"], true);
+    assert_eq!(rendered["asg_poll_interval"], 60);
+    assert_eq!(rendered["force_policy_poll_cycle_port"], 8722);
+
+    let job = root.path().join("jobs/vxlan-policy-agent/config");
+    std::fs::create_dir_all(job.join("certs")).unwrap();
+    for (from, to) in [
+        (&certs.ca_cert, "ca.crt"),
+        (&certs.client_cert, "client.crt"),
+        (&certs.client_key, "client.key"),
+    ] {
+        std::fs::copy(from, job.join("certs").join(to)).unwrap();
+    }
+    let config = job.join("vxlan-policy-agent.json");
+    std::fs::write(&config, &text).unwrap();
+    std::fs::create_dir_all(root.path().join("data/container-metadata")).unwrap();
+    std::fs::create_dir_all(root.path().join("data/garden-cni")).unwrap();
+    store_two_containers(&root.path().join("data/container-metadata"));
+    wire(BACKEND);
+
+    let mut agent = Agent::spawn(&config);
+    wait_for("the force server on 8722", Duration::from_secs(20), || {
+        assert!(agent.running(), "agent exited");
+        std::net::TcpStream::connect(("127.0.0.1", 8722)).is_ok()
+    });
+    assert_eq!(
+        http_get(
+            8722,
+            &format!("/force-asgs-for-container?container={BACKEND}")
+        ),
+        (200, format!("updated container {BACKEND}"))
+    );
+    assert_eq!(chain_rules(ASG_BACKEND), golden_backend());
+    assert_eq!(http_get(8721, "/iptables-c2c-logging").0, 200);
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// Every rule shape the planner writes (logging, deny networks, connection limit with its log
+/// chain, burst 5 that iptables-save leaves out, ICMP any, IPv6) comes back from the kernel so
+/// that the next plan is empty: a cycle without changes writes nothing.
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn planned_asg_chains_read_back_as_planned() {
+    use silk_core::asg::SecurityGroup;
+    use silk_dataplane::iptables::egress::{DenyLists, EgressOptions, OutboundLimit};
+    use silk_dataplane::iptables::{ChainName, Family, Iptables, SystemIptables, Table};
+    use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
+
+    require_root();
+    unshare_test_netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ipt = SystemIptables::new(dir.path().join("iptables.lock"));
+    let mut groups: Vec<SecurityGroup> =
+        serde_json::from_value(serde_json::Value::Array(fixture_groups())).unwrap();
+    groups[1].rules =
+        r#"[{"protocol":"udp","destination":"2001:db8::/120,8.8.8.8","ports":"53,1000-2000"},
+        {"protocol":"icmp","destination":"::/0,10.0.0.0/8","type":8,"code":0},
+        {"protocol":"icmp","destination":"::/0","type":-1,"code":-1}]"#
+            .into();
+    let store = MetadataStore::new(dir.path().join("store.json"), None);
+    store
+        .add(
+            BACKEND,
+            "10.255.7.4",
+            Some("2001:db8:1::4"),
+            json!({"policy_group_id": "a", "space_id": SPACE, "container_workload": "app"}),
+        )
+        .unwrap();
+    let entries = store.read_all().unwrap();
+    for family in [Family::V4, Family::V6] {
+        let bin = if family == Family::V4 {
+            "iptables"
+        } else {
+            "ip6tables"
+        };
+        for c in [
+            ChainName::netout(BACKEND),
+            ChainName::netout_log(BACKEND),
+            ChainName::netout_rl_log(BACKEND),
+        ] {
+            run_ok(&[bin, "-N", c.as_str()]).unwrap();
+        }
+    }
+    for (burst_log, dry_run) in [(1, false), (5, true)] {
+        let egress = |deny: DenyLists| EgressOptions {
+            asg_logging: true,
+            denied_logs_per_sec: burst_log,
+            outbound: OutboundLimit {
+                limit: true,
+                logging: true,
+                dry_run,
+                burst: 5,
+                rate_per_sec: 5,
+            },
+            deny,
+        };
+        let opts = AsgOptions {
+            v4: egress(DenyLists {
+                always: vec!["172.16.0.0/12".into()],
+                running: vec!["192.168.0.5/32".into()],
+                staging: vec![],
+            }),
+            v6: egress(DenyLists {
+                always: vec!["fd00::/8".into()],
+                ..DenyLists::default()
+            }),
+            head_v4: vec!["-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT".into()],
+        };
+        for family in [Family::V4, Family::V6] {
+            let save = || ipt.save(family, Some(Table::Filter)).unwrap();
+            let plan = plan_asgs(&groups, &entries, &save(), family, &opts, Scope::All);
+            assert_eq!(plan.updated, vec![BACKEND], "{family:?}");
+            ipt.restore(family, &plan.payload.render()).unwrap();
+            let again = plan_asgs(&groups, &entries, &save(), family, &opts, Scope::All);
+            assert!(
+                again.payload.is_empty(),
+                "{family:?} burst {burst_log}: planned\n{}\nsaved\n{}",
+                plan.payload.render(),
+                save()
+            );
+        }
+    }
+}

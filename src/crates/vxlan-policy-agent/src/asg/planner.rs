@@ -139,8 +139,10 @@ pub struct AsgPlan {
     pub without_netout: Vec<String>,
 }
 
+/// Converted ASG rules (match text, logged) and the descriptions of skipped rules.
+type RuleSet = (Vec<(String, bool)>, Vec<String>);
 /// `running` or `staging` rule sets of a space, converted once per plan.
-type RuleSets = HashMap<(String, bool), Result<(Vec<(String, bool)>, Vec<String>), AsgPlanError>>;
+type RuleSets = HashMap<(String, bool), Result<RuleSet, AsgPlanError>>;
 
 /// The rules of the groups that apply to a container in `space` (`staging` or running):
 /// default groups first, then the groups bound to the space, each in response order.
@@ -164,7 +166,7 @@ fn applicable<'a>(
         } else {
             &g.running_space_guids
         };
-        !default(g) && spaces.iter().any(|s| *s == space)
+        !default(g) && spaces.contains(&space)
     });
     defaults.chain(bound)
 }
@@ -175,7 +177,7 @@ fn convert_set(
     staging: bool,
     family: Family,
     global_log: bool,
-) -> Result<(Vec<(String, bool)>, Vec<String>), AsgPlanError> {
+) -> Result<RuleSet, AsgPlanError> {
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
     for g in applicable(groups, space, staging) {
