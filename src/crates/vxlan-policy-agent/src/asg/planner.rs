@@ -46,6 +46,8 @@ pub enum AsgPlanError {
         name: String,
         error: String,
     },
+    #[error("iptables-restore of this container's chains: {0}")]
+    Restore(String),
     #[error("security group {guid} ({name}): {source}")]
     Convert {
         guid: String,
@@ -121,6 +123,8 @@ pub enum Scope<'a> {
     All,
     /// One container, no sweep (`/force-asgs-for-container`).
     Container(&'a str),
+    /// The orphan sweep alone.
+    Sweep,
 }
 
 /// A plan: the payload and what it does.
@@ -301,8 +305,10 @@ pub fn plan_asgs(
     let mut removing: BTreeSet<String> = BTreeSet::new();
 
     for c in &containers {
-        if matches!(scope, Scope::Container(h) if h != c.handle) {
-            continue;
+        match scope {
+            Scope::Container(h) if h != c.handle => continue,
+            Scope::Sweep => break,
+            _ => {}
         }
         if family == Family::V6 && !c.ipv6 {
             continue;
@@ -347,22 +353,17 @@ pub fn plan_asgs(
         plan.updated.push(c.handle.clone());
     }
 
-    match scope {
-        Scope::All => {
-            let live: BTreeSet<String> = entries
-                .keys()
-                .map(|h| ChainName::asg(h).to_string())
-                .collect();
-            for name in chains.keys().filter(|c| is_asg_chain(c)) {
-                let base = name.strip_prefix('c').unwrap_or(name);
-                if !live.contains(base) {
-                    removing.insert((*name).to_string());
-                }
+    // The orphan sweep (not on a forced sync).
+    if !matches!(scope, Scope::Container(_)) {
+        let live: BTreeSet<String> = entries
+            .keys()
+            .map(|h| ChainName::asg(h).to_string())
+            .collect();
+        for name in chains.keys().filter(|c| is_asg_chain(c)) {
+            let base = name.strip_prefix('c').unwrap_or(name);
+            if !live.contains(base) {
+                removing.insert((*name).to_string());
             }
-        }
-        Scope::Container(h) => {
-            // A stale candidate of this container was added above.
-            let _ = h;
         }
     }
     plan.removed = plan_removal(&saved, &chains, entries, &removing, f);
