@@ -250,7 +250,8 @@ fn rules_with(
     Ok((rules, skipped))
 }
 
-/// The saved rules of each chain, in the comparable form.
+/// Every saved chain, with its rules in the comparable form for the chains plans compare
+/// (`asg-`, `casg-`, `netout--`); the others are listed empty.
 fn chains_of(saved: &SavedTable) -> BTreeMap<&str, Vec<String>> {
     let mut out: BTreeMap<&str, Vec<String>> = saved
         .chains
@@ -258,9 +259,11 @@ fn chains_of(saved: &SavedTable) -> BTreeMap<&str, Vec<String>> {
         .map(|c| (c.as_str(), Vec::new()))
         .collect();
     for r in &saved.rules {
-        out.entry(r.chain.as_str())
-            .or_default()
-            .push(egress::canonical(&r.spec));
+        if is_asg_chain(&r.chain) || r.chain.starts_with("netout--") {
+            out.entry(r.chain.as_str())
+                .or_default()
+                .push(egress::canonical(&r.spec));
+        }
     }
     out
 }
