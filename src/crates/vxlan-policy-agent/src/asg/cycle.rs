@@ -79,6 +79,8 @@ pub struct AsgOutcome {
     pub failed: Vec<String>,
     /// Restores run (0 when nothing changed).
     pub restores: usize,
+    /// Containers without an IPv4 netout chain (not wired by cni-wrapper-plugin).
+    pub without_netout: Vec<String>,
 }
 
 #[derive(Default)]
@@ -209,7 +211,8 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 
     /// `/force-asgs-for-container`: fetches the groups of the container's space and syncs
-    /// its chains only. A container whose groups cannot be converted is an error here.
+    /// its chains only. A container whose groups cannot be converted, or whose netout chain
+    /// does not exist, is an error here (upstream's agent fails on both too).
     pub async fn sync_container(&self, handle: &str) -> Result<AsgOutcome, AsgCycleError> {
         let _state = self.state.lock().await;
         let entries = self.read_store().await?;
@@ -234,6 +237,15 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
             return Err(AsgCycleError::Container {
                 handle: handle.to_string(),
                 error: "its security groups cannot be converted; see asg-container-kept".into(),
+            });
+        }
+        if outcome.without_netout.iter().any(|h| h == handle) {
+            return Err(AsgCycleError::Container {
+                handle: handle.to_string(),
+                error: format!(
+                    "chain {} does not exist",
+                    silk_dataplane::iptables::ChainName::netout(handle)
+                ),
             });
         }
         Ok(outcome)
@@ -404,7 +416,10 @@ fn one_by_one<I: Iptables + ?Sized>(
 
 fn summarize(plans: &[(Family, AsgPlan)]) -> AsgOutcome {
     let mut o = AsgOutcome::default();
-    for (_, p) in plans {
+    for (family, p) in plans {
+        if *family == Family::V4 {
+            o.without_netout.extend(p.without_netout.iter().cloned());
+        }
         o.updated.extend(p.updated.iter().cloned());
         o.removed.extend(p.removed.iter().cloned());
         o.failed.extend(p.failed.iter().map(|(h, _)| h.clone()));
@@ -556,7 +571,11 @@ mod tests {
         // Unknown handles: nothing to fetch or write.
         let out = cycle.sync_container("nope").await.unwrap();
         assert_eq!(out, AsgOutcome::default());
-        assert_eq!(api.asked.lock().unwrap().len(), 1);
+        // A container the wrapper has not wired (no netout chain) is an error.
+        *ipt.saved.lock().unwrap() = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into();
+        let err = cycle.sync_container(H).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert_eq!(api.asked.lock().unwrap().len(), 2);
         assert!(matches!(
             cycle.cleanup_container(H).await,
             Err(AsgCycleError::Live(_))

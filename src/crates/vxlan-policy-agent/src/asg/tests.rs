@@ -453,6 +453,41 @@ fn ipv6_chains_for_containers_with_an_ipv6_address() {
 }
 
 #[test]
+fn malformed_metadata_leaves_that_container_out_and_spares_the_others() {
+    let entries: Entries = [
+        app(BACKEND, "10.255.7.4", SPACE, "app"),
+        entry(
+            STAGER,
+            "10.255.7.5",
+            json!({"policy_group_id": 5, "space_id": ["x"], "container_workload": {}}),
+        ),
+        entry(
+            "2c2c2c2c-2222-4222-8222-222222222222",
+            "10.255.7.6",
+            json!({"policy_group_id": "p", "space_id": SPACE, "container_workload": 7}),
+        ),
+    ]
+    .into();
+    let kernel = Model::wired(&[BACKEND, STAGER, "2c2c2c2c-2222-4222-8222-222222222222"]);
+    let plan = plan_all(&groups(), &entries, &kernel, &AsgOptions::default());
+    assert_eq!(
+        plan.updated,
+        vec![
+            "2c2c2c2c-2222-4222-8222-222222222222".to_string(),
+            BACKEND.to_string()
+        ]
+    );
+    // A workload that is not a string grants no ASG rules: established, INVALID drop, REJECT.
+    let rules: Vec<&str> = plan.payload.tables[0]
+        .append
+        .iter()
+        .filter(|r| r.chain == "asg-2c2c2c2c222242228222")
+        .map(|r| r.spec.as_str())
+        .collect();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+}
+
+#[test]
 fn containers_without_netout_or_space_are_left_alone() {
     let entries: Entries = [
         app(BACKEND, "10.255.7.4", SPACE, "app"),
