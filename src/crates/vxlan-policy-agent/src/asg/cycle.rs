@@ -254,7 +254,18 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     /// `/force-orphaned-asgs-cleanup`: removes the chains of a handle that left the store.
     pub async fn cleanup_container(&self, handle: &str) -> Result<AsgOutcome, AsgCycleError> {
         let _state = self.state.lock().await;
-        let entries = self.read_store().await?;
+        // An unreadable store must not make every CNI DEL fail: the cleanup then goes on
+        // without the liveness check, as upstream's (which never reads the store).
+        let entries = match self.read_store().await {
+            Ok(e) => e,
+            Err(e) => {
+                silk_ops::log::error(
+                    "force-orphaned-asgs-cleanup",
+                    json!({ "container": handle, "error": e.to_string(), "action": "cleaning up without the liveness check" }),
+                );
+                Entries::new()
+            }
+        };
         if entries.contains_key(handle) {
             return Err(AsgCycleError::Live(handle.to_string()));
         }
