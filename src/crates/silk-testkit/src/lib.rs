@@ -3,11 +3,13 @@
 //! and private throwaway database servers ([`dbserver`]). A dev-dependency of the other crates, never shipped.
 
 pub mod certs;
+pub mod cni;
 pub mod db;
 pub mod dbserver;
 pub mod mysql;
 pub mod netns;
 pub mod postgres;
+pub mod tcp;
 pub mod testbed;
 
 /// Fails the calling test unless it runs as root under `scripts/test` (`SILK_TEST_ROOT=1`).

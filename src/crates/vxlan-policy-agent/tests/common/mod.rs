@@ -289,9 +289,18 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(config: &Path) -> Agent {
+        Self::spawn_logged(config, None)
+    }
+
+    /// With the lager lines (stdout) appended to `log` when given.
+    pub fn spawn_logged(config: &Path, log: Option<&Path>) -> Agent {
+        let stdout = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
             .arg(format!("-config-file={}", config.display()))
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
@@ -369,6 +378,16 @@ pub fn write_config(
     let path = dir.join("vxlan-policy-agent.json");
     std::fs::write(&path, config.to_string()).unwrap();
     path
+}
+
+/// Sets top-level keys of the config file at `path`.
+pub fn patch_config(path: &Path, patch: serde_json::Value) {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(path, config.to_string()).unwrap();
 }
 
 /// The lines of `iptables-save -t filter` that mention a `vpa--` chain.
