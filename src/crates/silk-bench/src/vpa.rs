@@ -1,0 +1,252 @@
+//! vxlan-policy-agent c2c cycle figures (scripts/bench vpa). Runs the agent's real cycle
+//! (metadata store on disk, policies decoded from JSON text, planner, kernel reconciliation,
+//! real `iptables-save`/`iptables-restore` under the lock file) for 100, 1,000 and 10,000
+//! policies with 100 local containers, and times beside it a bare `iptables-restore` of the
+//! same first payload (the kernel's floor) and of upstream's single-chain payload.
+//!
+//! Must run as root inside a network namespace of its own (scripts/bench.d/vpa does
+//! `unshare -n`): it flushes the namespace's filter table between sizes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::resource::{getrusage, UsageWho};
+use serde_json::json;
+use silk_client::ClientError;
+use silk_core::policy::{PoliciesResponse, Policy};
+use silk_dataplane::datastore::MetadataStore;
+use silk_dataplane::iptables::SystemIptables;
+use silk_ops::Metrics;
+use vxlan_policy_agent::cycle::{C2cCycle, CycleOptions, Outcome, PolicyApi};
+use vxlan_policy_agent::enforcer::{plan_kernel, Actual};
+use vxlan_policy_agent::planner::{local_containers, plan_c2c, plan_rules, PlanOptions};
+
+const CONTAINERS: usize = 100;
+
+/// The policy server as the cycle sees it: the response body is decoded at every fetch, as
+/// the HTTP client decodes it (TLS and the network are not part of these figures).
+#[derive(Clone)]
+struct Api {
+    body: Arc<Mutex<String>>,
+}
+
+impl PolicyApi for Api {
+    async fn policies(&self, _ids: &[String]) -> Result<Vec<Policy>, ClientError> {
+        let body = self.body.lock().map(|b| b.clone()).unwrap_or_default();
+        serde_json::from_str::<PoliciesResponse>(&body)
+            .map(|r| r.policies)
+            .map_err(|e| ClientError::Status {
+                code: 500,
+                text: e.to_string(),
+            })
+    }
+
+    async fn policies_last_updated(&self) -> Result<i64, ClientError> {
+        Ok(1_729_785_226_123_456_000)
+    }
+
+    async fn ingress_router_tag(&self) -> Result<String, ClientError> {
+        Ok("FFFE".into())
+    }
+}
+
+fn app(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-{i:012x}")
+}
+
+fn remote_app(i: usize) -> String {
+    format!("{i:08x}-ffff-4000-8000-{i:012x}")
+}
+
+/// `n` policies: destination = local app `i % 100`, source = app `i / 100` (local when even,
+/// remote when odd, so half the sources carry a mark rule), tcp port 1000 + source, and the
+/// one-change variant moves the first policy to another port.
+fn policies(n: usize, changed: bool) -> String {
+    let ps: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let (dst, src) = (i % CONTAINERS, i / CONTAINERS);
+            let src_id = if src % 2 == 0 { app(src) } else { remote_app(src) };
+            let port = if changed && i == 0 { 2 } else { 1000 + src };
+            json!({"source": {"id": src_id, "tag": format!("{:04X}", src + 1)},
+                   "destination": {"id": app(dst), "tag": format!("{:04X}", dst + 1),
+                                   "protocol": "tcp", "ports": {"start": port, "end": port}}})
+        })
+        .collect();
+    json!({"total_policies": n, "policies": ps}).to_string()
+}
+
+fn sh(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| args[0].to_string())?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn clean_filter() -> Result<()> {
+    sh(&["iptables", "-F"], None)?;
+    sh(&["iptables", "-X"], None)?;
+    Ok(())
+}
+
+fn cpu() -> Duration {
+    let t = |who| {
+        getrusage(who)
+            .map(|u| {
+                let (a, b) = (u.user_time(), u.system_time());
+                Duration::from_micros(
+                    u64::try_from(a.tv_sec() * 1_000_000 + a.tv_usec()).unwrap_or(0)
+                        + u64::try_from(b.tv_sec() * 1_000_000 + b.tv_usec()).unwrap_or(0),
+                )
+            })
+            .unwrap_or_default()
+    };
+    t(UsageWho::RUSAGE_SELF) + t(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// Wall time and CPU (this process and its iptables children) of `f`.
+async fn timed<T, F: std::future::Future<Output = T>>(f: F) -> (T, Duration, Duration) {
+    let (w, c) = (Instant::now(), cpu());
+    let out = f.await;
+    (out, w.elapsed(), cpu().saturating_sub(c))
+}
+
+fn restore_time(payload: &str) -> Result<Duration> {
+    clean_filter()?;
+    let t = Instant::now();
+    sh(&["iptables-restore", "--noflush", "-w"], Some(payload))?;
+    let d = t.elapsed();
+    clean_filter()?;
+    Ok(d)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn row(what: &str, out: &Outcome, wall: Duration, cpu: Duration) {
+    println!(
+        "  {what:<34} {:>9} ms  cpu {:>9} ms  chains written {:>4}  rules written {:>6}  fetched {}  table read {}",
+        ms(wall),
+        ms(cpu),
+        out.rewritten,
+        out.written,
+        out.fetched,
+        out.read
+    );
+}
+
+async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
+    clean_filter()?;
+    let store = MetadataStore::new(dir.join(format!("store-{n}.json")), None);
+    for c in 0..CONTAINERS {
+        store.add(
+            &format!("{c:04}-handle"),
+            &format!("10.255.{}.{}", 7 + c / 200, 2 + c % 200),
+            None,
+            json!({"policy_group_id": app(c), "space_id": "space", "container_workload": "app"}),
+        )?;
+    }
+    let api = Api {
+        body: Arc::new(Mutex::new(policies(n, false))),
+    };
+    let cycle = C2cCycle::new(
+        api.clone(),
+        Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
+        store.clone(),
+        Metrics::new("vxlan-policy-agent", 0),
+        CycleOptions {
+            accepted_udp_logs_per_sec: 100,
+            ..CycleOptions::default()
+        },
+        Arc::new(AtomicBool::new(false)),
+    );
+
+    // The payloads of the floor: ours for an empty table, and upstream's single chain.
+    let containers = local_containers(&store.read_all()?);
+    let ps = serde_json::from_str::<PoliciesResponse>(&policies(n, false))?.policies;
+    let plan = plan_c2c(&containers, &ps, &PlanOptions::default());
+    let (_, ours) = plan_kernel(&plan, &[], &Actual::default(), 1_729_785_226_123_456)?;
+    let flat = plan_rules(&containers, &ps, &PlanOptions::default())?;
+    let mut upstream = String::from("*filter\n:vpa--1729785226123456 - [0:0]\n-I FORWARD 1 -j vpa--1729785226123456\n");
+    for r in &flat {
+        upstream.push_str(&format!("-A vpa--1729785226123456 {r}\n"));
+    }
+    upstream.push_str("COMMIT\n");
+    let floor = restore_time(&ours.render())?;
+    let floor_upstream = restore_time(&upstream)?;
+
+    println!(
+        "{n} policies, {CONTAINERS} local containers: {} rules in {} chains (upstream's layout: {} rules in 1 chain)",
+        plan.rule_count() + 1,
+        plan.groups.len() + 1,
+        flat.len() + 1
+    );
+    let (first, w, c) = timed(cycle.full()).await;
+    row("first cycle", &first?, w, c);
+    println!(
+        "  {:<34} {:>9} ms  (upstream's single chain of the same rules: {} ms; first/floor {:.2})",
+        "floor: bare iptables-restore",
+        ms(floor),
+        ms(floor_upstream),
+        w.as_secs_f64() / floor.as_secs_f64()
+    );
+    // The first tick fetches (no policies_last_updated seen yet), the next one does not.
+    let (out, w, c) = timed(cycle.tick()).await;
+    row("no-change cycle (with fetch)", &out?, w, c);
+    let (out, w, c) = timed(cycle.tick()).await;
+    row("no-change tick (fetch skipped)", &out?, w, c);
+    if let Ok(mut b) = api.body.lock() {
+        *b = policies(n, true);
+    }
+    let (out, w, c) = timed(cycle.full()).await;
+    let out = out?;
+    row("one-change cycle", &out, w, c);
+    // The same change applied by reading the table (a cycle after someone else touched it).
+    if let Ok(mut b) = api.body.lock() {
+        *b = policies(n, false);
+    }
+    sh(&["iptables", "-N", "bench-touch"], None)?;
+    let (out, w, c) = timed(cycle.full()).await;
+    row("one-change cycle, table re-read", &out?, w, c);
+    clean_filter()?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>())
+        .collect::<Result<_, _>>()?;
+    let sizes = if sizes.is_empty() {
+        vec![100, 1_000, 10_000]
+    } else {
+        sizes
+    };
+    let dir = tempfile::tempdir()?;
+    println!(
+        "vxlan-policy-agent c2c cycle ({}; iptables {})",
+        "in-process policy answer decoded from JSON, real store, planner and iptables",
+        sh(&["iptables", "--version"], None)?.trim()
+    );
+    for n in sizes {
+        size(n, dir.path()).await?;
+    }
+    println!("ASG loop: pending (the ASG payload builder is not on this branch yet)");
+    Ok(())
+}
