@@ -29,7 +29,8 @@ module BoshTemplate
           'iptables_denied_logs_per_sec' => 1,
           'deny_networks' => { 'always' => [], 'running' => [], 'staging' => [] },
           'deny_networks_ipv6' => { 'always' => [], 'running' => [], 'staging' => [] },
-          'outbound_connections' => { 'limit' => false, 'logging' => false, 'burst' => 1000, 'rate_per_sec' => 100 },
+          'outbound_connections' => { 'limit' => false, 'logging' => false, 'burst' => 1000, 'rate_per_sec' => 100,
+                                      'dry_run' => false },
           'policy_server_url' => 'https://policy-server.service.cf.internal:4003',
           'metron_address' => '127.0.0.1:3457',
           'underlay_ips' => ['10.0.16.15', '10.9.0.2'],
@@ -52,7 +53,7 @@ module BoshTemplate
         )
       end
 
-      it 'takes deny networks, logging and outbound connection limits from the cni_config link, without dry_run' do
+      it 'takes deny networks, logging and outbound connection limits (with dry_run) from the cni_config link' do
         cni = cni_config_link('iptables_logging' => true, 'iptables_denied_logs_per_sec' => 4,
                               'deny_networks' => { 'always' => ['10.0.0.0/8'] },
                               'deny_networks_ipv6' => { 'running' => ['fd00::/8'] },
@@ -62,7 +63,7 @@ module BoshTemplate
           'iptables_asg_logging' => true, 'iptables_c2c_logging' => false, 'iptables_denied_logs_per_sec' => 4,
           'deny_networks' => { 'always' => ['10.0.0.0/8'], 'running' => [], 'staging' => [] },
           'deny_networks_ipv6' => { 'always' => [], 'running' => ['fd00::/8'], 'staging' => [] },
-          'outbound_connections' => { 'limit' => true, 'logging' => true, 'burst' => 9, 'rate_per_sec' => 3 }
+          'outbound_connections' => { 'limit' => true, 'logging' => true, 'burst' => 9, 'rate_per_sec' => 3, 'dry_run' => true }
         )
       end
 

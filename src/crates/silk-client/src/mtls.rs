@@ -42,6 +42,9 @@ pub enum ClientError {
     /// A 409 on renew: the controller will never accept this lease.
     #[error("non-retriable: {0}")]
     NonRetriable(String),
+    /// A paginated answer whose `next` does not advance.
+    #[error("pagination: {0}")]
+    Pagination(String),
     #[error("decode response body: {0}")]
     Decode(#[source] serde_json::Error),
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use hyper::Method;
+use silk_core::asg::{SecurityGroup, SecurityGroupsResponse};
 use silk_core::policy::{PoliciesResponse, Policy, TagRequest};
 
 use crate::mtls::{check_status, decode_ok, ClientError, MtlsClient};
@@ -13,6 +14,14 @@ use crate::tls::ClientTls;
 pub const POLICIES_PATH: &str = "/networking/v1/internal/policies";
 pub const LAST_UPDATED_PATH: &str = "/networking/v1/internal/policies_last_updated";
 pub const TAGS_PATH: &str = "/networking/v1/internal/tags";
+pub const SECURITY_GROUPS_PATH: &str = "/networking/v1/internal/security_groups";
+pub const SECURITY_GROUPS_LAST_UPDATED_PATH: &str =
+    "/networking/v1/internal/security_groups_last_updated";
+/// Upstream's client always asks for this page size (the server reads `limit`, not `per_page`;
+/// kept for wire parity).
+pub const PER_PAGE: u32 = 5000;
+/// More pages than this in one fetch means the server's `next` does not advance.
+pub const MAX_PAGES: usize = 10_000;
 
 /// A client for one `policy_server_url`. Cheap to clone.
 #[derive(Clone)]
@@ -27,6 +36,20 @@ pub fn policies_path(ids: Option<&[String]>) -> String {
         None => POLICIES_PATH.to_string(),
         Some(ids) => format!("{POLICIES_PATH}?id={}", ids.join(",")),
     }
+}
+
+/// The request path of one `GET security_groups` page: `per_page=5000`, then `space_guids`
+/// (comma-joined) when there are any, then `from` for every page after the first.
+pub fn security_groups_path(space_guids: &[String], from: Option<i64>) -> String {
+    let mut path = format!("{SECURITY_GROUPS_PATH}?per_page={PER_PAGE}");
+    if !space_guids.is_empty() {
+        path.push_str("&space_guids=");
+        path.push_str(&space_guids.join(","));
+    }
+    if let Some(f) = from {
+        path.push_str(&format!("&from={f}"));
+    }
+    path
 }
 
 #[derive(serde::Deserialize)]
@@ -57,6 +80,46 @@ impl PolicyClient {
         decode_ok(status, &body)
     }
 
+    /// Every security group bound by default or to one of `space_guids`: the pages of
+    /// `GET /networking/v1/internal/security_groups` followed through `next`/`from` and
+    /// concatenated. Any page failing fails the whole fetch (no partial answer).
+    pub async fn security_groups(
+        &self,
+        space_guids: &[String],
+    ) -> Result<Vec<SecurityGroup>, ClientError> {
+        let mut groups = Vec::new();
+        let mut from = None;
+        for _ in 0..MAX_PAGES {
+            let path = security_groups_path(space_guids, from);
+            let (status, body) = self.http.call(Method::GET, &path, None).await?;
+            let page: SecurityGroupsResponse = decode_ok(status, &body)?;
+            groups.extend(page.security_groups);
+            if page.next == 0 {
+                return Ok(groups);
+            }
+            if from == Some(page.next) {
+                return Err(ClientError::Pagination(format!(
+                    "security groups: page from={} names itself as next",
+                    page.next
+                )));
+            }
+            from = Some(page.next);
+        }
+        Err(ClientError::Pagination(format!(
+            "security groups: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// `GET /networking/v1/internal/security_groups_last_updated` (newer policy servers): a bare
+    /// integer. Older servers answer 404 ([`ClientError::Status`]).
+    pub async fn security_groups_last_updated(&self) -> Result<i64, ClientError> {
+        let (status, body) = self
+            .http
+            .call(Method::GET, SECURITY_GROUPS_LAST_UPDATED_PATH, None)
+            .await?;
+        decode_ok(status, &body)
+    }
+
     /// `PUT /networking/v1/internal/tags`: create-or-get the tag of group `(id, type)`.
     pub async fn create_or_get_tag(
         &self,
@@ -82,6 +145,14 @@ mod tests {
         assert_eq!(
             policies_path(Some(&ids)),
             "/networking/v1/internal/policies?id=a-1,b-2"
+        );
+        assert_eq!(
+            security_groups_path(&[], None),
+            "/networking/v1/internal/security_groups?per_page=5000"
+        );
+        assert_eq!(
+            security_groups_path(&ids, Some(17)),
+            "/networking/v1/internal/security_groups?per_page=5000&space_guids=a-1,b-2&from=17"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Silk domain types shared by every component: leases and their wire shape, overlay networks
-//! (one CIDR or a list), MAC derivation, the policy server's internal API bodies. Pure data and arithmetic; nothing here does I/O.
+//! (one CIDR or a list), MAC derivation, the policy server's internal API bodies (policies, security groups). Pure data and arithmetic; nothing here does I/O.
 
+pub mod asg;
 pub mod lease;
 pub mod network;
 pub mod policy;

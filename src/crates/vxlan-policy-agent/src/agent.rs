@@ -14,6 +14,7 @@ use silk_dataplane::datastore::MetadataStore;
 use silk_dataplane::iptables::SystemIptables;
 use silk_ops::Metrics;
 
+use crate::asg::AsgCycle;
 use crate::config::Config;
 use crate::cycle::{C2cCycle, CycleOptions};
 use crate::planner::allow_overlay_rules;
@@ -80,6 +81,9 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             "iptables_lock_file": cfg.iptables_lock_file,
             "iptables_c2c_logging": cfg.iptables_c2c_logging,
             "enable_asg_syncing": cfg.enable_asg_syncing,
+            "asg_poll_interval": cfg.asg_poll_interval.as_secs(),
+            "iptables_asg_logging": cfg.iptables_asg_logging,
+            "enable_ipv6": cfg.enable_ipv6,
             "enable_overlay_ingress_rules": cfg.enable_overlay_ingress_rules,
             "disable_container_network_policy": cfg.disable_container_network_policy,
             "overlay_network": cfg.overlay_network.as_slice().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
@@ -124,10 +128,22 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         Vec::new()
     };
     let c2c_logging = Arc::new(AtomicBool::new(cfg.iptables_c2c_logging));
+    let iptables = Arc::new(SystemIptables::new(&cfg.iptables_lock_file));
+    let store = MetadataStore::new(&cfg.cni_datastore_path, None);
+    let asg = cfg.enable_asg_syncing.then(|| {
+        Arc::new(AsgCycle::new(
+            client.clone(),
+            Arc::clone(&iptables),
+            store.clone(),
+            metrics.clone(),
+            cfg.asg_options(),
+            cfg.enable_ipv6,
+        ))
+    });
     let cycle = Arc::new(C2cCycle::new(
         client,
-        Arc::new(SystemIptables::new(&cfg.iptables_lock_file)),
-        MetadataStore::new(&cfg.cni_datastore_path, None),
+        Arc::clone(&iptables),
+        store,
         metrics.clone(),
         CycleOptions {
             accepted_udp_logs_per_sec: cfg.iptables_accepted_udp_logs_per_sec,
@@ -151,6 +167,20 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         })
     };
 
+    // The ASG loop beside the c2c loop, same sleep-after-work timing. Writers never interleave
+    // on a table: each holds the iptables lock file from save to restore.
+    let asg_poller = asg.as_ref().map(|asg| {
+        let asg = Arc::clone(asg);
+        let every = cfg.asg_poll_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // Errors are counted and logged by the cycle; the next poll retries.
+                let _ = asg.poll().await;
+            }
+        })
+    });
+
     let debug = silk_ops::debug_server_with(
         cfg.debug_server_port,
         metrics.clone(),
@@ -166,7 +196,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         &cfg.force_policy_poll_cycle_host,
         cfg.force_policy_poll_cycle_port,
         Arc::clone(&cycle),
-        cfg.enable_asg_syncing,
+        asg,
     )
     .map_err(|source| StartError::Listen {
         what: "force server",
@@ -181,6 +211,9 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         .map_err(StartError::Signal)?;
     silk_ops::log::info("exiting", json!({ "signal": signal }));
     poller.abort();
+    if let Some(p) = asg_poller {
+        p.abort();
+    }
     uptime.abort();
     force_handle.stop(true).await;
     debug_handle.stop(true).await;

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use silk_core::{NetworkSpec, OverlayNetworks};
+use silk_dataplane::iptables::egress::{DenyLists, EgressOptions, OutboundLimit};
+use silk_dataplane::iptables::Family;
 use silk_ops::config::nonempty;
+
+use crate::asg::AsgOptions;
+use crate::planner::allow_overlay_rules;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawDenyNetworks {
@@ -32,6 +37,9 @@ pub struct RawOutboundConnections {
     pub burst: i64,
     #[serde(default)]
     pub rate_per_sec: i64,
+    /// Not rendered by upstream's template (its agent ignores it); read when present.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +113,41 @@ pub struct Config {
     pub client_timeout: Duration,
     pub enable_ipv6: bool,
     pub loggregator_use_v2_api: bool,
+    /// `iptables_asg_logging`: ASG rules go to the netout log chain; denied egress is logged.
+    pub iptables_asg_logging: bool,
+    pub iptables_denied_logs_per_sec: u32,
+    /// `deny_networks`, normalised to `network/prefix`.
+    pub deny_networks: DenyLists,
+    pub deny_networks_ipv6: DenyLists,
+    pub outbound_connections: OutboundLimit,
+}
+
+impl Config {
+    /// The settings of the ASG planner.
+    pub fn asg_options(&self) -> AsgOptions {
+        let egress = |deny: &DenyLists| EgressOptions {
+            asg_logging: self.iptables_asg_logging,
+            denied_logs_per_sec: i64::from(self.iptables_denied_logs_per_sec),
+            outbound: self.outbound_connections,
+            deny: deny.clone(),
+        };
+        AsgOptions {
+            v4: egress(&self.deny_networks),
+            v6: egress(&self.deny_networks_ipv6),
+            head_v4: if self.disable_container_network_policy {
+                allow_overlay_rules(self.overlay_network.as_slice())
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+fn deny_lists(e: &mut Vec<String>, key: &str, d: &RawDenyNetworks, family: Family) -> DenyLists {
+    DenyLists::parse(&d.always, &d.running, &d.staging, family).unwrap_or_else(|err| {
+        e.push(format!("{key}: {err}"));
+        DenyLists::default()
+    })
 }
 
 pub use silk_ops::config::ConfigError;
@@ -184,16 +227,18 @@ impl TryFrom<RawConfig> for Config {
         if r.policy_server_url.is_empty() {
             e.push("policy_server_url: must not be empty".into());
         }
-        // Refused at start rather than failing every container creation later: the wrapper
-        // needs /force-asgs-for-container answered when ASG syncing is on.
-        if r.enable_asg_syncing {
-            e.push(
-                "enable_asg_syncing: dynamic ASG syncing is not implemented in this release; set \
-                 it to false (ASGs then apply statically at container creation, from the CNI \
-                 runtime config)"
-                    .into(),
-            );
-        }
+        let denied_logs = at_least_one(
+            &mut e,
+            "iptables_denied_logs_per_sec",
+            r.iptables_denied_logs_per_sec,
+        );
+        let deny_networks = deny_lists(&mut e, "deny_networks", &r.deny_networks, Family::V4);
+        let deny_networks_ipv6 = deny_lists(
+            &mut e,
+            "deny_networks_ipv6",
+            &r.deny_networks_ipv6,
+            Family::V6,
+        );
         let metron_address = match r.metron_address.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -255,6 +300,17 @@ impl TryFrom<RawConfig> for Config {
             client_timeout,
             enable_ipv6: r.enable_ipv6,
             loggregator_use_v2_api: r.loggregator.loggregator_use_v2_api,
+            iptables_asg_logging: r.iptables_asg_logging,
+            iptables_denied_logs_per_sec: denied_logs,
+            deny_networks,
+            deny_networks_ipv6,
+            outbound_connections: OutboundLimit {
+                limit: r.outbound_connections.limit,
+                logging: r.outbound_connections.logging,
+                dry_run: r.outbound_connections.dry_run,
+                burst: r.outbound_connections.burst,
+                rate_per_sec: r.outbound_connections.rate_per_sec,
+            },
         })
     }
 }
@@ -298,21 +354,43 @@ mod tests {
       "loggregator": {"loggregator_use_v2_api": false}
     }"#;
 
-    /// [`RENDERED`] with `enable_asg_syncing: false`, what this release can run.
-    fn runnable() -> String {
-        RENDERED.replace(
-            r#""enable_asg_syncing": true"#,
-            r#""enable_asg_syncing": false"#,
-        )
+    #[test]
+    fn accepts_asg_syncing_and_reads_its_keys() {
+        let text = RENDERED
+            .replace(
+                r#""deny_networks": {"always": [], "running": [], "staging": []}"#,
+                r#""deny_networks": {"always": ["10.1.2.3/8"], "running": ["192.168.0.5"], "staging": []}"#,
+            )
+            .replace(r#""iptables_asg_logging": false"#, r#""iptables_asg_logging": true"#)
+            .replace(
+                r#""limit": false, "logging": false, "burst": 1000"#,
+                r#""limit": true, "logging": true, "dry_run": true, "burst": 1000"#,
+            );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.enable_asg_syncing);
+        assert_eq!(c.deny_networks.always, vec!["10.0.0.0/8"]);
+        assert_eq!(c.deny_networks.running, vec!["192.168.0.5/32"]);
+        let o = c.asg_options();
+        assert!(o.v4.asg_logging && o.v4.outbound.limit && o.v4.outbound.dry_run);
+        assert_eq!(o.v4.denied_logs_per_sec, 1);
+        assert!(o.head_v4.is_empty());
     }
 
     #[test]
-    fn refuses_asg_syncing_until_it_exists() {
-        let err = Config::parse(RENDERED).unwrap_err().to_string();
+    fn bad_deny_networks_are_config_errors() {
+        let text = RENDERED.replace(
+            r#""deny_networks_ipv6": {"always": [], "running": [], "staging": []}"#,
+            r#""deny_networks_ipv6": {"always": ["10.0.0.0/8"], "running": [], "staging": []}"#,
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
         assert!(
-            err.contains("enable_asg_syncing: dynamic ASG syncing is not implemented"),
+            err.contains("deny_networks_ipv6: network is ipv4 in ipv6 chain: 10.0.0.0/8"),
             "{err}"
         );
+    }
+
+    fn runnable() -> String {
+        RENDERED.to_string()
     }
 
     #[test]
@@ -325,7 +403,7 @@ mod tests {
         assert_eq!(c.force_policy_poll_cycle_port, 8722);
         assert_eq!(c.overlay_network.as_slice()[0].to_string(), "10.255.0.0/16");
         assert_eq!(c.underlay_ips, vec![Ipv4Addr::new(10, 0, 16, 7)]);
-        assert!(!c.enable_asg_syncing && !c.iptables_c2c_logging);
+        assert!(c.enable_asg_syncing && !c.iptables_c2c_logging);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! changed ([`cycle`]). [`server`] is the local force endpoint, [`agent`] the process.
 
 pub mod agent;
+pub mod asg;
 pub mod config;
 pub mod cycle;
 pub mod enforcer;

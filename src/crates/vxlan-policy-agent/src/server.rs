@@ -4,9 +4,13 @@
 //!
 //! - `/force-policy-poll-cycle` runs a full c2c cycle now: 200 with an empty body, or 500 with
 //!   the error as text.
-//! - `/force-asgs-for-container` and `/force-orphaned-asgs-cleanup` answer 405 when the config
-//!   disables ASG syncing (the wrapper then installs the static egress rules itself). Dynamic
-//!   ASG syncing is not implemented: with it enabled these paths are not served (404).
+//! - `/force-asgs-for-container?container=<handle>` syncs that container's `asg-` chain now:
+//!   200 `updated container <handle>`; 400 `no container specified`; 500 with the error.
+//! - `/force-orphaned-asgs-cleanup?container=<handle>` removes the handle's `asg-`/`casg-`
+//!   chains and the log chains only they referenced: 200 `cleaned up ASGs for container
+//!   <handle>`; 400 and 500 as above.
+//! - Both answer 405 `ASG syncing has been disabled administratively` when the config disables
+//!   ASG syncing; cni-wrapper-plugin then installs the static egress rules itself.
 //!
 //! Also here: the debug server's `/iptables-c2c-logging` route (§3.9), which switches the LOG
 //! rules of accepted c2c traffic at runtime (applied at the next full cycle).
@@ -19,6 +23,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::json;
 use silk_dataplane::iptables::Iptables;
 
+use crate::asg::{AsgApi, AsgCycle};
 use crate::cycle::{C2cCycle, PolicyApi};
 
 pub const FORCE_POLICY_POLL_CYCLE: &str = "/force-policy-poll-cycle";
@@ -29,6 +34,8 @@ pub const FORCE_ORPHANED_ASGS_CLEANUP: &str = "/force-orphaned-asgs-cleanup";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     PolicyCycle,
+    AsgSync,
+    AsgCleanup,
     /// An ASG endpoint while ASG syncing is disabled by config.
     AsgDisabled,
     NotFound,
@@ -40,20 +47,73 @@ pub fn route(path: &str, enable_asg_syncing: bool) -> Route {
         FORCE_ASGS_FOR_CONTAINER | FORCE_ORPHANED_ASGS_CLEANUP if !enable_asg_syncing => {
             Route::AsgDisabled
         }
+        FORCE_ASGS_FOR_CONTAINER => Route::AsgSync,
+        FORCE_ORPHANED_ASGS_CLEANUP => Route::AsgCleanup,
         _ => Route::NotFound,
     }
 }
 
 struct State<A, I: ?Sized> {
     cycle: Arc<C2cCycle<A, I>>,
-    enable_asg_syncing: bool,
+    /// `None` when the config disables ASG syncing.
+    asg: Option<Arc<AsgCycle<A, I>>>,
 }
 
-async fn handle<A: PolicyApi, I: Iptables + ?Sized + 'static>(
+fn text(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+/// The non-empty `container` query parameter.
+pub fn container_param(query: &str) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(query)
+        .ok()?
+        .get("container")
+        .filter(|c| !c.is_empty())
+        .cloned()
+}
+
+async fn handle<A: PolicyApi + AsgApi, I: Iptables + ?Sized + 'static>(
     req: HttpRequest,
     state: web::Data<State<A, I>>,
 ) -> HttpResponse {
-    match route(req.path(), state.enable_asg_syncing) {
+    let r = route(req.path(), state.asg.is_some());
+    if let (Route::AsgSync | Route::AsgCleanup, Some(asg)) = (r, state.asg.as_ref()) {
+        let Some(handle) = container_param(req.query_string()) else {
+            return text(StatusCode::BAD_REQUEST, "no container specified".into());
+        };
+        let (event, result, done, failed) = if r == Route::AsgSync {
+            (
+                "force-asgs-for-container",
+                asg.sync_container(&handle).await,
+                "updated container",
+                "failed to update asgs for container",
+            )
+        } else {
+            (
+                "force-orphaned-asgs-cleanup",
+                asg.cleanup_container(&handle).await,
+                "cleaned up ASGs for container",
+                "failed to clean up asgs for container",
+            )
+        };
+        return match result {
+            Ok(_) => text(StatusCode::OK, format!("{done} {handle}")),
+            Err(e) => {
+                asg.count_failure();
+                silk_ops::log::error(
+                    event,
+                    json!({ "container": handle, "error": e.to_string() }),
+                );
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{failed} {handle}: {e}"),
+                )
+            }
+        };
+    }
+    match r {
         Route::PolicyCycle => match state.cycle.full().await {
             Ok(_) => HttpResponse::Ok().finish(),
             Err(e) => {
@@ -66,23 +126,20 @@ async fn handle<A: PolicyApi, I: Iptables + ?Sized + 'static>(
         Route::AsgDisabled => HttpResponse::build(StatusCode::METHOD_NOT_ALLOWED)
             .content_type("text/plain; charset=utf-8")
             .body("ASG syncing has been disabled administratively"),
-        Route::NotFound => HttpResponse::NotFound()
+        Route::NotFound | Route::AsgSync | Route::AsgCleanup => HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
             .body("404 page not found\n"),
     }
 }
 
 /// Binds the listener and returns the server to spawn.
-pub fn force_server<A: PolicyApi, I: Iptables + ?Sized + 'static>(
+pub fn force_server<A: PolicyApi + AsgApi, I: Iptables + ?Sized + 'static>(
     host: &str,
     port: u16,
     cycle: Arc<C2cCycle<A, I>>,
-    enable_asg_syncing: bool,
+    asg: Option<Arc<AsgCycle<A, I>>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(State {
-        cycle,
-        enable_asg_syncing,
-    });
+    let state = web::Data::new(State { cycle, asg });
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -168,8 +225,24 @@ mod tests {
             route("/force-orphaned-asgs-cleanup", false),
             Route::AsgDisabled
         );
-        assert_eq!(route("/force-asgs-for-container", true), Route::NotFound);
+        assert_eq!(route("/force-asgs-for-container", true), Route::AsgSync);
+        assert_eq!(
+            route("/force-orphaned-asgs-cleanup", true),
+            Route::AsgCleanup
+        );
+        assert_eq!(route("/force-asgs-for-container/", true), Route::NotFound);
         assert_eq!(route("/", false), Route::NotFound);
+    }
+
+    #[test]
+    fn the_container_parameter_is_required_and_decoded() {
+        assert_eq!(container_param("container=abc-1").as_deref(), Some("abc-1"));
+        assert_eq!(
+            container_param("x=1&container=a%2Db").as_deref(),
+            Some("a-b")
+        );
+        assert_eq!(container_param("container="), None);
+        assert_eq!(container_param(""), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use serde::Deserialize;
+use silk_dataplane::iptables::egress::{asg_match, AsgMatch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IpRange {
@@ -56,15 +57,17 @@ pub struct Converted {
     pub dropped: Vec<String>,
 }
 
-fn family_of(r: &IpRange) -> Result<Option<Family>, AsgError> {
+/// The range's ends when both are of `family`.
+fn range_of(r: &IpRange, family: Family) -> Result<Option<(IpAddr, IpAddr)>, AsgError> {
     let bad = || AsgError::InvalidRange(r.start.clone(), r.end.clone());
     let s: IpAddr = r.start.trim().parse().map_err(|_| bad())?;
     let e: IpAddr = r.end.trim().parse().map_err(|_| bad())?;
-    Ok(match (s, e) {
+    let f = match (s, e) {
         (IpAddr::V4(_), IpAddr::V4(_)) => Some(Family::V4),
         (IpAddr::V6(_), IpAddr::V6(_)) => Some(Family::V6),
         _ => None,
-    })
+    };
+    Ok((f == Some(family)).then_some((s, e)))
 }
 
 fn describe(r: &NetOutRule) -> String {
@@ -79,10 +82,6 @@ pub fn convert(
     global_log: bool,
 ) -> Result<Converted, AsgError> {
     let mut out = Converted::default();
-    let (icmp_proto, icmp_match) = match family {
-        Family::V4 => ("icmp", "-m icmp --icmp-type"),
-        Family::V6 => ("ipv6-icmp", "-m icmp6 --icmpv6-type"),
-    };
     for rule in rules {
         let log = rule.log || global_log;
         let proto = match rule.protocol {
@@ -123,24 +122,19 @@ pub fn convert(
             _ => {}
         }
         for net in &rule.networks {
-            if family_of(net)? != Some(family) {
+            let Some((start, end)) = range_of(net, family)? else {
                 continue;
-            }
-            let range = format!(
-                "-m iprange --dst-range {}-{}",
-                net.start.trim(),
-                net.end.trim()
-            );
+            };
+            let mut push = |m: AsgMatch| out.rules.push((asg_match(m, start, end), log));
             match proto {
                 "tcp" | "udp" => {
                     for p in &rule.ports {
-                        let port = if p.start == p.end {
-                            p.start.to_string()
+                        let (start, end) = (p.start, p.end);
+                        push(if proto == "tcp" {
+                            AsgMatch::Tcp { start, end }
                         } else {
-                            format!("{}:{}", p.start, p.end)
-                        };
-                        out.rules
-                            .push((format!("-p {proto} {range} -m {proto} --dport {port}"), log));
+                            AsgMatch::Udp { start, end }
+                        });
                     }
                 }
                 "icmp" => {
@@ -148,16 +142,12 @@ pub fn convert(
                         kind: 0,
                         code: None,
                     });
-                    // Type 255 matches every type; iptables-save prints it as `any`.
-                    let t = if i.kind == 255 {
-                        "any".to_string()
-                    } else {
-                        format!("{}/{}", i.kind, i.code.unwrap_or(0))
-                    };
-                    out.rules
-                        .push((format!("-p {icmp_proto} {range} {icmp_match} {t}"), log));
+                    push(AsgMatch::Icmp {
+                        kind: i.kind,
+                        code: i.code.unwrap_or(0),
+                    });
                 }
-                _ => out.rules.push((range, log)),
+                _ => push(AsgMatch::All),
             }
         }
     }

@@ -8,7 +8,8 @@ pub mod options;
 use std::net::IpAddr;
 
 use silk_dataplane::iptables::chain::log_prefix;
-use silk_dataplane::iptables::{ChainName, Payload, Rule, SavedTable, Table};
+use silk_dataplane::iptables::egress;
+use silk_dataplane::iptables::{ChainName, Family, Payload, Rule, SavedTable, Table};
 
 use crate::config::PortMapping;
 pub use options::{Container, RuleOptions};
@@ -63,48 +64,20 @@ pub fn netout_rules(
     static_asgs: Option<&[(String, bool)]>,
 ) -> Vec<Rule> {
     let ch = FilterChains::for_handle(&c.handle);
-    let v6 = c.ip.is_ipv6();
-    let mut rules = Vec::new();
-    let mut push = |spec: String| rules.push(Rule::new(&ch.netout, spec));
-    if let Some(asgs) = static_asgs {
-        push("-m state --state RELATED,ESTABLISHED -j ACCEPT".into());
-        push("-p tcp -m state --state INVALID -j DROP".into());
-        let oc = &o.outbound;
-        if oc.limit || oc.dry_run {
-            let target = if oc.logging || oc.dry_run {
-                format!("-j {}", ch.rl_log)
-            } else {
-                reject(v6).to_string()
-            };
-            let expire = ((oc.burst + oc.rate_per_sec - 1) / oc.rate_per_sec) * 1000;
-            push(format!(
-                "-p tcp -m conntrack --ctstate NEW -m hashlimit --hashlimit-above {}/sec --hashlimit-burst {} \
-                 --hashlimit-mode dstip,dstport --hashlimit-name {} --hashlimit-htable-expire {expire} {target}",
-                oc.rate_per_sec, oc.burst, c.handle
-            ));
-        }
-        let deny = if v6 { &o.deny_v6 } else { &o.deny_v4 };
-        for net in deny.for_workload(&c.workload).iter().rev() {
-            push(format!("-d {net} {}", reject(v6)));
-        }
-        for (spec, log) in asgs.iter().rev() {
-            let target = if *log {
-                format!("-g {}", ch.log)
-            } else {
-                "-j ACCEPT".to_string()
-            };
-            push(format!("{spec} {target}"));
-        }
-    }
-    if o.asg_logging {
-        let d = o.denied_logs_per_sec;
-        push(format!(
-            "-m limit --limit {d}/sec --limit-burst {d} -j LOG --log-prefix \"{}\"",
-            log_prefix(&format!("DENY_{}", c.handle))
-        ));
-    }
-    push(reject(v6).into());
-    rules
+    let family = if c.ip.is_ipv6() {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let eo = o.egress(family);
+    let specs = match static_asgs {
+        Some(asgs) => egress::egress_rules(&eo, &c.handle, &c.workload, family, asgs),
+        None => egress::egress_tail(&eo, &c.handle, family),
+    };
+    specs
+        .into_iter()
+        .map(|spec| Rule::new(&ch.netout, spec))
+        .collect()
 }
 
 /// The filter-table part of an ADD for one family: chains, parent jumps, chain rules.

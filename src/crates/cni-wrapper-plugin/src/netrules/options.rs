@@ -5,6 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::IpNetwork;
 
+use silk_dataplane::iptables::egress::{self, EgressError, EgressOptions, OutboundLimit};
+use silk_dataplane::iptables::Family;
+
 use crate::config::{DenyNetworks, OutboundConnections, PortMapping, WrapperConfig};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,25 +28,7 @@ pub enum OptionsError {
     NoMasq(String),
 }
 
-/// Deny networks normalised to `network/prefix` text, per workload list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DenyLists {
-    pub always: Vec<String>,
-    pub running: Vec<String>,
-    pub staging: Vec<String>,
-}
-
-impl DenyLists {
-    pub fn for_workload(&self, workload: &str) -> Vec<String> {
-        let mut out = self.always.clone();
-        match workload {
-            "app" | "task" => out.extend(self.running.iter().cloned()),
-            "staging" => out.extend(self.staging.iter().cloned()),
-            _ => {}
-        }
-        out
-    }
-}
+pub use silk_dataplane::iptables::egress::DenyLists;
 
 #[derive(Debug, Clone)]
 pub struct RuleOptions {
@@ -102,35 +87,13 @@ fn parse_services(
         .collect()
 }
 
-/// Parses a deny entry as CIDR; a bare IP is taken as a single host (/32 or /128) instead of
-/// failing every ADD as upstream does (cni.md §1.2). The network is printed masked, as
-/// iptables-save shows it.
+/// A deny entry as CIDR text (see [`egress::parse_deny`]), with the wrapper's error text.
 fn parse_deny(entry: &str, v6: bool) -> Result<String, OptionsError> {
-    let e = entry.trim();
-    let net: IpNetwork = if e.contains('/') {
-        e.parse()
-            .map_err(|_| OptionsError::DenyNetwork(e.to_string()))?
-    } else {
-        let ip: IpAddr = e
-            .parse()
-            .map_err(|_| OptionsError::DenyNetwork(e.to_string()))?;
-        IpNetwork::new(ip, if ip.is_ipv6() { 128 } else { 32 })
-            .map_err(|_| OptionsError::DenyNetwork(e.to_string()))?
-    };
-    match (net.is_ipv6(), v6) {
-        (true, false) => {
-            return Err(OptionsError::DenyFamily(format!(
-                "network is ipv6 in ipv4 chain: {e}"
-            )))
-        }
-        (false, true) => {
-            return Err(OptionsError::DenyFamily(format!(
-                "network is ipv4 in ipv6 chain: {e}"
-            )))
-        }
-        _ => {}
-    }
-    Ok(format!("{}/{}", net.network(), net.prefix()))
+    let family = if v6 { Family::V6 } else { Family::V4 };
+    egress::parse_deny(entry, family).map_err(|e| match e {
+        EgressError::DenyNetwork(x) => OptionsError::DenyNetwork(x),
+        other => OptionsError::DenyFamily(other.to_string()),
+    })
 }
 
 fn deny_lists(d: &DenyNetworks, v6: bool) -> Result<DenyLists, OptionsError> {
@@ -147,6 +110,26 @@ fn deny_lists(d: &DenyNetworks, v6: bool) -> Result<DenyLists, OptionsError> {
 }
 
 impl RuleOptions {
+    /// The options of the shared egress renderer for `family`.
+    pub fn egress(&self, family: Family) -> EgressOptions {
+        let oc = &self.outbound;
+        EgressOptions {
+            asg_logging: self.asg_logging,
+            denied_logs_per_sec: self.denied_logs_per_sec,
+            outbound: OutboundLimit {
+                limit: oc.limit,
+                logging: oc.logging,
+                dry_run: oc.dry_run,
+                burst: oc.burst,
+                rate_per_sec: oc.rate_per_sec,
+            },
+            deny: match family {
+                Family::V4 => self.deny_v4.clone(),
+                Family::V6 => self.deny_v6.clone(),
+            },
+        }
+    }
+
     pub fn from_config(c: &WrapperConfig) -> Result<RuleOptions, OptionsError> {
         let mut dns_link_local = Vec::new();
         for s in &c.dns_servers {

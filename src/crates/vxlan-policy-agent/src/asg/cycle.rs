@@ -1,0 +1,517 @@
+//! The ASG cycle (policy contract §3.7.1): the periodic poll over every local container with
+//! the orphan sweep, the forced sync of one container and the explicit cleanup of one handle.
+//! All three are serialised by one mutex; each applies one restore per family while holding
+//! the iptables lock file from `iptables-save` to `iptables-restore`, the lock the c2c cycle
+//! and cni-wrapper-plugin hold for their changes too, so no two writers interleave on a table.
+//!
+//! The security groups are fetched when `security_groups_last_updated` (newer policy servers)
+//! changed, when the server does not have that route, or when a container's space is not
+//! among the spaces of the last fetch; otherwise the last answer is planned again, which
+//! still repairs chains changed by someone else. A failed fetch changes nothing: the chains
+//! stay as they are, `asgPollFailures` counts it and the next poll tries again.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use silk_client::{ClientError, PolicyClient};
+use silk_core::asg::SecurityGroup;
+use silk_dataplane::datastore::{Entries, MetadataStore, StoreError};
+use silk_dataplane::iptables::{Family, Iptables, IptablesError, Table};
+use silk_ops::Metrics;
+
+use super::planner::{
+    asg_containers, plan_asgs, plan_cleanup, space_guids, AsgOptions, AsgPlan, Scope,
+};
+
+/// Counted whenever a periodic or forced sync fails before writing (policy server, store,
+/// iptables).
+pub const POLL_FAILURES: &str = "asgPollFailures";
+/// Counted per container left as it is because its groups could not be converted.
+pub const CONTAINER_FAILURES: &str = "asgContainerFailures";
+
+/// The policy server calls of the ASG cycle; [`PolicyClient`] in production, fakes in tests.
+pub trait AsgApi: Send + Sync + 'static {
+    fn security_groups(
+        &self,
+        space_guids: &[String],
+    ) -> impl Future<Output = Result<Vec<SecurityGroup>, ClientError>> + Send;
+    fn security_groups_last_updated(&self)
+        -> impl Future<Output = Result<i64, ClientError>> + Send;
+}
+
+impl AsgApi for PolicyClient {
+    async fn security_groups(&self, spaces: &[String]) -> Result<Vec<SecurityGroup>, ClientError> {
+        PolicyClient::security_groups(self, spaces).await
+    }
+
+    async fn security_groups_last_updated(&self) -> Result<i64, ClientError> {
+        PolicyClient::security_groups_last_updated(self).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AsgCycleError {
+    #[error("read container metadata: {0}")]
+    Store(#[from] StoreError),
+    #[error("get security groups: {0}")]
+    SecurityGroups(#[source] ClientError),
+    #[error("iptables: {0}")]
+    Iptables(#[from] IptablesError),
+    #[error("container {handle}: {error}")]
+    Container { handle: String, error: String },
+    #[error("container {0} is still in the metadata store")]
+    Live(String),
+    #[error("background task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsgOutcome {
+    /// Handles whose chains were rewritten.
+    pub updated: Vec<String>,
+    /// Chains removed.
+    pub removed: Vec<String>,
+    /// Containers kept as they were (planning failed).
+    pub failed: Vec<String>,
+    /// Restores run (0 when nothing changed).
+    pub restores: usize,
+}
+
+#[derive(Default)]
+struct Fetched {
+    last_updated: Option<i64>,
+    spaces: BTreeSet<String>,
+    groups: Vec<SecurityGroup>,
+}
+
+pub struct AsgCycle<A, I: ?Sized> {
+    api: A,
+    iptables: Arc<I>,
+    store: MetadataStore,
+    metrics: Metrics,
+    opts: Arc<AsgOptions>,
+    enable_ipv6: bool,
+    /// The last successful periodic fetch; the lock serialises every ASG operation.
+    state: tokio::sync::Mutex<Option<Fetched>>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
+    pub fn new(
+        api: A,
+        iptables: Arc<I>,
+        store: MetadataStore,
+        metrics: Metrics,
+        opts: AsgOptions,
+        enable_ipv6: bool,
+    ) -> Self {
+        AsgCycle {
+            api,
+            iptables,
+            store,
+            metrics,
+            opts: Arc::new(opts),
+            enable_ipv6,
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn families(&self) -> Vec<Family> {
+        if self.enable_ipv6 {
+            vec![Family::V4, Family::V6]
+        } else {
+            vec![Family::V4]
+        }
+    }
+
+    async fn read_store(&self) -> Result<Entries, AsgCycleError> {
+        let t = Instant::now();
+        let store = self.store.clone();
+        let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
+        self.metrics.value("containerMetadataTime", ms(t), "ms");
+        Ok(entries)
+    }
+
+    /// Counts a failed forced sync or cleanup (the periodic cycle counts its own).
+    pub fn count_failure(&self) {
+        self.metrics.incr(POLL_FAILURES);
+    }
+
+    /// The periodic cycle: every container, then the orphan sweep.
+    pub async fn poll(&self) -> Result<AsgOutcome, AsgCycleError> {
+        let result = self.poll_inner().await;
+        if let Err(e) = &result {
+            self.metrics.incr(POLL_FAILURES);
+            silk_ops::log::error(
+                "asg-poll-cycle",
+                json!({ "error": e.to_string(), "iptables": "unchanged" }),
+            );
+        }
+        result
+    }
+
+    async fn poll_inner(&self) -> Result<AsgOutcome, AsgCycleError> {
+        let mut state = self.state.lock().await;
+        let start = Instant::now();
+        let entries = self.read_store().await?;
+        let spaces = space_guids(&asg_containers(&entries));
+
+        let t = Instant::now();
+        let last_updated = match self.api.security_groups_last_updated().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                silk_ops::log::debug(
+                    "security-groups-last-updated",
+                    json!({ "error": e.to_string(), "action": "fetching security groups" }),
+                );
+                None
+            }
+        };
+        let covered = state.as_ref().is_some_and(|f| {
+            last_updated.is_some()
+                && f.last_updated == last_updated
+                && spaces.iter().all(|s| f.spaces.contains(s))
+        });
+        if !covered && !spaces.is_empty() {
+            let groups = self
+                .api
+                .security_groups(&spaces)
+                .await
+                .map_err(AsgCycleError::SecurityGroups)?;
+            *state = Some(Fetched {
+                last_updated,
+                spaces: spaces.iter().cloned().collect(),
+                groups,
+            });
+        } else if covered {
+            silk_ops::log::debug(
+                "security-groups-unchanged",
+                json!({ "last_updated": last_updated }),
+            );
+        }
+        self.metrics.value("policyServerASGPollTime", ms(t), "ms");
+        let groups = state.as_ref().map(|f| f.groups.clone()).unwrap_or_default();
+
+        let t = Instant::now();
+        let outcome = self.apply(groups, entries, Scope::All).await?;
+        self.metrics.value("asgIptablesEnforceTime", ms(t), "ms");
+        // The sweep is part of the same restore; there is no separate cleanup step to time.
+        self.metrics.value("asgIptablesCleanupTime", 0.0, "ms");
+        self.metrics.value("asgTotalPollTime", ms(start), "ms");
+        Ok(outcome)
+    }
+
+    /// `/force-asgs-for-container`: fetches the groups of the container's space and syncs
+    /// its chains only. A container whose groups cannot be converted is an error here.
+    pub async fn sync_container(&self, handle: &str) -> Result<AsgOutcome, AsgCycleError> {
+        let _state = self.state.lock().await;
+        let entries = self.read_store().await?;
+        let containers = asg_containers(&entries);
+        let spaces: Vec<String> = containers
+            .iter()
+            .filter(|c| c.handle == handle)
+            .map(|c| c.space_id.clone())
+            .collect();
+        let t = Instant::now();
+        let groups = if spaces.is_empty() {
+            Vec::new()
+        } else {
+            self.api
+                .security_groups(&spaces)
+                .await
+                .map_err(AsgCycleError::SecurityGroups)?
+        };
+        self.metrics.value("policyServerASGPollTime", ms(t), "ms");
+        let outcome = self
+            .apply(groups, entries, Scope::Container(handle))
+            .await?;
+        if !outcome.failed.is_empty() {
+            return Err(AsgCycleError::Container {
+                handle: handle.to_string(),
+                error: "its security groups cannot be converted; see asg-container-kept".into(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// `/force-orphaned-asgs-cleanup`: removes the chains of a handle that left the store.
+    pub async fn cleanup_container(&self, handle: &str) -> Result<AsgOutcome, AsgCycleError> {
+        let _state = self.state.lock().await;
+        let entries = self.read_store().await?;
+        if entries.contains_key(handle) {
+            return Err(AsgCycleError::Live(handle.to_string()));
+        }
+        let iptables = Arc::clone(&self.iptables);
+        let families = self.families();
+        let h = handle.to_string();
+        let plans = tokio::task::spawn_blocking(move || {
+            apply_plans(iptables.as_ref(), &families, |saved, _family| {
+                plan_cleanup(&h, &entries, saved)
+            })
+        })
+        .await??;
+        let outcome = summarize(&plans);
+        if !outcome.removed.is_empty() {
+            silk_ops::log::info(
+                "asg-chains-cleaned-up",
+                json!({ "container": handle, "removed": outcome.removed }),
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Plans and applies `scope` in every family under the iptables lock.
+    async fn apply(
+        &self,
+        groups: Vec<SecurityGroup>,
+        entries: Entries,
+        scope: Scope<'_>,
+    ) -> Result<AsgOutcome, AsgCycleError> {
+        let iptables = Arc::clone(&self.iptables);
+        let opts = Arc::clone(&self.opts);
+        let families = self.families();
+        let one = match scope {
+            Scope::All => None,
+            Scope::Container(h) => Some(h.to_string()),
+        };
+        let plans = tokio::task::spawn_blocking(move || {
+            let scope = match &one {
+                None => Scope::All,
+                Some(h) => Scope::Container(h),
+            };
+            apply_plans(iptables.as_ref(), &families, |saved, family| {
+                plan_asgs(&groups, &entries, saved, family, &opts, scope)
+            })
+        })
+        .await??;
+        for (family, plan) in &plans {
+            for (handle, e) in &plan.failed {
+                self.metrics.incr(CONTAINER_FAILURES);
+                silk_ops::log::error(
+                    "asg-container-kept",
+                    json!({ "container": handle, "family": format!("{family:?}"), "error": e.to_string(), "iptables": "unchanged" }),
+                );
+            }
+            for (handle, why) in &plan.skipped_rules {
+                silk_ops::log::debug(
+                    "asg-rule-skipped",
+                    json!({ "container": handle, "rule": why }),
+                );
+            }
+            if !plan.without_netout.is_empty() {
+                silk_ops::log::debug(
+                    "asg-containers-without-netout",
+                    json!({ "family": format!("{family:?}"), "containers": plan.without_netout }),
+                );
+            }
+        }
+        let outcome = summarize(&plans);
+        if outcome.restores > 0 {
+            silk_ops::log::info(
+                "asg-chains-synced",
+                json!({ "updated": outcome.updated, "removed": outcome.removed }),
+            );
+        } else {
+            silk_ops::log::debug("asg-chains-unchanged", json!({}));
+        }
+        Ok(outcome)
+    }
+}
+
+/// For each family: takes the lock, saves the filter table, plans, restores when the plan is
+/// not empty; the lock is held from save to restore.
+fn apply_plans<I: Iptables + ?Sized>(
+    iptables: &I,
+    families: &[Family],
+    mut plan: impl FnMut(&str, Family) -> AsgPlan,
+) -> Result<Vec<(Family, AsgPlan)>, AsgCycleError> {
+    let mut out = Vec::new();
+    for &family in families {
+        let _lock = iptables.lock()?;
+        let saved = iptables.save(family, Some(Table::Filter))?;
+        let p = plan(&saved, family);
+        if !p.payload.is_empty() {
+            iptables.restore(family, &p.payload.render())?;
+        }
+        out.push((family, p));
+    }
+    Ok(out)
+}
+
+fn summarize(plans: &[(Family, AsgPlan)]) -> AsgOutcome {
+    let mut o = AsgOutcome::default();
+    for (_, p) in plans {
+        o.updated.extend(p.updated.iter().cloned());
+        o.removed.extend(p.removed.iter().cloned());
+        o.failed.extend(p.failed.iter().map(|(h, _)| h.clone()));
+        o.restores += usize::from(!p.payload.is_empty());
+    }
+    o.updated.sort();
+    o.updated.dedup();
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use serde_json::json;
+    use silk_core::asg::SecurityGroupsResponse;
+    use silk_dataplane::iptables::RecordingIptables;
+
+    const SPACE: &str = "7d2c0e5a-9b1f-4a3c-8e6d-2f1a0b9c8d7e";
+    const H: &str = "6f1e4f5a-1b2c-4d3e-8f9a-0b1c2d3e4f5a";
+
+    #[derive(Default)]
+    struct FakeApi {
+        groups: Mutex<Vec<SecurityGroup>>,
+        last_updated: Mutex<Option<i64>>,
+        down: AtomicBool,
+        asked: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl AsgApi for Arc<FakeApi> {
+        async fn security_groups(
+            &self,
+            spaces: &[String],
+        ) -> Result<Vec<SecurityGroup>, ClientError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ClientError::Status {
+                    code: 500,
+                    text: "database read failed".into(),
+                });
+            }
+            self.asked.lock().unwrap().push(spaces.to_vec());
+            Ok(self.groups.lock().unwrap().clone())
+        }
+
+        async fn security_groups_last_updated(&self) -> Result<i64, ClientError> {
+            (*self.last_updated.lock().unwrap()).ok_or(ClientError::Status {
+                code: 404,
+                text: "404 page not found".into(),
+            })
+        }
+    }
+
+    fn setup() -> (
+        tempfile::TempDir,
+        Arc<FakeApi>,
+        Arc<RecordingIptables>,
+        AsgCycle<Arc<FakeApi>, RecordingIptables>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(dir.path().join("store.json"), None);
+        store
+            .add(
+                H,
+                "10.255.7.4",
+                None,
+                json!({"policy_group_id": "app", "space_id": SPACE, "container_workload": "app"}),
+            )
+            .unwrap();
+        let api = Arc::new(FakeApi::default());
+        let body = include_str!("../../tests/fixtures/asg/security-groups.json");
+        *api.groups.lock().unwrap() = serde_json::from_str::<SecurityGroupsResponse>(body)
+            .unwrap()
+            .security_groups;
+        let ipt = Arc::new(RecordingIptables::default());
+        *ipt.saved.lock().unwrap() = format!(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:{0} - [0:0]\n-A {0} -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n",
+            silk_dataplane::iptables::ChainName::netout(H)
+        );
+        let cycle = AsgCycle::new(
+            Arc::clone(&api),
+            Arc::clone(&ipt),
+            store,
+            Metrics::new("vxlan-policy-agent", 0),
+            AsgOptions::default(),
+            false,
+        );
+        (dir, api, ipt, cycle)
+    }
+
+    #[tokio::test]
+    async fn polls_fetch_for_local_spaces_and_write_one_restore() {
+        let (_dir, api, ipt, cycle) = setup();
+        let out = cycle.poll().await.unwrap();
+        assert_eq!(out.updated, vec![H]);
+        assert_eq!(out.restores, 1);
+        assert_eq!(api.asked.lock().unwrap()[0], vec![SPACE]);
+        assert_eq!(ipt.payloads().len(), 1);
+        assert!(cycle.metrics.last_value("asgTotalPollTime").is_some());
+        assert!(cycle
+            .metrics
+            .last_value("policyServerASGPollTime")
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_last_updated_skips_the_fetch_but_not_the_reconcile() {
+        let (_dir, api, ipt, cycle) = setup();
+        *api.last_updated.lock().unwrap() = Some(7);
+        cycle.poll().await.unwrap();
+        cycle.poll().await.unwrap();
+        assert_eq!(
+            api.asked.lock().unwrap().len(),
+            1,
+            "second poll used the last answer"
+        );
+        // The recorded table never changes, so the second poll found the chain missing again.
+        assert_eq!(ipt.payloads().len(), 2);
+        *api.last_updated.lock().unwrap() = Some(8);
+        cycle.poll().await.unwrap();
+        assert_eq!(api.asked.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_changes_nothing_and_is_counted() {
+        let (_dir, api, ipt, cycle) = setup();
+        api.down.store(true, Ordering::SeqCst);
+        let err = cycle.poll().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "get security groups: http status 500: database read failed"
+        );
+        assert!(ipt.payloads().is_empty());
+        assert_eq!(cycle.metrics.counter_total(POLL_FAILURES), 1);
+        api.down.store(false, Ordering::SeqCst);
+        assert_eq!(cycle.poll().await.unwrap().restores, 1);
+    }
+
+    #[tokio::test]
+    async fn forced_sync_and_cleanup() {
+        let (dir, api, ipt, cycle) = setup();
+        let out = cycle.sync_container(H).await.unwrap();
+        assert_eq!(out.updated, vec![H]);
+        assert!(
+            cycle.metrics.last_value("asgTotalPollTime").is_none(),
+            "periodic only"
+        );
+        // Unknown handles: nothing to fetch or write.
+        let out = cycle.sync_container("nope").await.unwrap();
+        assert_eq!(out, AsgOutcome::default());
+        assert_eq!(api.asked.lock().unwrap().len(), 1);
+        assert!(matches!(
+            cycle.cleanup_container(H).await,
+            Err(AsgCycleError::Live(_))
+        ));
+        MetadataStore::new(dir.path().join("store.json"), None)
+            .delete(H)
+            .unwrap();
+        let out = cycle.cleanup_container(H).await.unwrap();
+        assert!(
+            out.removed.is_empty(),
+            "the recorded table has no asg chain"
+        );
+        assert_eq!(ipt.payloads().len(), 1);
+    }
+}

@@ -1,0 +1,444 @@
+//! Dynamic ASG syncing through the real binary, against the fake policy server (HTTPS, client
+//! certificates required, paginated answers, fault injection) and real iptables, in a network
+//! namespace of the test's own: chains as the planner writes them read back identically, the
+//! periodic poll repairs chains flushed or deleted by someone else and applies group changes,
+//! every fault (500, malformed JSON, a page missing mid-pagination, server down) keeps the
+//! rules and is counted and logged, and the agent recovers by itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure by design
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use silk_dataplane::datastore::MetadataStore;
+use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::netns::{run_ok, unshare_test_netns};
+
+const ASG_BACKEND: &str = "asg-6f1e4f5a1b2c4d3e8f9a";
+const NETOUT_BACKEND: &str = "netout--6f1e4f5a-1b2c-4d3e-8";
+const ASG_FRONTEND: &str = "asg-1d2e3f4a5b6c4d7e8f90";
+const REJECT: &str = "-j REJECT --reject-with icmp-port-unreachable";
+
+fn require_root() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "run via scripts/test"
+    );
+}
+
+fn fixture_groups() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/asg/security-groups.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["security_groups"].as_array().unwrap().clone()
+}
+
+/// The `-A <chain> ...` lines of `chain` in `iptables-save -t filter`.
+fn chain_rules(chain: &str) -> Vec<String> {
+    let prefix = format!("-A {chain} ");
+    run_ok(&["iptables-save", "-t", "filter"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+fn chain_exists(chain: &str) -> bool {
+    run_ok(&["iptables-save", "-t", "filter"])
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.strip_prefix(':')
+                .and_then(|d| d.split_whitespace().next())
+                == Some(chain)
+        })
+}
+
+/// What cni-wrapper-plugin leaves for a container in dynamic mode.
+fn wire(handle: &str) {
+    let netout = silk_dataplane::iptables::ChainName::netout(handle).to_string();
+    let log = silk_dataplane::iptables::ChainName::netout_log(handle).to_string();
+    run_ok(&["iptables", "-N", &netout]).unwrap();
+    run_ok(&["iptables", "-A", &netout, "-j", "REJECT"]).unwrap();
+    run_ok(&["iptables", "-N", &log]).unwrap();
+    run_ok(&["iptables", "-A", &log, "-j", "ACCEPT"]).unwrap();
+}
+
+/// The golden asg chain of the worked example (fixture `worked-example.payload`).
+fn golden_backend() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/asg/worked-example.payload"
+    ))
+    .unwrap();
+    let prefix = format!("-A {ASG_BACKEND} ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+fn metric(debug_port: u16, name: &str) -> f64 {
+    let (_, body) = http_get(debug_port, "/metrics");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name || k.starts_with(&format!("{name}{{"))).then(|| v.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+fn log_has(log: &Path, event: &str, text: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.contains(&format!(
+                "\"message\":\"cfnetworking.vxlan-policy-agent.{event}\""
+            )) && l.contains(text)
+        })
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn asg_chains_are_synced_repaired_and_kept_through_faults() {
+    require_root();
+    unshare_test_netns().unwrap();
+    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    store_two_containers(dir.path());
+    wire(BACKEND);
+    wire(FRONTEND);
+
+    let server = FakeServer::start(&certs, example_policies());
+    {
+        let mut s = server.state.lock().unwrap();
+        s.security_groups = fixture_groups();
+        s.sg_page_size = Some(1);
+    }
+    let (force_port, debug_port) = (free_port(), free_port());
+    let config = write_config(dir.path(), &certs, server.port, force_port, debug_port);
+    patch_config(
+        &config,
+        json!({"enable_asg_syncing": true, "asg_poll_interval": 1, "poll_interval": 30}),
+    );
+    let log = dir.path().join("agent.log");
+    let mut agent = Agent::spawn_logged(&config, Some(&log));
+    wait_for("the force server", Duration::from_secs(20), || {
+        assert!(agent.running(), "agent exited");
+        std::net::TcpStream::connect(("127.0.0.1", force_port)).is_ok()
+    });
+
+    // The wrapper's calls: exact paths, 400 without a container.
+    assert_eq!(
+        http_get(force_port, "/force-asgs-for-container"),
+        (400, "no container specified".into())
+    );
+    assert_eq!(
+        http_get(
+            force_port,
+            &format!("/force-asgs-for-container?container={BACKEND}")
+        ),
+        (200, format!("updated container {BACKEND}"))
+    );
+    assert_eq!(chain_rules(ASG_BACKEND), golden_backend());
+    assert_eq!(
+        chain_rules(NETOUT_BACKEND),
+        vec![format!("-j {ASG_BACKEND}"), REJECT.to_string()]
+    );
+    let requests = server.requests();
+    assert!(
+        requests.contains(&format!(
+            "GET /networking/v1/internal/security_groups?per_page=5000&space_guids={SPACE}"
+        )),
+        "{requests:?}"
+    );
+    assert!(
+        requests.contains(&format!(
+            "GET /networking/v1/internal/security_groups?per_page=5000&space_guids={SPACE}&from=3"
+        )),
+        "pages followed: {requests:?}"
+    );
+
+    // The periodic poll syncs the other container too.
+    wait_for("the frontend's chain", Duration::from_secs(20), || {
+        chain_exists(ASG_FRONTEND)
+    });
+
+    // Someone flushes one chain and deletes the jump of the other: back within a poll.
+    run_ok(&["iptables", "-F", ASG_BACKEND]).unwrap();
+    run_ok(&["iptables", "-F", "netout--1d2e3f4a-5b6c-4d7e-8"]).unwrap();
+    wait_for("repaired chains", Duration::from_secs(20), || {
+        chain_rules(ASG_BACKEND) == golden_backend()
+            && chain_rules("netout--1d2e3f4a-5b6c-4d7e-8")
+                == vec![format!("-j {ASG_FRONTEND}"), REJECT.to_string()]
+    });
+
+    // A group change applies within a poll: orders-db-access no longer bound to the space.
+    server.state.lock().unwrap().security_groups[2]["running_space_guids"] = json!([]);
+    wait_for("the changed chain", Duration::from_secs(20), || {
+        !chain_rules(ASG_BACKEND)
+            .iter()
+            .any(|r| r.contains("10.0.11.0"))
+    });
+    let current = chain_rules(ASG_BACKEND);
+
+    // Each fault: the rules stay, a counter and a log line say so, and the agent recovers.
+    for (fault, text) in [
+        (Some(SgFault::Status500), "database read failed"),
+        (Some(SgFault::MalformedJson), "decode response body"),
+        (Some(SgFault::MissingPage), "http status 404"),
+        (None, "security groups"),
+    ] {
+        let failures = metric(debug_port, "asgPollFailures");
+        {
+            let mut s = server.state.lock().unwrap();
+            s.sg_fault = fault;
+            s.down = fault.is_none();
+            // A change the agent must not apply while the fault lasts.
+            s.security_groups[2]["running_space_guids"] = json!([SPACE]);
+        }
+        wait_for("a counted failure", Duration::from_secs(20), || {
+            metric(debug_port, "asgPollFailures") >= failures + 2.0
+        });
+        assert!(
+            log_has(&log, "asg-poll-cycle", text),
+            "{fault:?}: no log line with {text:?}"
+        );
+        assert_eq!(chain_rules(ASG_BACKEND), current, "{fault:?}: rules kept");
+        assert!(agent.running());
+        {
+            let mut s = server.state.lock().unwrap();
+            s.sg_fault = None;
+            s.down = false;
+        }
+        wait_for("recovery", Duration::from_secs(20), || {
+            chain_rules(ASG_BACKEND) == golden_backend()
+        });
+        server.state.lock().unwrap().security_groups[2]["running_space_guids"] = json!([]);
+        wait_for("the change again", Duration::from_secs(20), || {
+            chain_rules(ASG_BACKEND) == current
+        });
+    }
+
+    // CNI DEL of the frontend: store entry and netout go, the log chain is flushed, then the
+    // cleanup call removes the asg chain and the log chain.
+    MetadataStore::new(dir.path().join("store.json"), None)
+        .delete(FRONTEND)
+        .unwrap();
+    run_ok(&["iptables", "-F", "netout--1d2e3f4a-5b6c-4d7e-8"]).unwrap();
+    run_ok(&["iptables", "-X", "netout--1d2e3f4a-5b6c-4d7e-8"]).unwrap();
+    run_ok(&["iptables", "-F", "netout--1d2e3f4a-5b6c-4--log"]).unwrap();
+    assert_eq!(
+        http_get(
+            force_port,
+            &format!("/force-orphaned-asgs-cleanup?container={FRONTEND}")
+        ),
+        (200, format!("cleaned up ASGs for container {FRONTEND}"))
+    );
+    assert!(!chain_exists(ASG_FRONTEND));
+    assert!(!chain_exists("netout--1d2e3f4a-5b6c-4--log"));
+    // A live container's chains are refused.
+    assert_eq!(
+        http_get(
+            force_port,
+            &format!("/force-orphaned-asgs-cleanup?container={BACKEND}")
+        )
+        .0,
+        500
+    );
+    assert_eq!(chain_rules(ASG_BACKEND), current);
+
+    // An orphan of a handle no entry names is swept by the poll.
+    run_ok(&["iptables", "-N", "asg-0a0a0a0adead4bee8f00"]).unwrap();
+    wait_for("the sweep", Duration::from_secs(20), || {
+        !chain_exists("asg-0a0a0a0adead4bee8f00")
+    });
+    for name in [
+        "asgTotalPollTime",
+        "asgIptablesEnforceTime",
+        "policyServerASGPollTime",
+    ] {
+        assert!(
+            http_get(debug_port, "/metrics").1.contains(name),
+            "{name} missing from /metrics"
+        );
+    }
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(chain_rules(ASG_BACKEND), current, "rules stay after exit");
+}
+
+/// Acceptance: cf-deployment's properties (ASG syncing on by default, loggregator v2 on) render
+/// through the job template's tera twin, and the agent starts with that file and syncs. Only the
+/// policy server address (the fake server) and the BOSH root (a temp dir) differ; the ports are
+/// the job defaults, free in the test's own namespace.
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn cf_deployment_defaults_render_start_and_sync() {
+    require_root();
+    unshare_test_netns().unwrap();
+    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(&certs, example_policies());
+    server.state.lock().unwrap().security_groups = fixture_groups();
+
+    // cf-deployment.yml's vxlan-policy-agent properties and the silk-cni link defaults.
+    let context = json!({
+        "root": root.path(),
+        "properties": {
+            "ca_cert": "((network_policy_client.ca))",
+            "client_cert": "((network_policy_client.certificate))",
+            "client_key": "((network_policy_client.private_key))",
+            "loggregator": {"use_v2_api": true, "ca_cert": "ca", "cert": "cert", "key": "key"},
+            "policy_server": {"hostname": "127.0.0.1", "internal_listen_port": server.port}
+        },
+        "links": {
+            "cf_network": {"properties": {"network": "10.255.0.0/16", "subnet_prefix_length": 24}},
+            "cni_config": {"properties": {
+                "iptables_logging": false,
+                "iptables_denied_logs_per_sec": 1,
+                "deny_networks": {"always": [], "running": [], "staging": []},
+                "deny_networks_ipv6": {"always": [], "running": [], "staging": []},
+                "outbound_connections": {"limit": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false}
+            }}
+        },
+        "spec": {"ip": "127.0.0.1", "id": "cell-guid", "name": "diego-cell", "deployment": "cf",
+                 "address": "127.0.0.1", "networks": {"default": {"ip": "127.0.0.1"}}}
+    });
+    let text = silk_render::render(
+        "vxlan-policy-agent/config/vxlan-policy-agent.json",
+        &context,
+    )
+    .unwrap();
+    let rendered: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(rendered["enable_asg_syncing"], true);
+    assert_eq!(rendered["asg_poll_interval"], 60);
+    assert_eq!(rendered["force_policy_poll_cycle_port"], 8722);
+
+    let job = root.path().join("jobs/vxlan-policy-agent/config");
+    std::fs::create_dir_all(job.join("certs")).unwrap();
+    for (from, to) in [
+        (&certs.ca_cert, "ca.crt"),
+        (&certs.client_cert, "client.crt"),
+        (&certs.client_key, "client.key"),
+    ] {
+        std::fs::copy(from, job.join("certs").join(to)).unwrap();
+    }
+    let config = job.join("vxlan-policy-agent.json");
+    std::fs::write(&config, &text).unwrap();
+    std::fs::create_dir_all(root.path().join("data/container-metadata")).unwrap();
+    std::fs::create_dir_all(root.path().join("data/garden-cni")).unwrap();
+    store_two_containers(&root.path().join("data/container-metadata"));
+    wire(BACKEND);
+
+    let mut agent = Agent::spawn(&config);
+    wait_for("the force server on 8722", Duration::from_secs(20), || {
+        assert!(agent.running(), "agent exited");
+        std::net::TcpStream::connect(("127.0.0.1", 8722)).is_ok()
+    });
+    assert_eq!(
+        http_get(
+            8722,
+            &format!("/force-asgs-for-container?container={BACKEND}")
+        ),
+        (200, format!("updated container {BACKEND}"))
+    );
+    assert_eq!(chain_rules(ASG_BACKEND), golden_backend());
+    assert_eq!(http_get(8721, "/iptables-c2c-logging").0, 200);
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// Every rule shape the planner writes (logging, deny networks, connection limit with its log
+/// chain, burst 5 that iptables-save leaves out, ICMP any, IPv6) comes back from the kernel so
+/// that the next plan is empty: a cycle without changes writes nothing.
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn planned_asg_chains_read_back_as_planned() {
+    use silk_core::asg::SecurityGroup;
+    use silk_dataplane::iptables::egress::{DenyLists, EgressOptions, OutboundLimit};
+    use silk_dataplane::iptables::{ChainName, Family, Iptables, SystemIptables, Table};
+    use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
+
+    require_root();
+    unshare_test_netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ipt = SystemIptables::new(dir.path().join("iptables.lock"));
+    let mut groups: Vec<SecurityGroup> =
+        serde_json::from_value(serde_json::Value::Array(fixture_groups())).unwrap();
+    groups[1].rules =
+        r#"[{"protocol":"udp","destination":"2001:db8::/120,8.8.8.8","ports":"53,1000-2000"},
+        {"protocol":"icmp","destination":"::/0,10.0.0.0/8","type":8,"code":0},
+        {"protocol":"icmp","destination":"::/0","type":-1,"code":-1}]"#
+            .into();
+    let store = MetadataStore::new(dir.path().join("store.json"), None);
+    store
+        .add(
+            BACKEND,
+            "10.255.7.4",
+            Some("2001:db8:1::4"),
+            json!({"policy_group_id": "a", "space_id": SPACE, "container_workload": "app"}),
+        )
+        .unwrap();
+    let entries = store.read_all().unwrap();
+    for family in [Family::V4, Family::V6] {
+        let bin = if family == Family::V4 {
+            "iptables"
+        } else {
+            "ip6tables"
+        };
+        for c in [
+            ChainName::netout(BACKEND),
+            ChainName::netout_log(BACKEND),
+            ChainName::netout_rl_log(BACKEND),
+        ] {
+            run_ok(&[bin, "-N", c.as_str()]).unwrap();
+        }
+    }
+    for (burst_log, dry_run) in [(1, false), (5, true)] {
+        let egress = |deny: DenyLists| EgressOptions {
+            asg_logging: true,
+            denied_logs_per_sec: burst_log,
+            outbound: OutboundLimit {
+                limit: true,
+                logging: true,
+                dry_run,
+                burst: 5,
+                rate_per_sec: 5,
+            },
+            deny,
+        };
+        let opts = AsgOptions {
+            v4: egress(DenyLists {
+                always: vec!["172.16.0.0/12".into()],
+                running: vec!["192.168.0.5/32".into()],
+                staging: vec![],
+            }),
+            v6: egress(DenyLists {
+                always: vec!["fd00::/8".into()],
+                ..DenyLists::default()
+            }),
+            head_v4: vec!["-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT".into()],
+        };
+        for family in [Family::V4, Family::V6] {
+            let save = || ipt.save(family, Some(Table::Filter)).unwrap();
+            let plan = plan_asgs(&groups, &entries, &save(), family, &opts, Scope::All);
+            assert_eq!(plan.updated, vec![BACKEND], "{family:?}");
+            ipt.restore(family, &plan.payload.render()).unwrap();
+            let again = plan_asgs(&groups, &entries, &save(), family, &opts, Scope::All);
+            assert!(
+                again.payload.is_empty(),
+                "{family:?} burst {burst_log}: planned\n{}\nsaved\n{}",
+                plan.payload.render(),
+                save()
+            );
+        }
+    }
+}
