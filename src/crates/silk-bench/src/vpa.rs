@@ -20,12 +20,12 @@ use anyhow::{bail, Context, Result};
 use nix::sys::resource::{getrusage, UsageWho};
 use serde_json::json;
 use silk_client::ClientError;
-use silk_core::policy::{PoliciesResponse, Policy};
 use silk_core::asg::SecurityGroup;
+use silk_core::policy::{PoliciesResponse, Policy};
 use silk_dataplane::datastore::{Container, Entries, MetadataStore};
 use silk_dataplane::iptables::{ChainName, Family, SystemIptables};
-use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
 use silk_ops::Metrics;
+use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
 use vxlan_policy_agent::cycle::{C2cCycle, CycleOptions, Outcome, PolicyApi};
 use vxlan_policy_agent::enforcer::{plan_kernel, Actual};
 use vxlan_policy_agent::planner::{local_containers, plan_c2c, plan_rules, PlanOptions};
@@ -74,7 +74,11 @@ fn policies(n: usize, changed: bool) -> String {
     let ps: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let (dst, src) = (i % CONTAINERS, i / CONTAINERS);
-            let src_id = if src % 2 == 0 { app(src) } else { remote_app(src) };
+            let src_id = if src % 2 == 0 {
+                app(src)
+            } else {
+                remote_app(src)
+            };
             let port = if changed && i == 0 { 2 } else { 1000 + src };
             json!({"source": {"id": src_id, "tag": format!("{:04X}", src + 1)},
                    "destination": {"id": app(dst), "tag": format!("{:04X}", dst + 1),
@@ -97,7 +101,11 @@ fn sh(args: &[&str], stdin: Option<&str>) -> Result<String> {
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -187,7 +195,9 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     let plan = plan_c2c(&containers, &ps, &PlanOptions::default());
     let (_, ours) = plan_kernel(&plan, &[], &Actual::default(), 1_729_785_226_123_456)?;
     let flat = plan_rules(&containers, &ps, &PlanOptions::default())?;
-    let mut upstream = String::from("*filter\n:vpa--1729785226123456 - [0:0]\n-I FORWARD 1 -j vpa--1729785226123456\n");
+    let mut upstream = String::from(
+        "*filter\n:vpa--1729785226123456 - [0:0]\n-I FORWARD 1 -j vpa--1729785226123456\n",
+    );
     for r in &flat {
         upstream.push_str(&format!("-A vpa--1729785226123456 {r}\n"));
     }
@@ -263,7 +273,11 @@ fn security_groups(changed: bool) -> Vec<SecurityGroup> {
         .map(|g| {
             let rules: Vec<serde_json::Value> = (0..10)
                 .map(|r| {
-                    let port = if changed && g == 0 && r == 0 { 8443 } else { 443 + r };
+                    let port = if changed && g == 0 && r == 0 {
+                        8443
+                    } else {
+                        443 + r
+                    };
                     json!({"protocol": "tcp", "destination": format!("10.{}.{}.0/24", 100 + g, r),
                            "ports": port.to_string()})
                 })
@@ -315,7 +329,10 @@ fn netout_chains(entries: &Entries) -> Result<()> {
 }
 
 /// One ASG cycle's iptables work: save, plan with the ASG planner, restore when not empty.
-fn asg_cycle(groups: &[SecurityGroup], entries: &Entries) -> Result<(usize, usize, Duration, Duration)> {
+fn asg_cycle(
+    groups: &[SecurityGroup],
+    entries: &Entries,
+) -> Result<(usize, usize, Duration, Duration)> {
     let (w, c) = (Instant::now(), cpu());
     let saved = sh(&["iptables-save", "-t", "filter"], None)?;
     let plan = plan_asgs(
@@ -330,7 +347,10 @@ fn asg_cycle(groups: &[SecurityGroup], entries: &Entries) -> Result<(usize, usiz
         bail!("asg plan failed: {:?}", plan.failed);
     }
     if !plan.payload.is_empty() {
-        sh(&["iptables-restore", "--noflush", "-w"], Some(&plan.payload.render()))?;
+        sh(
+            &["iptables-restore", "--noflush", "-w"],
+            Some(&plan.payload.render()),
+        )?;
     }
     Ok((
         plan.updated.len(),
@@ -357,7 +377,10 @@ fn asgs(_dir: &std::path::Path) -> Result<()> {
     .payload
     .render();
     let t = Instant::now();
-    sh(&["iptables-restore", "--noflush", "-w"], Some(&first_payload))?;
+    sh(
+        &["iptables-restore", "--noflush", "-w"],
+        Some(&first_payload),
+    )?;
     let floor = t.elapsed();
     clean_filter()?;
     netout_chains(&entries)?;
