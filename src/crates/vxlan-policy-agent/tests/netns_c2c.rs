@@ -177,12 +177,7 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn local_changes_and_kernel_drift_apply_within_one_poll_without_a_policy_change() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    enter_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     store_two_containers(dir.path());
