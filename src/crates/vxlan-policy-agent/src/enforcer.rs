@@ -144,17 +144,18 @@ pub fn plan_kernel(
     now_us: u64,
 ) -> Result<(ChainName, Payload), EnforceError> {
     let main = main_chain(actual, now_us)?;
-    let mut want: BTreeMap<&str, Vec<String>> = desired
+    let main_text = main_rules(head, desired);
+    let mut want: BTreeMap<&str, &[String]> = desired
         .groups
         .iter()
-        .map(|(c, r)| (c.as_str(), r.clone()))
+        .map(|(c, r)| (c.as_str(), r.as_slice()))
         .collect();
-    want.insert(main.as_str(), main_rules(head, desired));
+    want.insert(main.as_str(), &main_text);
 
     let mut payload = Payload::default();
     let f = payload.table(Table::Filter);
     for (chain, rules) in &want {
-        if actual.chains.get(*chain) != Some(rules) {
+        if actual.chains.get(*chain).map(Vec::as_slice) != Some(*rules) {
             let name = ChainName::new(chain)?;
             f.declare.push(name.clone());
             f.append
@@ -233,14 +234,16 @@ impl Enforcer {
     ) -> Result<Enforced, EnforceError> {
         let _lock = iptables.lock()?;
         let generation = iptables.generation(Family::V4);
-        let (actual, read) = match (&self.known, generation) {
-            (Some((g, a)), Some(now)) if *g == now => (a.clone(), false),
-            _ => {
+        let cached = match (self.known.take(), generation) {
+            (Some((g, a)), Some(now)) if g == now => Some(a),
+            _ => None,
+        };
+        let read = cached.is_none();
+        let actual = match cached {
+            Some(a) => a,
+            None => {
                 let text = iptables.save(Family::V4, Some(Table::Filter))?;
-                (
-                    Actual::from_saved(&SavedTable::parse(&text, Table::Filter)),
-                    true,
-                )
+                Actual::from_saved(&SavedTable::parse(&text, Table::Filter))
             }
         };
         let (chain, payload) = plan_kernel(desired, head, &actual, now_us)?;
@@ -258,7 +261,6 @@ impl Enforcer {
             self.known = generation.map(|g| (g, actual));
             return Ok(enforced);
         }
-        self.known = None;
         iptables.restore(Family::V4, &payload.render())?;
         // One restore is one commit: when the generation moved by exactly one, nobody else
         // changed the rule set in between and the state is known without reading it.

@@ -5,7 +5,7 @@
 //! Rules are written in the canonical form `iptables-save` prints, so the restore payload
 //! reads like the live table and the change check compares like with like.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -123,10 +123,88 @@ struct IngressEntry<'a> {
     port: u32,
 }
 
+/// The JSON text of an entry as `serde_json` writes it (field order of the struct, strings
+/// escaped the same way), written by hand because it is the sort key of every rule.
+trait JsonKey {
+    fn json_key(&self, out: &mut String);
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_field_str(out: &mut String, first: bool, name: &str, v: &str) {
+    out.push_str(if first { "{\"" } else { ",\"" });
+    out.push_str(name);
+    out.push_str("\":");
+    json_str(out, v);
+}
+
+fn json_field_u32(out: &mut String, name: &str, v: u32) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(&v.to_string());
+}
+
+impl JsonKey for SourceEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IP", self.ip);
+        json_field_str(out, false, "Tag", self.tag);
+        json_field_str(out, false, "GUID", self.guid);
+        out.push('}');
+    }
+}
+
+impl JsonKey for DestinationEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IP", self.ip);
+        json_field_u32(out, "StartPort", self.start_port);
+        json_field_u32(out, "EndPort", self.end_port);
+        json_field_str(out, false, "GUID", self.guid);
+        json_field_str(out, false, "SourceGUID", self.source_guid);
+        json_field_str(out, false, "Protocol", self.protocol);
+        json_field_str(out, false, "SourceTag", self.source_tag);
+        out.push('}');
+    }
+}
+
+impl JsonKey for IngressEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IngressTag", self.ingress_tag);
+        json_field_str(out, false, "IP", self.ip);
+        json_field_str(out, false, "Protocol", self.protocol);
+        json_field_u32(out, "Port", self.port);
+        out.push('}');
+    }
+}
+
 /// Sorts by the JSON text of the entry (the container rides along).
-fn sort_by_json<T: Serialize>(entries: &mut [(&LocalContainer, T)]) {
-    // Invariant: structs of strings and integers always serialize.
-    entries.sort_by_cached_key(|(_, e)| serde_json::to_string(e).unwrap_or_default());
+fn sort_by_json<T: JsonKey>(entries: &mut Vec<(&LocalContainer, T)>) {
+    let mut keyed: Vec<(String, (&LocalContainer, T))> = entries
+        .drain(..)
+        .map(|e| {
+            let mut k = String::with_capacity(160);
+            e.1.json_key(&mut k);
+            (k, e)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.extend(keyed.into_iter().map(|(_, e)| e));
 }
 
 /// `0x<tag>` as iptables prints it (no leading zeros).
@@ -183,12 +261,23 @@ fn entries<'a>(
         }
     }
     let tag_ok = |t: &str| !bad_tags.contains(t);
+    // Upstream scans the policies per container; an index keeps the same answers (the first
+    // policy of a source, every policy of a destination, in server order) at O(policies).
+    let mut by_source: HashMap<&str, &Policy> = HashMap::new();
+    let mut by_destination: HashMap<&str, Vec<&Policy>> = HashMap::new();
+    for p in policies {
+        by_source.entry(p.source.id.as_str()).or_insert(p);
+        by_destination
+            .entry(p.destination.id.as_str())
+            .or_default()
+            .push(p);
+    }
     for c in containers {
         if let Err(e) = host(&c.handle, &c.ip) {
             problems.push(e);
             continue;
         }
-        if let Some(p) = policies.iter().find(|p| p.source.id == c.group_id) {
+        if let Some(p) = by_source.get(c.group_id.as_str()) {
             if tag_ok(&p.source.tag) {
                 sources.push((
                     c,
@@ -200,9 +289,11 @@ fn entries<'a>(
                 ));
             }
         }
-        for p in policies
-            .iter()
-            .filter(|p| p.destination.id == c.group_id && tag_ok(&p.source.tag))
+        for p in by_destination
+            .get(c.group_id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|p| tag_ok(&p.source.tag))
         {
             destinations.push((
                 c,
@@ -739,6 +830,32 @@ mod tests {
         assert_eq!(a, "vpa-d-c3f1a2b477e04d2f9a615e");
         assert_eq!(b, "vpa-d-c3f1a2b477e04d2f9-0001");
         assert!(a.len() <= 28 && b.len() <= 28);
+    }
+
+    #[test]
+    fn sort_keys_are_serde_json_text() {
+        for text in ["10.255.7.4", "a\"b\\c", "tab\there\u{1}\u{8}\u{c}\n\r", "é/<&>"] {
+            let mut k = String::new();
+            let d = DestinationEntry {
+                ip: text,
+                start_port: 8080,
+                end_port: 10000,
+                guid: text,
+                source_guid: "s",
+                protocol: "tcp",
+                source_tag: text,
+            };
+            d.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&d).unwrap());
+            let mut k = String::new();
+            let e = SourceEntry { ip: text, tag: "01", guid: text };
+            e.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&e).unwrap());
+            let mut k = String::new();
+            let i = IngressEntry { ingress_tag: text, ip: text, protocol: "tcp", port: 1 };
+            i.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&i).unwrap());
+        }
     }
 
     #[test]
