@@ -23,7 +23,7 @@ use silk_dataplane::iptables::Iptables;
 use silk_ops::Metrics;
 
 use crate::enforcer::{EnforceError, Enforcer};
-use crate::planner::{group_ids, local_containers, plan_c2c, PlanOptions};
+use crate::planner::{group_ids, local_containers, plan_c2c, C2cPlan, LocalContainer, PlanOptions};
 
 /// The id and type of the router group whose tag overlay ingress rules accept.
 pub const INGRESS_ROUTER_ID: &str = "INGRESS_ROUTER";
@@ -107,7 +107,20 @@ struct Fetched {
 #[derive(Debug, Default)]
 struct State {
     fetched: Option<Fetched>,
+    /// Bumped whenever a fetch answers differently from the previous one.
+    epoch: u64,
+    /// The last plan and what it was planned from: a cycle whose inputs are the same reuses
+    /// it instead of planning ten thousand rules again.
+    planned: Option<Planned>,
     enforcer: Enforcer,
+}
+
+#[derive(Debug)]
+struct Planned {
+    containers: Vec<LocalContainer>,
+    epoch: u64,
+    opts: PlanOptions,
+    plan: Arc<C2cPlan>,
 }
 
 pub struct C2cCycle<A, I: ?Sized> {
@@ -231,26 +244,47 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
                 None
             };
             self.metrics.value("policyServerPollTime", ms(t), "ms");
+            let same = state
+                .fetched
+                .as_ref()
+                .is_some_and(|f| f.policies == policies && f.ingress_tag == ingress_tag);
+            if !same {
+                state.epoch += 1;
+            }
             state.fetched = Some(Fetched {
                 ids: ids.clone(),
                 policies,
                 ingress_tag,
             });
         }
-        let (policies, ingress_tag) = match state.fetched.as_ref() {
-            Some(f) => (f.policies.as_slice(), f.ingress_tag.clone()),
-            None => (&[][..], None),
-        };
+        let ingress_tag = state.fetched.as_ref().and_then(|f| f.ingress_tag.clone());
 
         let opts = PlanOptions {
             c2c_logging: self.c2c_logging.load(Ordering::SeqCst),
             accepted_udp_logs_per_sec: self.opts.accepted_udp_logs_per_sec,
             ingress_tag,
         };
-        let plan = plan_c2c(&containers, policies, &opts);
-        for p in &plan.problems {
-            silk_ops::log::error("c2c-plan-skipped", json!({ "error": p.to_string() }));
-        }
+        let reusable = state
+            .planned
+            .as_ref()
+            .filter(|p| p.epoch == state.epoch && p.opts == opts && p.containers == containers);
+        let plan = match reusable {
+            Some(p) => Arc::clone(&p.plan),
+            None => {
+                let policies = state.fetched.as_ref().map_or(&[][..], |f| &f.policies);
+                let plan = Arc::new(plan_c2c(&containers, policies, &opts));
+                for p in &plan.problems {
+                    silk_ops::log::error("c2c-plan-skipped", json!({ "error": p.to_string() }));
+                }
+                state.planned = Some(Planned {
+                    containers: containers.clone(),
+                    epoch: state.epoch,
+                    opts,
+                    plan: Arc::clone(&plan),
+                });
+                plan
+            }
+        };
         self.metrics
             .value("c2cPlanProblems", plan.problems.len() as f64, "count");
 

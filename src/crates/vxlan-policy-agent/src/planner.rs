@@ -834,7 +834,12 @@ mod tests {
 
     #[test]
     fn sort_keys_are_serde_json_text() {
-        for text in ["10.255.7.4", "a\"b\\c", "tab\there\u{1}\u{8}\u{c}\n\r", "é/<&>"] {
+        for text in [
+            "10.255.7.4",
+            "a\"b\\c",
+            "tab\there\u{1}\u{8}\u{c}\n\r",
+            "é/<&>",
+        ] {
             let mut k = String::new();
             let d = DestinationEntry {
                 ip: text,
@@ -848,11 +853,20 @@ mod tests {
             d.json_key(&mut k);
             assert_eq!(k, serde_json::to_string(&d).unwrap());
             let mut k = String::new();
-            let e = SourceEntry { ip: text, tag: "01", guid: text };
+            let e = SourceEntry {
+                ip: text,
+                tag: "01",
+                guid: text,
+            };
             e.json_key(&mut k);
             assert_eq!(k, serde_json::to_string(&e).unwrap());
             let mut k = String::new();
-            let i = IngressEntry { ingress_tag: text, ip: text, protocol: "tcp", port: 1 };
+            let i = IngressEntry {
+                ingress_tag: text,
+                ip: text,
+                protocol: "tcp",
+                port: 1,
+            };
             i.json_key(&mut k);
             assert_eq!(k, serde_json::to_string(&i).unwrap());
         }
