@@ -147,6 +147,28 @@ fn restore_time(payload: &str) -> Result<Duration> {
     Ok(d)
 }
 
+/// Repetitions per figure: `SILK_BENCH_REPS`, default 3.
+fn reps() -> usize {
+    std::env::var("SILK_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
+
+/// The run with the median wall time.
+fn median<T>(mut runs: Vec<(T, Duration, Duration)>) -> (T, Duration, Duration) {
+    runs.sort_by_key(|r| r.1);
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+fn median_of(reps: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Duration> {
+    let mut v = (0..reps).map(|_| f()).collect::<Result<Vec<_>>>()?;
+    v.sort();
+    Ok(v[v.len() / 2])
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -177,17 +199,19 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     let api = Api {
         body: Arc::new(Mutex::new(policies(n, false))),
     };
-    let cycle = C2cCycle::new(
-        api.clone(),
-        Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
-        store.clone(),
-        Metrics::new("vxlan-policy-agent", 0),
-        CycleOptions {
-            accepted_udp_logs_per_sec: 100,
-            ..CycleOptions::default()
-        },
-        Arc::new(AtomicBool::new(false)),
-    );
+    let new_cycle = || {
+        C2cCycle::new(
+            api.clone(),
+            Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
+            store.clone(),
+            Metrics::new("vxlan-policy-agent", 0),
+            CycleOptions {
+                accepted_udp_logs_per_sec: 100,
+                ..CycleOptions::default()
+            },
+            Arc::new(AtomicBool::new(false)),
+        )
+    };
 
     // The payloads of the floor: ours for an empty table, and upstream's single chain.
     let containers = local_containers(&store.read_all()?);
@@ -202,17 +226,26 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         upstream.push_str(&format!("-A vpa--1729785226123456 {r}\n"));
     }
     upstream.push_str("COMMIT\n");
-    let floor = restore_time(&ours.render())?;
-    let floor_upstream = restore_time(&upstream)?;
+    let reps = reps();
+    let floor = median_of(reps, || restore_time(&ours.render()))?;
+    let floor_upstream = median_of(reps, || restore_time(&upstream))?;
 
     println!(
-        "{n} policies, {CONTAINERS} local containers: {} rules in {} chains (upstream's layout: {} rules in 1 chain)",
+        "{n} policies, {CONTAINERS} local containers: {} rules in {} chains (upstream's layout: {} rules in 1 chain); median of {reps}",
         plan.rule_count() + 1,
         plan.groups.len() + 1,
         flat.len() + 1
     );
-    let (first, w, c) = timed(cycle.full()).await;
-    row("first cycle", &first?, w, c);
+    let mut firsts = Vec::new();
+    let mut cycle = new_cycle();
+    for _ in 0..reps {
+        clean_filter()?;
+        cycle = new_cycle();
+        let (out, w, c) = timed(cycle.full()).await;
+        firsts.push((out?, w, c));
+    }
+    let (out, w, c) = median(firsts);
+    row("first cycle", &out, w, c);
     println!(
         "  {:<34} {:>9} ms  (upstream's single chain of the same rules: {} ms; first/floor {:.2})",
         "floor: bare iptables-restore",
@@ -220,20 +253,35 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         ms(floor_upstream),
         w.as_secs_f64() / floor.as_secs_f64()
     );
-    // The first tick fetches (no policies_last_updated seen yet), the next one does not.
-    let (out, w, c) = timed(cycle.tick()).await;
-    row("no-change cycle (with fetch)", &out?, w, c);
-    let (out, w, c) = timed(cycle.tick()).await;
-    row("no-change tick (fetch skipped)", &out?, w, c);
-    if let Ok(mut b) = api.body.lock() {
-        *b = policies(n, true);
+    let mut runs = Vec::new();
+    for _ in 0..reps {
+        let (out, w, c) = timed(cycle.full()).await;
+        runs.push((out?, w, c));
     }
-    let (out, w, c) = timed(cycle.full()).await;
-    let out = out?;
+    let (out, w, c) = median(runs);
+    row("no-change cycle (with fetch)", &out, w, c);
+    // The first tick stores policies_last_updated (and fetches); the next ones skip the fetch.
+    cycle.tick().await?;
+    let mut runs = Vec::new();
+    for _ in 0..reps {
+        let (out, w, c) = timed(cycle.tick()).await;
+        runs.push((out?, w, c));
+    }
+    let (out, w, c) = median(runs);
+    row("no-change tick (fetch skipped)", &out, w, c);
+    let mut runs = Vec::new();
+    for i in 0..reps {
+        if let Ok(mut b) = api.body.lock() {
+            *b = policies(n, i % 2 == 0);
+        }
+        let (out, w, c) = timed(cycle.full()).await;
+        runs.push((out?, w, c));
+    }
+    let (out, w, c) = median(runs);
     row("one-change cycle", &out, w, c);
-    // The same change applied by reading the table (a cycle after someone else touched it).
+    // A change applied after someone else touched the table: the table is read again.
     if let Ok(mut b) = api.body.lock() {
-        *b = policies(n, false);
+        *b = policies(n, reps % 2 == 0);
     }
     sh(&["iptables", "-N", "bench-touch"], None)?;
     let (out, w, c) = timed(cycle.full()).await;
