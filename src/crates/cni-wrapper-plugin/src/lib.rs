@@ -2,6 +2,7 @@
 //! iptables chains (NetIn, NetOut, ASGs, overlay, masquerade) per cni.md section 4.
 
 pub mod config;
+pub mod handover;
 pub mod host;
 pub mod netrules;
 pub mod plugin;

@@ -11,6 +11,7 @@ use silk_dataplane::datastore::MetadataStore;
 use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
 
 use crate::config::WrapperConfig;
+use crate::handover::{self, AddInput, HttpAgent};
 use crate::host;
 use crate::netrules::{self, asg, options, Container, RuleOptions};
 
@@ -175,109 +176,35 @@ fn remove_container_rules(
     remove_rules(ipt, family, handle, ip)
 }
 
-fn apply(ipt: &dyn Iptables, family: Family, payload: &str) -> Result<(), CniError> {
-    let _lock = ipt.lock().map_err(err)?;
-    ipt.restore(family, payload)
-        .map_err(|e| err(format!("bulk insert: {e}")))
-}
-
 impl Wrapper {
+    /// The rules, the store entry and the agent calls; the ASG mode comes from the agent's
+    /// answer for this ADD ([`handover`]).
     fn add_after_delegate(
         &self,
         p: &Prepared,
-        args: &CmdArgs,
         c4: &Container,
         result: &CniResult,
     ) -> Result<(), CniError> {
-        let handle = &args.container_id;
-        let rules = &p.cfg.runtime_config.net_out_rules;
-        let conv = asg::convert(rules, asg::Family::V4, p.opts.asg_logging).map_err(err)?;
-        // Which answer vxlan-policy-agent gave last time (static or dynamic ASGs) decides what
-        // the first restore writes, so the usual ADD is one restore. A changed answer costs one
-        // more restore (static) or is repaired by the agent itself (dynamic: it rewrites netout).
-        let mode_file = format!("{}_asg_mode", p.cfg.datastore);
-        let cached_static = std::fs::read_to_string(&mode_file)
-            .map(|m| m.trim() == "static")
-            .unwrap_or(false);
-        let first_asgs = cached_static.then_some(conv.rules.as_slice());
-        let v4 = netrules::plan_add(&p.opts, c4, first_asgs).map_err(err)?;
-        apply(&p.ipt, Family::V4, &v4.render())?;
-        let v6 = result.first_ipv6().filter(|_| p.cfg.enable_ipv6);
         let metadata = if p.cfg.metadata.is_empty() {
             Value::Null
         } else {
             Value::Object(p.cfg.metadata.clone().into_iter().collect())
         };
-        let v6_text = v6.map(|a| a.to_string());
-        p.store
-            .add(handle, &c4.ip.to_string(), v6_text.as_deref(), metadata)
-            .map_err(|e| err(format!("store add: {e}")))?;
-        let addr = &p.cfg.policy_agent_force_poll_address;
-        let r = vpa_get(addr, "/force-policy-poll-cycle")?;
-        if r.status != 200 {
-            return Err(err(format!(
-                "vpa response code: {} with message: {}",
-                r.status, r.body
-            )));
-        }
-        let r = vpa_get(
-            addr,
-            &format!("/force-asgs-for-container?container={handle}"),
-        )?;
-        let static_mode = match r.status {
-            405 => true,
-            200 => false,
-            s => {
-                return Err(err(format!(
-                    "asg sync returned {s} with message: {}",
-                    r.body
-                )))
-            }
+        let agent = HttpAgent {
+            addr: &p.cfg.policy_agent_force_poll_address,
+            timeout: VPA_TIMEOUT,
         };
-        if static_mode {
-            for d in &conv.dropped {
-                eprintln!("{d}");
-            }
-            if !cached_static {
-                apply(
-                    &p.ipt,
-                    Family::V4,
-                    &netrules::plan_static_netout(&p.opts, c4, &conv.rules).render(),
-                )?;
-            }
-        }
-        if static_mode != cached_static {
-            let mode: &[u8] = if static_mode {
-                b"static\n"
-            } else {
-                b"dynamic\n"
-            };
-            let _ = silk_dataplane::atomicfile::write_atomic(
-                std::path::Path::new(&mode_file),
-                mode,
-                0o600,
-            );
-        }
-        if let Some(ip6) = v6 {
-            let c6 = Container {
-                ip: IpAddr::V6(ip6),
-                ..c4.clone()
-            };
-            let asgs = if static_mode {
-                Some(
-                    asg::convert(rules, asg::Family::V6, p.opts.asg_logging)
-                        .map_err(err)?
-                        .rules,
-                )
-            } else {
-                None
-            };
-            apply(
-                &p.ipt,
-                Family::V6,
-                &netrules::plan_add_v6(&p.opts, &c6, asgs.as_deref()).render(),
-            )?;
-        }
+        let input = AddInput {
+            opts: &p.opts,
+            container: c4,
+            ipv6: result.first_ipv6().filter(|_| p.cfg.enable_ipv6),
+            net_out_rules: &p.cfg.runtime_config.net_out_rules,
+            metadata,
+        };
+        handover::wire(&p.ipt, &agent, &p.store, input)?;
+        // Earlier versions cached the agent's last answer beside the store; it is not read
+        // any more.
+        let _ = std::fs::remove_file(format!("{}_asg_mode", p.cfg.datastore));
         Ok(())
     }
 }
@@ -337,7 +264,7 @@ impl CniPlugin for Wrapper {
             workload: p.cfg.workload(),
             masq_exclude,
         };
-        if let Err(e) = self.add_after_delegate(&p, args, &c4, &result) {
+        if let Err(e) = self.add_after_delegate(&p, &c4, &result) {
             // Roll back what this ADD created; report the original error.
             let _ = remove_rules(&p.ipt, Family::V4, &args.container_id, Some(c4.ip));
             if let Some(v6) = result.first_ipv6() {

@@ -12,6 +12,7 @@ use silk_testkit::netns::NsHolder;
 
 const EXAMPLE_A: &str = include_str!("fixtures/example_a.save");
 const HANDLE_A: &str = "5f3c9a1e-7b2d-4c8e-6a91-0d4e";
+const HANDLE_B: &str = "7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e";
 
 fn a_runtime() -> serde_json::Value {
     serde_json::json!({
@@ -120,6 +121,85 @@ fn dynamic_asgs_leave_only_the_reject_in_netout() {
         netout,
         vec!["-A netout--7b8c9d0e-1f2a-4b3c-8 -j REJECT --reject-with icmp-port-unreachable"]
     );
+}
+
+/// ADD through the binary, which must succeed; the container's namespace holder.
+fn add_ok(cell: &Cell, handle: &str, conf: &str) -> NsHolder {
+    let ns = NsHolder::spawn().unwrap();
+    let out = cni(
+        &cell.cni_path,
+        "ADD",
+        handle,
+        ns.path().to_str().unwrap(),
+        conf,
+        &[],
+    );
+    assert_eq!(out.code, 0, "ADD {handle}: {} {}", out.stdout, out.stderr);
+    ns
+}
+
+/// The `-A netout--… ` lines of the live filter table for `handle`.
+fn netout_of(handle: &str) -> Vec<String> {
+    let chain = silk_dataplane::iptables::ChainName::netout(handle);
+    save()
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
+    // The same agent process answers 405 (static ASGs) for one ADD and 200 (dynamic) for the
+    // next, as across an upgrade that turns enable_asg_syncing on. The second container must
+    // never hold the static ACCEPT rules, only the agent's jump and the REJECT.
+    let cell = Cell::new();
+    let conf = cell.config(metadata(), a_runtime()).to_string();
+    let (first, second) = ("aaaa0000-1111-4222-8333-444455556666", HANDLE_B);
+    let _ns1 = add_ok(&cell, first, &conf);
+    let static_rule =
+        "-p tcp -m iprange --dst-range 10.10.0.0-10.10.255.255 -m tcp --dport 443 -j ACCEPT";
+    assert!(
+        netout_of(first).iter().any(|l| l.ends_with(static_rule)),
+        "405: static rules expected: {:?}",
+        netout_of(first)
+    );
+
+    // 200 from an agent that writes nothing for this container (as for one without a space):
+    // the netout chain stays closed, nothing static in it.
+    cell.server
+        .asg_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let _ns2 = add_ok(&cell, second, &conf);
+    let netout2 = silk_dataplane::iptables::ChainName::netout(second);
+    assert_eq!(
+        netout_of(second),
+        vec![format!(
+            "-A {netout2} -j REJECT --reject-with icmp-port-unreachable"
+        )]
+    );
+
+    // 200 from an agent that syncs: its jump and the REJECT only.
+    cell.server
+        .acts_as_agent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let third = "cccc0000-1111-4222-8333-444455556666";
+    let _ns3 = add_ok(&cell, third, &conf);
+    let asg = silk_dataplane::iptables::ChainName::asg(third);
+    let netout = silk_dataplane::iptables::ChainName::netout(third);
+    assert_eq!(
+        netout_of(third),
+        vec![
+            format!("-A {netout} -j {asg}"),
+            format!("-A {netout} -j REJECT --reject-with icmp-port-unreachable"),
+        ],
+    );
+    // The first container keeps its static rules: nothing but the agent changes a running
+    // container's egress.
+    assert!(netout_of(first).iter().any(|l| l.ends_with(static_rule)));
+    // No cache of the earlier answer is left beside the store.
+    assert!(!cell.path("container-metadata/store.json_asg_mode").exists());
 }
 
 #[test]

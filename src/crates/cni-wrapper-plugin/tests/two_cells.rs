@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use silk_dataplane::iptables::save::normalize;
+use silk_testkit::cni::CniRunner;
 use silk_testkit::netns::{command_in, output_with_stdin, run_in_ok, NsHolder};
 use silk_testkit::testbed::render::DAEMON_PORT;
 use silk_testkit::testbed::{Binaries, Options, Testbed};
@@ -237,44 +237,22 @@ impl CellCtx {
     }
 
     /// The wrapper as libcni invokes it, in the cell's namespace.
-    fn cni(&self, cmd: &str, handle: &str, netns: &Path, stdin: &str) -> (i32, String, String) {
-        let wrapper = env!("CARGO_BIN_EXE_cni-wrapper-plugin");
-        let mut c: Command = command_in(&self.ns, wrapper);
-        c.env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", handle)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", common::plugin_dir());
-        let o = output_with_stdin(&mut c, stdin.as_bytes()).unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+    fn cni(&self) -> CniRunner {
+        CniRunner {
+            ns: self.ns.clone(),
+            plugin: env!("CARGO_BIN_EXE_cni-wrapper-plugin").into(),
+            cni_path: common::plugin_dir(),
+        }
     }
 
     /// ADD; the result and the container's IP.
     fn add(&self, handle: &str, holder: &NsHolder, conf: &Value) -> (Value, Ipv4Addr) {
-        let (code, out, err) = self.cni("ADD", handle, holder.path(), &conf.to_string());
-        assert_eq!(code, 0, "ADD {handle} failed: {out} {err}");
-        let result: Value = serde_json::from_str(&out).unwrap();
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no IPv4 in ADD result {result}"));
-        (result, ip)
+        self.cni().add(handle, holder, conf)
     }
 
     /// DEL with the config libcni would pass: no runtime injections, the cached result.
-    fn del(&self, handle: &str, holder: &NsHolder, mut conf: Value, prev: &Value) {
-        let o = conf.as_object_mut().unwrap();
-        o.remove("metadata");
-        o.remove("runtimeConfig");
-        o.insert("prevResult".into(), prev.clone());
-        let (code, out, err) = self.cni("DEL", handle, holder.path(), &conf.to_string());
-        assert_eq!((code, out.as_str()), (0, ""), "DEL {handle} failed: {err}");
+    fn del(&self, handle: &str, holder: &NsHolder, conf: Value, prev: &Value) {
+        self.cni().del(handle, holder, conf, prev)
     }
 
     fn save(&self) -> String {

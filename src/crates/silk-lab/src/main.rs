@@ -4,6 +4,8 @@
 //! silk-lab up --cells N --state-dir DIR [--poll-interval S] [--bin-dir DIR]
 //! silk-lab status --state-dir DIR
 //! silk-lab down --state-dir DIR
+//! silk-lab policy-server --listen ADDR --file FILE --ca-cert F --server-cert F --server-key F
+//!                        [--control 127.0.0.1:PORT] [--page-size N] [--tag-length 2]
 //! ```
 //!
 //! `up` needs root and a PostgreSQL cluster (SILK_TEST_PG_HOST socket dir, SILK_TEST_PG_PORT,
@@ -55,6 +57,27 @@ enum Cmd {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Serve policy-server-internal's API (mutual TLS) from a policies-and-ASGs file until
+    /// SIGTERM or SIGINT (docs/lab.md).
+    PolicyServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        server_cert: PathBuf,
+        #[arg(long)]
+        server_key: PathBuf,
+        /// Plain-HTTP control API on a loopback address (faults, page size, request log).
+        #[arg(long)]
+        control: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        page_size: Option<usize>,
+        #[arg(long, default_value_t = 2)]
+        tag_length: u32,
+    },
 }
 
 fn state_file(dir: &std::path::Path) -> PathBuf {
@@ -64,6 +87,43 @@ fn state_file(dir: &std::path::Path) -> PathBuf {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::PolicyServer {
+            listen,
+            file,
+            ca_cert,
+            server_cert,
+            server_key,
+            control,
+            page_size,
+            tag_length,
+        } => {
+            silk_ops::log::init("cfnetworking", "lab-policy-server", log::LevelFilter::Info);
+            let opts = silk_lab::policy_server::ServerOptions {
+                listen,
+                file,
+                ca_cert,
+                server_cert,
+                server_key,
+                tag_length,
+                page_size,
+            };
+            let server = match silk_lab::policy_server::LabPolicyServer::start(opts) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cfnetworking.lab-policy-server error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if let Some(addr) = control {
+                server.serve_control(addr)?;
+            }
+            let signal = silk_ops::shutdown::wait_for_signal()
+                .await
+                .unwrap_or("signal-error");
+            silk_ops::log::info("stopping", serde_json::json!({ "signal": signal }));
+            tokio::task::spawn_blocking(move || server.stop()).await?;
+            Ok(())
+        }
         Cmd::Up {
             cells,
             state_dir,

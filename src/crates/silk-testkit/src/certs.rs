@@ -42,9 +42,10 @@ pub struct TestCerts {
     pub other_client_key: PathBuf,
 }
 
-/// Names the server certificate is valid for.
-pub const SERVER_NAMES: [&str; 3] = [
+/// Names the server certificate is valid for (the controller and the lab policy server share it).
+pub const SERVER_NAMES: [&str; 4] = [
     "silk-controller.service.cf.internal",
+    "policy-server.service.cf.internal",
     "localhost",
     "127.0.0.1",
 ];

@@ -2,8 +2,10 @@
 //! certificates and PostgreSQL databases. A dev-dependency of the other crates, never shipped.
 
 pub mod certs;
+pub mod cni;
 pub mod netns;
 pub mod postgres;
+pub mod tcp;
 pub mod testbed;
 
 /// Fails the calling test unless it runs as root under `scripts/test` (`SILK_TEST_ROOT=1`).

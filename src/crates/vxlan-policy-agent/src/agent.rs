@@ -130,6 +130,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let c2c_logging = Arc::new(AtomicBool::new(cfg.iptables_c2c_logging));
     let iptables = Arc::new(SystemIptables::new(&cfg.iptables_lock_file));
     let store = MetadataStore::new(&cfg.cni_datastore_path, None);
+    // As upstream: IPv6 ASG chains only when the host can bind [::1]:0; otherwise silently
+    // off (logged here).
+    let ipv6 = cfg.enable_ipv6 && std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if cfg.enable_ipv6 && !ipv6 {
+        silk_ops::log::info(
+            "ipv6-disabled",
+            json!({ "reason": "enable_ipv6 is set but the host has no IPv6 loopback" }),
+        );
+    }
     let asg = cfg.enable_asg_syncing.then(|| {
         Arc::new(AsgCycle::new(
             client.clone(),
@@ -137,7 +146,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             store.clone(),
             metrics.clone(),
             cfg.asg_options(),
-            cfg.enable_ipv6,
+            ipv6,
         ))
     });
     let cycle = Arc::new(C2cCycle::new(

@@ -8,18 +8,35 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns};
 
 pub const CELL_IP: &str = "10.0.16.15";
 
-/// Serves fixed responses per path prefix and records request lines.
+/// Serves fixed responses per path prefix and records request lines. With `asg_status` 200 and
+/// `acts_as_agent` set it also does what a dynamic vxlan-policy-agent does before answering: one
+/// restore giving the container an `asg-…` chain (established, then REJECT) and its netout
+/// chain the jump to it followed by REJECT (policy contract §3.7.5).
 pub struct FakeServer {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<String>>>,
     pub asg_status: Arc<AtomicU16>,
+    pub acts_as_agent: Arc<AtomicBool>,
+}
+
+/// The payload a dynamic agent's forced sync writes for `handle` (no ASG rules granted).
+pub fn dynamic_agent_payload(handle: &str) -> String {
+    let asg = silk_dataplane::iptables::ChainName::asg(handle);
+    let netout = silk_dataplane::iptables::ChainName::netout(handle);
+    format!(
+        "*filter\n:{asg} - [0:0]\n:{netout} - [0:0]\n\
+         -A {asg} -m state --state RELATED,ESTABLISHED -j ACCEPT\n\
+         -A {asg} -j REJECT --reject-with icmp-port-unreachable\n\
+         -A {netout} -j {asg}\n\
+         -A {netout} -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n"
+    )
 }
 
 pub fn serve(daemon_body: &'static str) -> FakeServer {
@@ -27,11 +44,12 @@ pub fn serve(daemon_body: &'static str) -> FakeServer {
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let asg_status = Arc::new(AtomicU16::new(405));
-    let (reqs, status) = (requests.clone(), asg_status.clone());
+    let acts_as_agent = Arc::new(AtomicBool::new(false));
+    let (reqs, status, acts) = (requests.clone(), asg_status.clone(), acts_as_agent.clone());
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let (reqs, status) = (reqs.clone(), status.clone());
+            let (reqs, status, acts) = (reqs.clone(), status.clone(), acts.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let n = c.read(&mut buf).unwrap_or(0);
@@ -43,6 +61,16 @@ pub fn serve(daemon_body: &'static str) -> FakeServer {
                 reqs.lock().unwrap().push(line.clone());
                 let (code, body) = if line.starts_with("GET /force-asgs-for-container") {
                     let s = status.load(Ordering::SeqCst);
+                    let handle = line
+                        .split_once("container=")
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .unwrap_or("");
+                    if s == 200 && acts.load(Ordering::SeqCst) && !handle.is_empty() {
+                        let mut cmd = Command::new("iptables-restore");
+                        cmd.args(["--noflush", "-w"]);
+                        output_with_stdin(&mut cmd, dynamic_agent_payload(handle).as_bytes())
+                            .unwrap();
+                    }
                     (
                         s,
                         if s == 405 {
@@ -69,6 +97,7 @@ pub fn serve(daemon_body: &'static str) -> FakeServer {
         port,
         requests,
         asg_status,
+        acts_as_agent,
     }
 }
 

@@ -90,9 +90,15 @@ impl Testbed {
         if let Some(p) = self.controller.take() {
             record(p, &self.binaries.controller);
         }
+        if let Some((p, bin)) = self.policy_server.take() {
+            record(p, &bin);
+        }
         for c in &mut self.cells {
             if let Some(p) = c.daemon.take() {
                 record(p, &self.binaries.daemon);
+            }
+            if let Some((p, bin)) = c.agent.take() {
+                record(p, &bin);
             }
         }
         let namespaces = self.namespaces();

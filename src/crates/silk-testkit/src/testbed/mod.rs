@@ -6,14 +6,17 @@
 //! root namespace but processes):
 //!
 //! ```text
-//!  <t>-ul:  bridge br0 ── u0 ── eth0 192.0.2.1/24   <t>-api  (silk-controller :4103)
-//!                     ├── u1 ── eth0 192.0.2.10/24  <t>-c0   (silk-daemon, silk-vtep)
+//!  <t>-ul:  bridge br0 ── u0 ── eth0 192.0.2.1/24   <t>-api  (silk-controller :4103,
+//!                     │                                       lab policy server :4003)
+//!                     ├── u1 ── eth0 192.0.2.10/24  <t>-c0   (silk-daemon, silk-vtep,
+//!                     │                                       vxlan-policy-agent)
 //!                     ├── uN ── eth0 192.0.2.(10+N) <t>-cN
 //!                     └── xK ── eth0 <chosen>       <t>-xK   (add_underlay_host)
 //! ```
 //!
 //! Underlay addresses come from TEST-NET-1 (RFC 5737) and exist only inside the namespaces.
-//! `/etc/netns/<ns>/hosts` maps the controller's DNS name for `ip netns exec`.
+//! `/etc/netns/<ns>/hosts` maps the controller's and the policy server's DNS names for
+//! `ip netns exec`.
 
 pub mod lab;
 pub mod process;
@@ -27,7 +30,11 @@ use crate::certs::{ServerKey, TestCerts};
 use crate::netns::{run_ok, unique_token, NamedNetns};
 use crate::postgres::TestDb;
 use process::Proc;
-use render::{controller_json, daemon_json, Timing, CONTROLLER_NAME, DAEMON_PORT};
+use render::{
+    agent_json, controller_json, daemon_json, AgentSettings, Timing, AGENT_DEBUG_PORT,
+    CONTROLLER_NAME, DAEMON_PORT, POLICY_SERVER_CONTROL_PORT, POLICY_SERVER_NAME,
+    POLICY_SERVER_PORT,
+};
 
 pub use render::CONTROLLER_HEALTH_PORT;
 
@@ -140,16 +147,37 @@ impl Default for Options {
     }
 }
 
-/// One cell: its namespace, underlay address, config and daemon.
+/// One cell: its namespace, underlay address, config and daemon, and optionally its
+/// vxlan-policy-agent.
 #[derive(Debug)]
 pub struct Cell {
     pub index: usize,
     pub ns: NamedNetns,
     pub underlay_ip: Ipv4Addr,
+    /// The cell's state directory (configs, logs, the CNI plugins' state).
+    pub dir: PathBuf,
     pub config: PathBuf,
     pub datastore: PathBuf,
     pub log: PathBuf,
     pub daemon: Option<Proc>,
+    /// vxlan-policy-agent and the binary it runs.
+    pub agent: Option<(Proc, PathBuf)>,
+}
+
+impl Cell {
+    /// The container metadata store the cell's cni-wrapper-plugin writes and its agent reads.
+    pub fn metadata_store(&self) -> PathBuf {
+        self.dir.join("container-metadata/store.json")
+    }
+
+    /// The iptables lock file shared by the cell's plugins and agent.
+    pub fn iptables_lock(&self) -> PathBuf {
+        self.dir.join("garden-cni/iptables.lock")
+    }
+
+    pub fn agent_log(&self) -> PathBuf {
+        self.dir.join("vxlan-policy-agent.log")
+    }
 }
 
 /// The bed. Drop stops every process, removes every namespace (and with them the bridge and
@@ -164,6 +192,8 @@ pub struct Testbed {
     pub binaries: Binaries,
     pub options: Options,
     controller: Option<Proc>,
+    /// The lab policy server (in the api namespace) and the binary it runs.
+    policy_server: Option<(Proc, PathBuf)>,
     controller_config: PathBuf,
     controller_log: PathBuf,
     etc_dirs: Vec<PathBuf>,
@@ -236,6 +266,7 @@ impl Testbed {
             binaries,
             options,
             controller: None,
+            policy_server: None,
             controller_config,
             controller_log,
             etc_dirs,
@@ -307,7 +338,9 @@ impl Testbed {
             config,
             datastore,
             log: cell_dir.join("silk-daemon.log"),
+            dir: cell_dir,
             daemon: None,
+            agent: None,
         });
         Ok(i)
     }
@@ -471,6 +504,107 @@ impl Testbed {
             .collect()
     }
 
+    /// Starts the lab policy server (`silk-lab policy-server`, binary `lab`) in the api
+    /// namespace on `0.0.0.0:4003`, serving `file` with the bed's certificates, its control
+    /// listener on the namespace's loopback; waits until the control listener answers.
+    pub fn start_policy_server(&mut self, lab: &Path, file: &Path) -> Result<()> {
+        let certs = self.certs();
+        let argv = vec![
+            lab.display().to_string(),
+            "policy-server".into(),
+            format!("--listen=0.0.0.0:{POLICY_SERVER_PORT}"),
+            format!("--file={}", file.display()),
+            format!("--ca-cert={}", certs.ca_cert.display()),
+            format!("--server-cert={}", certs.server_cert.display()),
+            format!("--server-key={}", certs.server_key.display()),
+            format!("--control=127.0.0.1:{POLICY_SERVER_CONTROL_PORT}"),
+        ];
+        let log = self.dir.join("lab-policy-server.log");
+        let mut p = Proc::spawn(
+            "lab-policy-server",
+            self.api_ns().name(),
+            &argv,
+            &log,
+            self.options.detach,
+        )
+        .map_err(io("spawn lab policy server"))?;
+        let url = format!("http://127.0.0.1:{POLICY_SERVER_CONTROL_PORT}/state");
+        wait_http(&mut p, self.api_ns().path(), &url, Duration::from_secs(30))?;
+        self.policy_server = Some((p, lab.to_path_buf()));
+        Ok(())
+    }
+
+    /// The lab policy server's log so far.
+    pub fn policy_server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("lab-policy-server.log")).unwrap_or_default()
+    }
+
+    /// Starts vxlan-policy-agent (binary `bin`) in cell `i` against the lab policy server,
+    /// with a config rendered for the cell; waits until its debug server answers.
+    pub fn start_agent(&mut self, i: usize, bin: &Path, settings: &AgentSettings) -> Result<()> {
+        let text = {
+            let cell = &self.cells[i];
+            for d in [cell.metadata_store(), cell.iptables_lock()] {
+                if let Some(parent) = d.parent() {
+                    std::fs::create_dir_all(parent).map_err(io("create cell state dir"))?;
+                }
+            }
+            agent_json(
+                self.certs(),
+                cell.underlay_ip,
+                &self.options.overlay,
+                &cell.metadata_store(),
+                &cell.iptables_lock(),
+                settings,
+            )
+        };
+        let cell = &mut self.cells[i];
+        let config = cell.dir.join("vxlan-policy-agent.json");
+        std::fs::write(&config, text).map_err(io("write agent config"))?;
+        let argv = vec![
+            bin.display().to_string(),
+            format!("-config-file={}", config.display()),
+        ];
+        let mut p = Proc::spawn(
+            &format!("vxlan-policy-agent c{i}"),
+            cell.ns.name(),
+            &argv,
+            &cell.agent_log(),
+            self.options.detach,
+        )
+        .map_err(io("spawn vxlan-policy-agent"))?;
+        let url = format!("http://127.0.0.1:{AGENT_DEBUG_PORT}/metrics");
+        wait_http(&mut p, cell.ns.path(), &url, Duration::from_secs(30))?;
+        cell.agent = Some((p, bin.to_path_buf()));
+        Ok(())
+    }
+
+    /// SIGTERM to cell `i`'s agent.
+    pub fn stop_agent(&mut self, i: usize) -> Result<()> {
+        if let Some((mut p, _)) = self.cells[i].agent.take() {
+            p.stop(Duration::from_secs(10))
+                .map_err(io("stop vxlan-policy-agent"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether cell `i`'s agent is still running.
+    pub fn agent_running(&mut self, i: usize) -> bool {
+        match self.cells[i].agent.as_mut() {
+            Some((p, _)) => matches!(p.exited(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The pid of cell `i`'s agent, if started.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.cells[i].agent.as_ref().map(|(p, _)| p.pid())
+    }
+
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.cells[i].agent_log()).unwrap_or_default()
+    }
+
     /// Names of every namespace of the bed.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![
@@ -485,6 +619,14 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        for c in &mut self.cells {
+            if let Some((mut p, _)) = c.agent.take() {
+                let _ = p.kill();
+            }
+        }
+        if let Some((mut p, _)) = self.policy_server.take() {
+            let _ = p.kill();
+        }
         for c in &mut self.cells {
             if let Some(mut p) = c.daemon.take() {
                 let _ = p.kill();
@@ -526,7 +668,8 @@ fn attach(ul: &str, port: &str, host: &NamedNetns, ip: Ipv4Addr) -> std::io::Res
 fn write_hosts(ns: &str) -> Result<PathBuf> {
     let dir = PathBuf::from("/etc/netns").join(ns);
     std::fs::create_dir_all(&dir).map_err(io("create /etc/netns entry"))?;
-    let text = format!("127.0.0.1 localhost\n{API_IP} {CONTROLLER_NAME}\n");
+    let text =
+        format!("127.0.0.1 localhost\n{API_IP} {CONTROLLER_NAME}\n{API_IP} {POLICY_SERVER_NAME}\n");
     std::fs::write(dir.join("hosts"), text).map_err(io("write /etc/netns hosts"))?;
     Ok(dir)
 }

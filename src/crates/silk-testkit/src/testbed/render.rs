@@ -13,6 +13,79 @@ pub const CONTROLLER_HEALTH_PORT: u16 = 19683;
 pub const CONTROLLER_DEBUG_PORT: u16 = 46455;
 pub const DAEMON_PORT: u16 = 23954;
 pub const DAEMON_DEBUG_PORT: u16 = 22233;
+/// The lab policy server's DNS name (the vxlan-policy-agent job's default
+/// `policy_server.hostname`), resolved like the controller's, and its internal port.
+pub const POLICY_SERVER_NAME: &str = "policy-server.service.cf.internal";
+pub const POLICY_SERVER_PORT: u16 = 4003;
+/// The policy server's control listener inside the api namespace (loopback).
+pub const POLICY_SERVER_CONTROL_PORT: u16 = 4004;
+/// vxlan-policy-agent's local ports (the job's defaults).
+pub const AGENT_DEBUG_PORT: u16 = 8721;
+pub const AGENT_FORCE_PORT: u16 = 8722;
+
+/// What the bed's vxlan-policy-agents are run with.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub poll_interval_seconds: u64,
+    pub asg_poll_interval_seconds: u64,
+    pub enable_asg_syncing: bool,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            poll_interval_seconds: 1,
+            asg_poll_interval_seconds: 1,
+            enable_asg_syncing: true,
+        }
+    }
+}
+
+/// vxlan-policy-agent.json for one cell, with the keys the job template renders (policy
+/// contract §2.3); `datastore` and `lock_file` are the ones the cell's CNI plugins use.
+pub fn agent_json(
+    certs: &TestCerts,
+    underlay_ip: Ipv4Addr,
+    overlay: &str,
+    datastore: &Path,
+    lock_file: &Path,
+    s: &AgentSettings,
+) -> String {
+    serde_json::json!({
+        "log_level": "debug",
+        "log_prefix": "cfnetworking",
+        "iptables_c2c_logging": false,
+        "iptables_asg_logging": false,
+        "iptables_accepted_udp_logs_per_sec": 100,
+        "poll_interval": s.poll_interval_seconds,
+        "enable_asg_syncing": s.enable_asg_syncing,
+        "asg_poll_interval": s.asg_poll_interval_seconds,
+        "iptables_denied_logs_per_sec": 1,
+        "deny_networks": {"always": [], "running": [], "staging": []},
+        "deny_networks_ipv6": {"always": [], "running": [], "staging": []},
+        "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100},
+        "policy_server_url": format!("https://{POLICY_SERVER_NAME}:{POLICY_SERVER_PORT}"),
+        "metron_address": "127.0.0.1:3457",
+        "underlay_ips": [underlay_ip.to_string()],
+        "debug_server_port": AGENT_DEBUG_PORT,
+        "force_policy_poll_cycle_port": AGENT_FORCE_PORT,
+        "enable_overlay_ingress_rules": false,
+        "disable_container_network_policy": false,
+        "overlay_network": [overlay],
+        "ca_cert_file": path_str(&certs.ca_cert),
+        "client_cert_file": path_str(&certs.client_cert),
+        "client_key_file": path_str(&certs.client_key),
+        "cni_datastore_path": path_str(datastore),
+        "iptables_lock_file": path_str(lock_file),
+        "debug_server_host": "127.0.0.1",
+        "client_timeout_seconds": 5,
+        "vni": 1,
+        "force_policy_poll_cycle_host": "127.0.0.1",
+        "enable_ipv6": false,
+        "loggregator": {"loggregator_use_v2_api": false}
+    })
+    .to_string()
+}
 
 /// Knobs shared by the rendered configs.
 #[derive(Debug, Clone)]

@@ -1,0 +1,75 @@
+//! CNI plugins invoked as garden-external-networker's libcni invokes them: inside the cell's
+//! network namespace, `CNI_*` in the environment, the network config (with garden's runtime
+//! injections) on stdin; DEL with the cached result and without the injections.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::netns::{command_in, output_with_stdin, NsHolder};
+
+/// One plugin of one cell.
+#[derive(Debug, Clone)]
+pub struct CniRunner {
+    /// The cell's namespace (`/run/netns/<name>`).
+    pub ns: PathBuf,
+    /// The plugin binary (cni-wrapper-plugin).
+    pub plugin: PathBuf,
+    /// `CNI_PATH`: where its delegate (silk-cni) is.
+    pub cni_path: PathBuf,
+}
+
+/// A plugin run: exit code, stdout, stderr.
+pub type CniOut = (i32, String, String);
+
+impl CniRunner {
+    /// Runs `cmd` for container `handle` with network namespace `netns`.
+    pub fn run(&self, cmd: &str, handle: &str, netns: &std::path::Path, stdin: &str) -> CniOut {
+        let mut c = command_in(&self.ns, &self.plugin.display().to_string());
+        c.env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", handle)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", "")
+            .env("CNI_PATH", &self.cni_path);
+        match output_with_stdin(&mut c, stdin.as_bytes()) {
+            Ok(o) => (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            ),
+            Err(e) => (
+                -1,
+                String::new(),
+                format!("run {}: {e}", self.plugin.display()),
+            ),
+        }
+    }
+
+    /// ADD, which must succeed; the result and the container's IPv4 address.
+    pub fn add(&self, handle: &str, holder: &NsHolder, conf: &Value) -> (Value, Ipv4Addr) {
+        let (code, out, err) = self.run("ADD", handle, holder.path(), &conf.to_string());
+        assert_eq!(code, 0, "ADD {handle} failed: {out} {err}");
+        let result: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ADD {handle}: result is not JSON ({e}): {out}"));
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no IPv4 in ADD result {result}"));
+        (result, ip)
+    }
+
+    /// DEL as libcni sends it: `conf` without `metadata` and `runtimeConfig`, with `prev` as
+    /// `prevResult`; must succeed with empty stdout.
+    pub fn del(&self, handle: &str, holder: &NsHolder, mut conf: Value, prev: &Value) {
+        if let Some(o) = conf.as_object_mut() {
+            o.remove("metadata");
+            o.remove("runtimeConfig");
+            o.insert("prevResult".into(), prev.clone());
+        }
+        let (code, out, err) = self.run("DEL", handle, holder.path(), &conf.to_string());
+        assert_eq!((code, out.as_str()), (0, ""), "DEL {handle} failed: {err}");
+    }
+}
