@@ -272,7 +272,7 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     let mut runs = Vec::new();
     for i in 0..reps {
         if let Ok(mut b) = api.body.lock() {
-            *b = policies(n, i % 2 == 0);
+            *b = policies(n, i.is_multiple_of(2));
         }
         let (out, w, c) = timed(cycle.full()).await;
         runs.push((out?, w, c));
@@ -281,7 +281,7 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     row("one-change cycle", &out, w, c);
     // A change applied after someone else touched the table: the table is read again.
     if let Ok(mut b) = api.body.lock() {
-        *b = policies(n, reps % 2 == 0);
+        *b = policies(n, reps.is_multiple_of(2));
     }
     sh(&["iptables", "-N", "bench-touch"], None)?;
     let (out, w, c) = timed(cycle.full()).await;
@@ -303,8 +303,7 @@ async fn main() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     println!(
-        "vxlan-policy-agent c2c cycle ({}; iptables {})",
-        "in-process policy answer decoded from JSON, real store, planner and iptables",
+        "vxlan-policy-agent c2c cycle (in-process policy answer decoded from JSON, real store, planner and iptables; {})",
         sh(&["iptables", "--version"], None)?.trim()
     );
     for n in sizes {
