@@ -1,11 +1,14 @@
 //! The c2c policy cycle (policy contract §3.3): read the metadata store, ask the policy server
-//! for the policies of the local groups, plan the chain, and swap it in only when the planned
-//! rules differ from the last rules this process enforced.
+//! for the policies of the local groups, plan the chains, and reconcile them against the
+//! kernel's actual chains ([`Enforcer`]).
 //!
-//! The periodic tick first asks `policies_last_updated` and skips the cycle when nothing changed
-//! since the last successful cycle. Unlike upstream, the remote timestamp is remembered only
-//! after the cycle succeeded, so a failed cycle is retried at the next tick instead of leaving
-//! the cell stale until the next policy change.
+//! The periodic tick first asks `policies_last_updated`. When nothing changed since the last
+//! successful fetch, and the local groups are all covered by it, only the fetch is skipped:
+//! the containers, the logging switch and the kernel's chains are reconciled at every tick, so
+//! a deleted container's rules, a `/iptables-c2c-logging` toggle and a chain someone else
+//! flushed or deleted take effect within one poll (upstream waits for the next policy change:
+//! trap 3). Unlike upstream, the remote timestamp is remembered only after the cycle
+//! succeeded, so a failed cycle is retried at the next tick.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -19,8 +22,8 @@ use silk_dataplane::datastore::{MetadataStore, StoreError};
 use silk_dataplane::iptables::Iptables;
 use silk_ops::Metrics;
 
-use crate::enforcer::{enforce, EnforceError};
-use crate::planner::{group_ids, local_containers, plan_rules, PlanError, PlanOptions};
+use crate::enforcer::{EnforceError, Enforcer};
+use crate::planner::{group_ids, local_containers, plan_c2c, C2cPlan, LocalContainer, PlanOptions};
 
 /// The id and type of the router group whose tag overlay ingress rules accept.
 pub const INGRESS_ROUTER_ID: &str = "INGRESS_ROUTER";
@@ -59,8 +62,6 @@ pub enum CycleError {
     Policies(#[source] ClientError),
     #[error("get ingress router tag: {0}")]
     Tag(#[source] ClientError),
-    #[error("plan c2c rules: {0}")]
-    Plan(#[from] PlanError),
     #[error("enforce c2c rules: {0}")]
     Enforce(#[from] EnforceError),
     #[error("background task: {0}")]
@@ -69,13 +70,20 @@ pub enum CycleError {
 
 /// What a cycle did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// `policies_last_updated` showed no change.
-    Skipped,
-    /// The planned rules equal the last enforced ones.
-    Unchanged,
-    /// A new chain was swapped in.
-    Enforced { chain: String, rules: usize },
+pub struct Outcome {
+    /// Whether the policies were fetched (false: `policies_last_updated` showed no change
+    /// and the last fetch covers every local group).
+    pub fetched: bool,
+    /// The main chain.
+    pub chain: String,
+    /// Rules planned (all chains).
+    pub rules: usize,
+    /// Chains written by this cycle (0: the kernel already matched).
+    pub rewritten: usize,
+    /// Rules written by this cycle.
+    pub written: usize,
+    /// Whether the table was read from the kernel (else the generation showed no change).
+    pub read: bool,
 }
 
 /// Static settings of the cycle.
@@ -83,9 +91,36 @@ pub enum Outcome {
 pub struct CycleOptions {
     pub accepted_udp_logs_per_sec: u32,
     pub enable_overlay_ingress_rules: bool,
-    /// Rules put first in every chain (`disable_container_network_policy`); not part of the
-    /// change check, as upstream.
+    /// Rules put first in the main chain (`disable_container_network_policy`).
     pub head_rules: Vec<String>,
+}
+
+/// The answer of the last successful fetch.
+#[derive(Debug, Clone)]
+struct Fetched {
+    ids: Vec<String>,
+    policies: Vec<Policy>,
+    ingress_tag: Option<String>,
+}
+
+/// What the cycle lock guards: the last fetch and the kernel state.
+#[derive(Debug, Default)]
+struct State {
+    fetched: Option<Fetched>,
+    /// Bumped whenever a fetch answers differently from the previous one.
+    epoch: u64,
+    /// The last plan and what it was planned from: a cycle whose inputs are the same reuses
+    /// it instead of planning ten thousand rules again.
+    planned: Option<Planned>,
+    enforcer: Enforcer,
+}
+
+#[derive(Debug)]
+struct Planned {
+    containers: Vec<LocalContainer>,
+    epoch: u64,
+    opts: PlanOptions,
+    plan: Arc<C2cPlan>,
 }
 
 pub struct C2cCycle<A, I: ?Sized> {
@@ -95,12 +130,12 @@ pub struct C2cCycle<A, I: ?Sized> {
     metrics: Metrics,
     opts: CycleOptions,
     /// `iptables_c2c_logging`, switched at runtime by the debug server's
-    /// `/iptables-c2c-logging`; read at every full cycle.
+    /// `/iptables-c2c-logging`; read at every cycle.
     c2c_logging: Arc<AtomicBool>,
     /// The last `policies_last_updated` value after which a cycle succeeded (0: none).
     last_updated: AtomicI64,
-    /// The rules last enforced; the lock also serialises cycles (tick and forced).
-    enforced: tokio::sync::Mutex<Option<Vec<String>>>,
+    /// The lock also serialises cycles (tick and forced).
+    state: tokio::sync::Mutex<State>,
 }
 
 fn now_us() -> u64 {
@@ -131,40 +166,46 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
             opts,
             c2c_logging,
             last_updated: AtomicI64::new(0),
-            enforced: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(State::default()),
         }
     }
 
-    /// The periodic tick: a full cycle unless `policies_last_updated` shows no change since
-    /// the last successful cycle. An error from that call runs the full cycle anyway.
+    /// The periodic tick: a cycle that fetches the policies only when
+    /// `policies_last_updated` changed since the last successful cycle (or fails: an older
+    /// server without the route). The local reconciliation always runs.
     pub async fn tick(&self) -> Result<Outcome, CycleError> {
         let remote = match self.api.policies_last_updated().await {
             Ok(v) => Some(v),
             Err(e) => {
                 silk_ops::log::info(
                     "policies-last-updated",
-                    json!({ "error": e.to_string(), "action": "running full cycle" }),
+                    json!({ "error": e.to_string(), "action": "fetching policies" }),
                 );
                 None
             }
         };
         let seen = self.last_updated.load(Ordering::SeqCst);
-        if let Some(r) = remote {
-            if seen != 0 && r <= seen {
-                silk_ops::log::debug("skipping-poll-cycle", json!({ "last_updated": seen }));
-                return Ok(Outcome::Skipped);
-            }
+        let fetch = match remote {
+            Some(r) => seen == 0 || r > seen,
+            None => true,
+        };
+        if !fetch {
+            silk_ops::log::debug("skipping-policy-fetch", json!({ "last_updated": seen }));
         }
-        let out = self.full().await?;
+        let out = self.run(fetch).await?;
         if let Some(r) = remote {
             self.last_updated.fetch_max(r, Ordering::SeqCst);
         }
         Ok(out)
     }
 
-    /// A full cycle (the forced cycle too): read, fetch, plan, enforce when changed.
+    /// A full cycle (the forced cycle too): always fetches.
     pub async fn full(&self) -> Result<Outcome, CycleError> {
-        let mut enforced = self.enforced.lock().await;
+        self.run(true).await
+    }
+
+    async fn run(&self, fetch: bool) -> Result<Outcome, CycleError> {
+        let mut state = self.state.lock().await;
         let start = Instant::now();
 
         let t = Instant::now();
@@ -172,62 +213,112 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
         self.metrics.value("containerMetadataTime", ms(t), "ms");
         let containers = local_containers(&entries);
-
-        let t = Instant::now();
         let ids = group_ids(&containers);
-        let policies = if ids.is_empty() {
-            Vec::new()
-        } else {
-            self.api
-                .policies(&ids)
-                .await
-                .map_err(CycleError::Policies)?
-        };
-        let ingress_tag = if self.opts.enable_overlay_ingress_rules && !ids.is_empty() {
-            Some(
+
+        // The last fetch serves when nothing changed on the server and it covered every
+        // group here (a new container's group needs its policies).
+        let reuse = !fetch
+            && state.fetched.as_ref().is_some_and(|f| {
+                ids.iter().all(|i| f.ids.binary_search(i).is_ok())
+                    && f.ingress_tag.is_some()
+                        == (self.opts.enable_overlay_ingress_rules && !ids.is_empty())
+            });
+        if !reuse {
+            let t = Instant::now();
+            let policies = if ids.is_empty() {
+                Vec::new()
+            } else {
                 self.api
-                    .ingress_router_tag()
+                    .policies(&ids)
                     .await
-                    .map_err(CycleError::Tag)?,
-            )
-        } else {
-            None
-        };
-        self.metrics.value("policyServerPollTime", ms(t), "ms");
+                    .map_err(CycleError::Policies)?
+            };
+            let ingress_tag = if self.opts.enable_overlay_ingress_rules && !ids.is_empty() {
+                Some(
+                    self.api
+                        .ingress_router_tag()
+                        .await
+                        .map_err(CycleError::Tag)?,
+                )
+            } else {
+                None
+            };
+            self.metrics.value("policyServerPollTime", ms(t), "ms");
+            let same = state
+                .fetched
+                .as_ref()
+                .is_some_and(|f| f.policies == policies && f.ingress_tag == ingress_tag);
+            if !same {
+                state.epoch += 1;
+            }
+            state.fetched = Some(Fetched {
+                ids: ids.clone(),
+                policies,
+                ingress_tag,
+            });
+        }
+        let ingress_tag = state.fetched.as_ref().and_then(|f| f.ingress_tag.clone());
 
         let opts = PlanOptions {
             c2c_logging: self.c2c_logging.load(Ordering::SeqCst),
             accepted_udp_logs_per_sec: self.opts.accepted_udp_logs_per_sec,
             ingress_tag,
         };
-        let rules = plan_rules(&containers, &policies, &opts)?;
-
-        let t = Instant::now();
-        let outcome = if enforced.as_ref() == Some(&rules) {
-            silk_ops::log::debug("c2c-rules-unchanged", json!({ "rules": rules.len() }));
-            Outcome::Unchanged
-        } else {
-            let iptables = Arc::clone(&self.iptables);
-            let head = self.opts.head_rules.clone();
-            let planned = rules.clone();
-            let chain = tokio::task::spawn_blocking(move || {
-                enforce(iptables.as_ref(), now_us(), &head, &planned)
-            })
-            .await??;
-            silk_ops::log::info(
-                "enforced-c2c-rules",
-                json!({ "chain": chain.as_str(), "rules": rules.len(), "containers": containers.len() }),
-            );
-            let n = rules.len();
-            *enforced = Some(rules);
-            Outcome::Enforced {
-                chain: chain.as_str().to_string(),
-                rules: n,
+        let reusable = state
+            .planned
+            .as_ref()
+            .filter(|p| p.epoch == state.epoch && p.opts == opts && p.containers == containers);
+        let plan = match reusable {
+            Some(p) => Arc::clone(&p.plan),
+            None => {
+                let policies = state.fetched.as_ref().map_or(&[][..], |f| &f.policies);
+                let plan = Arc::new(plan_c2c(&containers, policies, &opts));
+                for p in &plan.problems {
+                    silk_ops::log::error("c2c-plan-skipped", json!({ "error": p.to_string() }));
+                }
+                state.planned = Some(Planned {
+                    containers: containers.clone(),
+                    epoch: state.epoch,
+                    opts,
+                    plan: Arc::clone(&plan),
+                });
+                plan
             }
         };
+        self.metrics
+            .value("c2cPlanProblems", plan.problems.len() as f64, "count");
+
+        let t = Instant::now();
+        let iptables = Arc::clone(&self.iptables);
+        let head = self.opts.head_rules.clone();
+        let mut enforcer = std::mem::take(&mut state.enforcer);
+        let rules = plan.rule_count();
+        let (enforcer, result) = tokio::task::spawn_blocking(move || {
+            let r = enforcer.enforce(iptables.as_ref(), now_us(), &head, &plan);
+            (enforcer, r)
+        })
+        .await?;
+        state.enforcer = enforcer;
+        let enforced = result?;
+        if enforced.rewritten > 0 {
+            silk_ops::log::info(
+                "enforced-c2c-rules",
+                json!({ "chain": enforced.chain, "rules": rules, "chains_written": enforced.rewritten,
+                        "rules_written": enforced.rules, "containers": containers.len() }),
+            );
+        } else {
+            silk_ops::log::debug("c2c-rules-unchanged", json!({ "rules": rules }));
+        }
         self.metrics.value("iptablesEnforceTime", ms(t), "ms");
         self.metrics.value("totalPollTime", ms(start), "ms");
-        Ok(outcome)
+        Ok(Outcome {
+            fetched: !reuse,
+            chain: enforced.chain,
+            rules,
+            rewritten: enforced.rewritten,
+            written: enforced.rules,
+            read: enforced.read,
+        })
     }
 }
 
@@ -306,6 +397,7 @@ mod tests {
             .unwrap()
             .policies;
         let ipt = Arc::new(RecordingIptables::default());
+        *ipt.generation.lock().unwrap() = Some(1);
         let cycle = C2cCycle::new(
             Arc::clone(&api),
             Arc::clone(&ipt),
@@ -320,26 +412,36 @@ mod tests {
         (dir, api, ipt, cycle)
     }
 
+    fn payload(ipt: &RecordingIptables, i: usize) -> String {
+        ipt.payloads()[i].1.clone()
+    }
+
     #[tokio::test]
     async fn enforces_once_then_only_on_change() {
         let (_dir, api, ipt, cycle) = setup();
-        // front's mark rule and back's accept rule
-        assert!(matches!(
-            cycle.full().await.unwrap(),
-            Outcome::Enforced { rules: 2, .. }
-        ));
+        // front's mark rule, back's jump and back's accept rule in two chains
+        let out = cycle.full().await.unwrap();
+        assert_eq!((out.rules, out.rewritten, out.written), (3, 2, 3));
+        assert!(out.fetched && out.read);
         assert_eq!(
             api.asked.lock().unwrap()[0],
             vec!["back".to_string(), "front".into(), "s".into()]
         );
-        assert_eq!(cycle.full().await.unwrap(), Outcome::Unchanged);
+        let p = payload(&ipt, 0);
+        assert!(
+            p.contains("-A vpa-d-back -p tcp -m tcp --dport 8080 -m mark --mark 0x1 "),
+            "{p}"
+        );
+        assert!(p.contains(" -d 10.255.7.4/32 -j vpa-d-back\n"), "{p}");
+        // The kernel is known from the generation: nothing read, nothing written.
+        let out = cycle.full().await.unwrap();
+        assert_eq!((out.rewritten, out.read), (0, false));
         assert_eq!(ipt.payloads().len(), 1);
         api.policies.lock().unwrap().clear();
-        assert!(matches!(
-            cycle.full().await.unwrap(),
-            Outcome::Enforced { rules: 0, .. }
-        ));
-        assert_eq!(ipt.payloads().len(), 2);
+        let out = cycle.full().await.unwrap();
+        assert_eq!((out.rules, out.rewritten), (0, 2));
+        let p = payload(&ipt, 1);
+        assert!(p.contains("-X vpa-d-back\n"), "{p}");
         assert!(cycle.metrics.last_value("totalPollTime").is_some());
     }
 
@@ -356,29 +458,113 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ticks_are_gated_by_last_updated_and_retried_after_failure() {
+    async fn ticks_skip_only_the_fetch_and_are_retried_after_failure() {
         let (_dir, api, ipt, cycle) = setup();
-        // No last_updated route: every tick is a full cycle.
-        assert!(matches!(
-            cycle.tick().await.unwrap(),
-            Outcome::Enforced { .. }
-        ));
-        assert_eq!(cycle.tick().await.unwrap(), Outcome::Unchanged);
+        // No last_updated route: every tick fetches.
+        assert!(cycle.tick().await.unwrap().fetched);
+        assert!(cycle.tick().await.unwrap().fetched);
         *api.last_updated.lock().unwrap() = Some(10);
         // The policy server fails once: the tick fails and the next one tries again.
         api.down.store(true, Ordering::SeqCst);
         assert!(cycle.tick().await.is_err());
         api.down.store(false, Ordering::SeqCst);
-        assert_eq!(cycle.tick().await.unwrap(), Outcome::Unchanged);
-        assert_eq!(cycle.tick().await.unwrap(), Outcome::Skipped);
+        assert!(cycle.tick().await.unwrap().fetched);
+        let out = cycle.tick().await.unwrap();
+        assert_eq!((out.fetched, out.rewritten), (false, 0));
+        // A server-side change not announced by last_updated is not seen...
         api.policies.lock().unwrap().clear();
-        assert_eq!(cycle.tick().await.unwrap(), Outcome::Skipped);
+        assert_eq!(cycle.tick().await.unwrap().rewritten, 0);
+        // ... until it is.
         *api.last_updated.lock().unwrap() = Some(11);
-        assert!(matches!(
-            cycle.tick().await.unwrap(),
-            Outcome::Enforced { rules: 0, .. }
-        ));
+        let out = cycle.tick().await.unwrap();
+        assert!(out.fetched && out.rewritten > 0 && out.rules == 0);
         assert_eq!(ipt.payloads().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_policy_change_deleted_containers_and_logging_apply_within_one_tick() {
+        let (_dir, api, ipt, cycle) = setup();
+        *api.last_updated.lock().unwrap() = Some(10);
+        cycle.tick().await.unwrap();
+        // The logging switch: back's chain gets its LOG rule at the next tick.
+        cycle.c2c_logging.store(true, Ordering::SeqCst);
+        let out = cycle.tick().await.unwrap();
+        assert_eq!((out.fetched, out.rewritten), (false, 1));
+        let p = payload(&ipt, 1);
+        assert!(p.starts_with("*filter\n:vpa-d-back - [0:0]\n"), "{p}");
+        assert!(
+            p.contains(" -j LOG --log-prefix \"OK_0001_back \"\n"),
+            "{p}"
+        );
+        // back's container is deleted: its jump and chain go at the next tick.
+        cycle.store.delete("h-back").unwrap();
+        let out = cycle.tick().await.unwrap();
+        assert_eq!((out.fetched, out.rules), (false, 1));
+        let p = payload(&ipt, 2);
+        assert!(
+            p.contains("-X vpa-d-back\n") && !p.contains("10.255.7.4"),
+            "{p}"
+        );
+        // A new container of a group the last fetch did not cover is fetched for.
+        cycle
+            .store
+            .add(
+                "h-new",
+                "10.255.7.9",
+                None,
+                json!({"policy_group_id": "newgroup"}),
+            )
+            .unwrap();
+        assert!(cycle.tick().await.unwrap().fetched);
+        assert_eq!(api.asked.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn chains_changed_by_someone_else_are_rewritten_at_the_next_tick() {
+        let (_dir, api, ipt, cycle) = setup();
+        *api.last_updated.lock().unwrap() = Some(10);
+        let first = cycle.tick().await.unwrap();
+        // Someone flushed the main chain and deleted the group chain and the jump: the
+        // generation moved, the table is read and everything is written again.
+        *ipt.saved.lock().unwrap() = format!(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:{} - [0:0]\nCOMMIT\n",
+            first.chain
+        );
+        *ipt.generation.lock().unwrap() = Some(100);
+        let out = cycle.tick().await.unwrap();
+        assert_eq!((out.fetched, out.read, out.rewritten), (false, true, 2));
+        let p = payload(&ipt, 1);
+        assert!(
+            p.contains(&format!("-I FORWARD 1 -j {}\n", first.chain)),
+            "{p}"
+        );
+        assert_eq!(out.chain, first.chain);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_container_does_not_stop_the_others() {
+        let (_dir, _api, ipt, cycle) = setup();
+        cycle
+            .store
+            .add(
+                "h-bad",
+                "10.255.7",
+                None,
+                json!({"policy_group_id": "front"}),
+            )
+            .unwrap();
+        cycle
+            .store
+            .add("h-weird", "10.255.7.8", None, json!({"policy_group_id": 7}))
+            .unwrap();
+        let out = cycle.full().await.unwrap();
+        assert_eq!(out.rules, 3);
+        assert_eq!(cycle.metrics.last_value("c2cPlanProblems"), Some(1.0));
+        let p = payload(&ipt, 0);
+        assert!(
+            p.contains("-s 10.255.7.3/32 ") && !p.contains("10.255.7.8"),
+            "{p}"
+        );
     }
 
     #[tokio::test]
@@ -396,10 +582,8 @@ mod tests {
             },
             Arc::new(AtomicBool::new(false)),
         );
-        assert!(matches!(
-            cycle.full().await.unwrap(),
-            Outcome::Enforced { rules: 0, .. }
-        ));
+        let out = cycle.full().await.unwrap();
+        assert_eq!((out.rules, out.rewritten), (0, 1));
         assert!(api.asked.lock().unwrap().is_empty());
         let payload = &ipt.payloads()[0].1;
         assert!(

@@ -5,7 +5,7 @@
 //! Rules are written in the canonical form `iptables-save` prints, so the restore payload
 //! reads like the live table and the change check compares like with like.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -25,7 +25,7 @@ pub struct PlanOptions {
     pub ingress_tag: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("container {handle}: invalid ip {ip:?}")]
     Ip { handle: String, ip: String },
@@ -123,10 +123,88 @@ struct IngressEntry<'a> {
     port: u32,
 }
 
+/// The JSON text of an entry as `serde_json` writes it (field order of the struct, strings
+/// escaped the same way), written by hand because it is the sort key of every rule.
+trait JsonKey {
+    fn json_key(&self, out: &mut String);
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_field_str(out: &mut String, first: bool, name: &str, v: &str) {
+    out.push_str(if first { "{\"" } else { ",\"" });
+    out.push_str(name);
+    out.push_str("\":");
+    json_str(out, v);
+}
+
+fn json_field_u32(out: &mut String, name: &str, v: u32) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(&v.to_string());
+}
+
+impl JsonKey for SourceEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IP", self.ip);
+        json_field_str(out, false, "Tag", self.tag);
+        json_field_str(out, false, "GUID", self.guid);
+        out.push('}');
+    }
+}
+
+impl JsonKey for DestinationEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IP", self.ip);
+        json_field_u32(out, "StartPort", self.start_port);
+        json_field_u32(out, "EndPort", self.end_port);
+        json_field_str(out, false, "GUID", self.guid);
+        json_field_str(out, false, "SourceGUID", self.source_guid);
+        json_field_str(out, false, "Protocol", self.protocol);
+        json_field_str(out, false, "SourceTag", self.source_tag);
+        out.push('}');
+    }
+}
+
+impl JsonKey for IngressEntry<'_> {
+    fn json_key(&self, out: &mut String) {
+        json_field_str(out, true, "IngressTag", self.ingress_tag);
+        json_field_str(out, false, "IP", self.ip);
+        json_field_str(out, false, "Protocol", self.protocol);
+        json_field_u32(out, "Port", self.port);
+        out.push('}');
+    }
+}
+
 /// Sorts by the JSON text of the entry (the container rides along).
-fn sort_by_json<T: Serialize>(entries: &mut [(&LocalContainer, T)]) {
-    // Invariant: structs of strings and integers always serialize.
-    entries.sort_by_cached_key(|(_, e)| serde_json::to_string(e).unwrap_or_default());
+fn sort_by_json<T: JsonKey>(entries: &mut Vec<(&LocalContainer, T)>) {
+    let mut keyed: Vec<(String, (&LocalContainer, T))> = entries
+        .drain(..)
+        .map(|e| {
+            let mut k = String::with_capacity(160);
+            e.1.json_key(&mut k);
+            (k, e)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.extend(keyed.into_iter().map(|(_, e)| e));
 }
 
 /// `0x<tag>` as iptables prints it (no leading zeros).
@@ -156,28 +234,67 @@ fn dports(start: u32, end: u32) -> String {
     }
 }
 
-/// The rules of the c2c chain, in order: mark rules, then (LOG and) ACCEPT rules, then the
-/// overlay ingress rules.
-pub fn plan_rules(
-    containers: &[LocalContainer],
-    policies: &[Policy],
-    opts: &PlanOptions,
-) -> Result<Vec<String>, PlanError> {
+/// One container's share of the plan, every text already checked.
+struct Entries3<'a> {
+    sources: Vec<(&'a LocalContainer, SourceEntry<'a>)>,
+    destinations: Vec<(&'a LocalContainer, DestinationEntry<'a>)>,
+    ingress: Vec<(&'a LocalContainer, IngressEntry<'a>)>,
+}
+
+/// The three entry lists of upstream's planner, sorted as upstream sorts them. A container
+/// with an invalid IP, a `ports` item that is not a number, or a policy with an invalid tag
+/// is left out (only what it concerns: a bad `ports` item drops that container's ingress
+/// rules) and reported in `problems`; everything else is planned.
+fn entries<'a>(
+    containers: &'a [LocalContainer],
+    policies: &'a [Policy],
+    opts: &'a PlanOptions,
+    problems: &mut Vec<PlanError>,
+) -> Entries3<'a> {
     let mut sources = Vec::new();
     let mut destinations = Vec::new();
     let mut ingress = Vec::new();
-    for c in containers {
-        if let Some(p) = policies.iter().find(|p| p.source.id == c.group_id) {
-            sources.push((
-                c,
-                SourceEntry {
-                    ip: &c.ip,
-                    tag: &p.source.tag,
-                    guid: &p.source.id,
-                },
-            ));
+    let mut bad_tags = BTreeSet::new();
+    for p in policies {
+        if mark(&p.source.tag).is_err() && bad_tags.insert(p.source.tag.as_str()) {
+            problems.push(PlanError::Tag(p.source.tag.clone()));
         }
-        for p in policies.iter().filter(|p| p.destination.id == c.group_id) {
+    }
+    let tag_ok = |t: &str| !bad_tags.contains(t);
+    // Upstream scans the policies per container; an index keeps the same answers (the first
+    // policy of a source, every policy of a destination, in server order) at O(policies).
+    let mut by_source: HashMap<&str, &Policy> = HashMap::new();
+    let mut by_destination: HashMap<&str, Vec<&Policy>> = HashMap::new();
+    for p in policies {
+        by_source.entry(p.source.id.as_str()).or_insert(p);
+        by_destination
+            .entry(p.destination.id.as_str())
+            .or_default()
+            .push(p);
+    }
+    for c in containers {
+        if let Err(e) = host(&c.handle, &c.ip) {
+            problems.push(e);
+            continue;
+        }
+        if let Some(p) = by_source.get(c.group_id.as_str()) {
+            if tag_ok(&p.source.tag) {
+                sources.push((
+                    c,
+                    SourceEntry {
+                        ip: &c.ip,
+                        tag: &p.source.tag,
+                        guid: &p.source.id,
+                    },
+                ));
+            }
+        }
+        for p in by_destination
+            .get(c.group_id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|p| tag_ok(&p.source.tag))
+        {
             destinations.push((
                 c,
                 DestinationEntry {
@@ -192,69 +309,230 @@ pub fn plan_rules(
             ));
         }
         if let (Some(tag), Some(ports)) = (opts.ingress_tag.as_deref(), c.ports.as_deref()) {
+            let mut mine = Vec::new();
+            let mut bad = None;
             for item in ports.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                let port = item.parse::<u32>().map_err(|_| PlanError::Port {
-                    handle: c.handle.clone(),
-                    item: item.to_string(),
-                })?;
-                ingress.push((
-                    c,
-                    IngressEntry {
-                        ingress_tag: tag,
-                        ip: &c.ip,
-                        protocol: "tcp",
-                        port,
-                    },
-                ));
+                match item.parse::<u32>() {
+                    Ok(port) => mine.push((
+                        c,
+                        IngressEntry {
+                            ingress_tag: tag,
+                            ip: &c.ip,
+                            protocol: "tcp",
+                            port,
+                        },
+                    )),
+                    Err(_) => {
+                        bad.get_or_insert(PlanError::Port {
+                            handle: c.handle.clone(),
+                            item: item.to_string(),
+                        });
+                    }
+                }
             }
+            match bad {
+                Some(e) => problems.push(e),
+                None => ingress.extend(mine),
+            }
+        }
+    }
+    if let Some(tag) = opts.ingress_tag.as_deref() {
+        if mark(tag).is_err() {
+            problems.push(PlanError::Tag(tag.to_string()));
+            ingress.clear();
         }
     }
     sort_by_json(&mut sources);
     sort_by_json(&mut destinations);
     sort_by_json(&mut ingress);
-    let mut rules = Vec::new();
-    for (c, s) in sources {
-        rules.push(format!(
-            "-s {} {} -j MARK --set-xmark {}/0xffffffff",
-            host(&c.handle, s.ip)?,
-            comment(&format!("src:{}", s.guid)),
-            mark(s.tag)?
+    Entries3 {
+        sources,
+        destinations,
+        ingress,
+    }
+}
+
+// Invariant for the `expect`-free formatting below: `entries` checked every IP and tag.
+fn host_ok(ip: &str) -> String {
+    host("", ip).unwrap_or_default()
+}
+
+fn mark_ok(tag: &str) -> String {
+    mark(tag).unwrap_or_default()
+}
+
+fn mark_rule(s: &SourceEntry<'_>) -> String {
+    format!(
+        "-s {} {} -j MARK --set-xmark {}/0xffffffff",
+        host_ok(s.ip),
+        comment(&format!("src:{}", s.guid)),
+        mark_ok(s.tag)
+    )
+}
+
+/// The LOG (with logging) and ACCEPT rules of one destination entry, without `-d`.
+fn accept_rules(d: &DestinationEntry<'_>, opts: &PlanOptions, out: &mut Vec<String>) {
+    let matches = format!(
+        "-p {p} -m {p} --dport {} -m mark --mark {}",
+        dports(d.start_port, d.end_port),
+        mark_ok(d.source_tag),
+        p = d.protocol,
+    );
+    if opts.c2c_logging {
+        let prefix = log_prefix(&format!("OK_{}_{}", d.source_tag, d.guid));
+        let limit = if d.protocol == "udp" {
+            let n = opts.accepted_udp_logs_per_sec;
+            format!("-m limit --limit {n}/sec --limit-burst {n}")
+        } else {
+            "-m conntrack --ctstate INVALID,NEW,UNTRACKED".to_string()
+        };
+        out.push(format!(
+            "{matches} {limit} -j LOG --log-prefix \"{prefix}\""
         ));
     }
-    for (c, d) in destinations {
-        let matches = format!(
-            "-d {} -p {p} -m {p} --dport {} -m mark --mark {}",
-            host(&c.handle, d.ip)?,
-            dports(d.start_port, d.end_port),
-            mark(d.source_tag)?,
-            p = d.protocol,
+    out.push(format!(
+        "{matches} {} -j ACCEPT",
+        comment(&format!("src:{}_dst:{}", d.source_guid, d.guid))
+    ));
+}
+
+fn ingress_rule(i: &IngressEntry<'_>) -> String {
+    format!(
+        "-d {} -p tcp -m tcp --dport {} -m mark --mark {} -j ACCEPT",
+        host_ok(i.ip),
+        i.port,
+        mark_ok(i.ingress_tag)
+    )
+}
+
+/// Upstream's single chain, rule for rule (policy contract §3.5): mark rules, then (LOG and)
+/// ACCEPT rules, then the overlay ingress rules. Strict, as upstream: the first malformed
+/// input fails the plan. The golden reference for [`plan_c2c`]'s layout.
+pub fn plan_rules(
+    containers: &[LocalContainer],
+    policies: &[Policy],
+    opts: &PlanOptions,
+) -> Result<Vec<String>, PlanError> {
+    let mut problems = Vec::new();
+    let e = entries(containers, policies, opts, &mut problems);
+    if let Some(p) = problems.into_iter().next() {
+        return Err(p);
+    }
+    let mut rules: Vec<String> = e.sources.iter().map(|(_, s)| mark_rule(s)).collect();
+    for (_, d) in &e.destinations {
+        let mut mine = Vec::new();
+        accept_rules(d, opts, &mut mine);
+        rules.extend(
+            mine.into_iter()
+                .map(|r| format!("-d {} {r}", host_ok(d.ip))),
         );
-        if opts.c2c_logging {
-            let prefix = log_prefix(&format!("OK_{}_{}", d.source_tag, d.guid));
-            let limit = if d.protocol == "udp" {
-                let n = opts.accepted_udp_logs_per_sec;
-                format!("-m limit --limit {n}/sec --limit-burst {n}")
-            } else {
-                "-m conntrack --ctstate INVALID,NEW,UNTRACKED".to_string()
-            };
-            rules.push(format!(
-                "{matches} {limit} -j LOG --log-prefix \"{prefix}\""
-            ));
-        }
-        rules.push(format!(
-            "{matches} {} -j ACCEPT",
-            comment(&format!("src:{}_dst:{}", d.source_guid, d.guid))
-        ));
     }
-    for (c, i) in ingress {
-        rules.push(format!(
-            "-d {} -p tcp -m tcp --dport {} -m mark --mark {} -j ACCEPT",
-            host(&c.handle, i.ip)?,
-            i.port,
-            mark(i.ingress_tag)?
-        ));
-    }
+    rules.extend(e.ingress.iter().map(|(_, i)| ingress_rule(i)));
     Ok(rules)
+}
+
+/// The prefix of the per-destination-group chains.
+pub const GROUP_CHAIN_PREFIX: &str = "vpa-d-";
+
+/// The c2c rules in this agent's layout (docs/policy-agent.md): one main chain holding the
+/// mark rules, one `-d <container ip>/32 -j vpa-d-<group>` jump per local destination
+/// container, and the overlay ingress rules; and one chain per local destination group
+/// holding that group's (LOG and) ACCEPT rules without `-d`. Inlining every jump gives
+/// upstream's single chain rule for rule ([`C2cPlan::flatten`]); a policy change rewrites
+/// only the chain of its destination group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct C2cPlan {
+    pub main: Vec<String>,
+    /// Group chain name -> its rules.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// What was left out, one entry per malformed container, port list or tag.
+    pub problems: Vec<PlanError>,
+}
+
+impl C2cPlan {
+    /// Upstream's single-chain text of this plan: each jump replaced by its chain's rules
+    /// with the jump's `-d` in front.
+    pub fn flatten(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.main {
+            let jump = r
+                .split_once(" -j ")
+                .filter(|(m, t)| m.starts_with("-d ") && t.starts_with(GROUP_CHAIN_PREFIX));
+            match jump.and_then(|(m, t)| Some((m, self.groups.get(t)?))) {
+                Some((d, rules)) => out.extend(rules.iter().map(|x| format!("{d} {x}"))),
+                None => out.push(r.clone()),
+            }
+        }
+        out
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.main.len() + self.groups.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// The chain name of a destination group: the prefix and up to 22 letters and digits of the
+/// group id (a GUID's first 22 hex digits), made unique among `used` with a counter.
+fn group_chain(group_id: &str, used: &mut BTreeSet<String>) -> String {
+    let base: String = group_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(22)
+        .collect();
+    let mut name = format!("{GROUP_CHAIN_PREFIX}{base}");
+    let mut n = 0u32;
+    while used.contains(&name) {
+        n += 1;
+        let head: String = base.chars().take(17).collect();
+        name = format!("{GROUP_CHAIN_PREFIX}{head}-{n:04}");
+    }
+    used.insert(name.clone());
+    name
+}
+
+/// Plans [`C2cPlan`]. Never fails: malformed input is left out and listed in `problems`.
+pub fn plan_c2c(containers: &[LocalContainer], policies: &[Policy], opts: &PlanOptions) -> C2cPlan {
+    let mut problems = Vec::new();
+    let e = entries(containers, policies, opts, &mut problems);
+    let mut main: Vec<String> = e.sources.iter().map(|(_, s)| mark_rule(s)).collect();
+    // Group chains are named in group id order so names do not depend on container order.
+    let mut groups_sorted: Vec<&str> = e.destinations.iter().map(|(_, d)| d.guid).collect();
+    groups_sorted.sort_unstable();
+    groups_sorted.dedup();
+    let mut used = BTreeSet::new();
+    let names: BTreeMap<&str, String> = groups_sorted
+        .into_iter()
+        .map(|g| (g, group_chain(g, &mut used)))
+        .collect();
+    // Every container of a group carries the same rules: take them from the group's first
+    // container.
+    let mut first_ip: BTreeMap<&str, &str> = BTreeMap::new();
+    for (_, d) in &e.destinations {
+        first_ip.entry(d.guid).or_insert(d.ip);
+    }
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut jumps: Vec<(&str, &str)> = Vec::new();
+    for (_, d) in &e.destinations {
+        let chain = names[d.guid].as_str();
+        if seen.insert((d.ip, chain)) {
+            jumps.push((d.ip, chain));
+        }
+        if first_ip.get(d.guid) == Some(&d.ip) {
+            accept_rules(d, opts, groups.entry(chain.to_string()).or_default());
+        }
+    }
+    main.extend(
+        jumps
+            .into_iter()
+            .map(|(ip, chain)| format!("-d {} -j {chain}", host_ok(ip))),
+    );
+    main.extend(e.ingress.iter().map(|(_, i)| ingress_rule(i)));
+    C2cPlan {
+        main,
+        groups,
+        problems,
+    }
 }
 
 /// The rules `disable_container_network_policy` puts first in the chain: accept everything
@@ -438,6 +716,160 @@ mod tests {
                 "-d 10.255.7.4/32 -p tcp -m tcp --dport 8080 -m mark --mark 0xa",
             ]
         );
+    }
+
+    /// §3.12 in this agent's layout: the same marks and accepts, the accepts in the
+    /// backend group's chain behind a `-d` jump.
+    #[test]
+    fn worked_example_in_the_chain_per_group_layout() {
+        let plan = plan_c2c(
+            &local_containers(&store()),
+            &policies(),
+            &PlanOptions::default(),
+        );
+        assert_eq!(
+            plan.main,
+            [
+                WORKED_EXAMPLE[0],
+                WORKED_EXAMPLE[1],
+                "-d 10.255.7.4/32 -j vpa-d-c3f1a2b477e04d2f9a615e",
+            ]
+        );
+        assert_eq!(
+            plan.groups["vpa-d-c3f1a2b477e04d2f9a615e"],
+            [
+                r#"-p tcp -m tcp --dport 8080 -m mark --mark 0x1 -m comment --comment "src:0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f_dst:c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13" -j ACCEPT"#,
+                r#"-p udp -m udp --dport 9000:9100 -m mark --mark 0x3 -m comment --comment "src:9e4d2c1b-6a5f-4e3d-8c2b-1a0f9e8d7c6b_dst:c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13" -j ACCEPT"#,
+            ]
+        );
+        assert_eq!(plan.groups.len(), 1);
+        assert!(plan.problems.is_empty());
+        assert_eq!(plan.flatten(), WORKED_EXAMPLE);
+    }
+
+    /// Inlining the jumps gives upstream's chain exactly, with logging and ingress rules and
+    /// several containers of one group.
+    #[test]
+    fn the_layout_flattens_to_upstreams_chain() {
+        let mut entries = store();
+        let mut twin = entries[BACKEND].clone();
+        twin.handle = "a-second-backend".into();
+        twin.ip = "10.255.7.40".into();
+        entries.insert(twin.handle.clone(), twin);
+        let cs = local_containers(&entries);
+        for opts in [
+            PlanOptions::default(),
+            PlanOptions {
+                c2c_logging: true,
+                accepted_udp_logs_per_sec: 100,
+                ingress_tag: Some("0006".into()),
+            },
+        ] {
+            let plan = plan_c2c(&cs, &policies(), &opts);
+            assert_eq!(plan.flatten(), plan_rules(&cs, &policies(), &opts).unwrap());
+            // one chain for the group, two jumps to it
+            assert_eq!(plan.groups.len(), 1);
+            assert_eq!(
+                plan.main
+                    .iter()
+                    .filter(|r| r.contains(" -j vpa-d-"))
+                    .count(),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_left_out_and_reported_not_fatal() {
+        let mut entries = store();
+        if let Some(c) = entries.get_mut(BACKEND) {
+            c.metadata["ports"] = "8080,http".into();
+        }
+        let mut bad = entries[FRONTEND].clone();
+        bad.handle = "bad-ip".into();
+        bad.ip = "10.255.7".into();
+        entries.insert(bad.handle.clone(), bad);
+        let mut ps = policies();
+        ps[1].source.tag = "zz".into();
+        let opts = PlanOptions {
+            ingress_tag: Some("0006".into()),
+            ..PlanOptions::default()
+        };
+        let plan = plan_c2c(&local_containers(&entries), &ps, &opts);
+        assert_eq!(
+            plan.problems,
+            [
+                PlanError::Tag("zz".into()),
+                PlanError::Ip {
+                    handle: "bad-ip".into(),
+                    ip: "10.255.7".into()
+                },
+                PlanError::Port {
+                    handle: BACKEND.into(),
+                    item: "http".into()
+                },
+            ]
+        );
+        // Everything else stays: both marks, the tcp accept, the frontend's ingress rules.
+        let flat = plan.flatten();
+        assert_eq!(&flat[..3], &WORKED_EXAMPLE[..3]);
+        assert_eq!(
+            &flat[3..],
+            [
+                "-d 10.255.7.3/32 -p tcp -m tcp --dport 8080 -m mark --mark 0x6 -j ACCEPT",
+                "-d 10.255.7.3/32 -p tcp -m tcp --dport 9090 -m mark --mark 0x6 -j ACCEPT",
+            ]
+        );
+    }
+
+    #[test]
+    fn group_chain_names_fit_and_stay_unique() {
+        let mut used = BTreeSet::new();
+        let a = group_chain("c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13", &mut used);
+        let b = group_chain("c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f99", &mut used);
+        assert_eq!(a, "vpa-d-c3f1a2b477e04d2f9a615e");
+        assert_eq!(b, "vpa-d-c3f1a2b477e04d2f9-0001");
+        assert!(a.len() <= 28 && b.len() <= 28);
+    }
+
+    #[test]
+    fn sort_keys_are_serde_json_text() {
+        for text in [
+            "10.255.7.4",
+            "a\"b\\c",
+            "tab\there\u{1}\u{8}\u{c}\n\r",
+            "é/<&>",
+        ] {
+            let mut k = String::new();
+            let d = DestinationEntry {
+                ip: text,
+                start_port: 8080,
+                end_port: 10000,
+                guid: text,
+                source_guid: "s",
+                protocol: "tcp",
+                source_tag: text,
+            };
+            d.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&d).unwrap());
+            let mut k = String::new();
+            let e = SourceEntry {
+                ip: text,
+                tag: "01",
+                guid: text,
+            };
+            e.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&e).unwrap());
+            let mut k = String::new();
+            let i = IngressEntry {
+                ingress_tag: text,
+                ip: text,
+                protocol: "tcp",
+                port: 1,
+            };
+            i.json_key(&mut k);
+            assert_eq!(k, serde_json::to_string(&i).unwrap());
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::filelock::{FileLock, LockError};
 
@@ -58,19 +59,41 @@ pub trait Iptables: Send + Sync {
     fn save(&self, family: Family, table: Option<Table>) -> Result<String, IptablesError>;
     /// One `iptables-restore --noflush` of `payload`.
     fn restore(&self, family: Family, payload: &str) -> Result<(), IptablesError>;
+    /// A number that changes whenever anything changes the tables of `family`, when the
+    /// backend can tell (the nf_tables generation); `None` when it cannot, and then callers
+    /// must read the tables every time.
+    fn generation(&self, _family: Family) -> Option<u64> {
+        None
+    }
 }
 
 /// The real backend.
 #[derive(Debug, Clone)]
 pub struct SystemIptables {
     pub lock_file: PathBuf,
+    /// Whether `iptables` / `ip6tables` is the nf_tables variant (asked once per family, on
+    /// the first generation call).
+    nf_tables: Arc<[OnceLock<bool>; 2]>,
 }
 
 impl SystemIptables {
     pub fn new(lock_file: impl Into<PathBuf>) -> Self {
         SystemIptables {
             lock_file: lock_file.into(),
+            nf_tables: Arc::new([OnceLock::new(), OnceLock::new()]),
         }
+    }
+
+    fn is_nf_tables(&self, family: Family) -> bool {
+        let (slot, bin) = match family {
+            Family::V4 => (&self.nf_tables[0], "iptables"),
+            Family::V6 => (&self.nf_tables[1], "ip6tables"),
+        };
+        *slot.get_or_init(|| {
+            run(bin, &["--version"], None)
+                .map(|v| v.contains("nf_tables"))
+                .unwrap_or(false)
+        })
     }
 }
 
@@ -133,13 +156,23 @@ impl Iptables for SystemIptables {
         }
         run(family.restore_bin(), &["--noflush", "-w"], Some(payload)).map(|_| ())
     }
+
+    fn generation(&self, family: Family) -> Option<u64> {
+        if !self.is_nf_tables(family) {
+            return None;
+        }
+        super::generation::nftables_generation().map(u64::from)
+    }
 }
 
-/// Records restores; `save` answers with `saved` for every table.
+/// Records restores; `save` answers with `saved` for every table. With `generation` set,
+/// it answers that number and bumps it at every restore, as the nf_tables generation does.
 #[derive(Debug, Default)]
 pub struct RecordingIptables {
     pub saved: Mutex<String>,
     pub restores: Mutex<Vec<(Family, String)>>,
+    pub saves: AtomicUsize,
+    pub generation: Mutex<Option<u64>>,
 }
 
 impl RecordingIptables {
@@ -154,6 +187,7 @@ impl Iptables for RecordingIptables {
     }
 
     fn save(&self, _family: Family, _table: Option<Table>) -> Result<String, IptablesError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
         Ok(self.saved.lock().map(|s| s.clone()).unwrap_or_default())
     }
 
@@ -161,7 +195,14 @@ impl Iptables for RecordingIptables {
         if let Ok(mut r) = self.restores.lock() {
             r.push((family, payload.to_string()));
         }
+        if let Ok(mut g) = self.generation.lock() {
+            *g = g.map(|n| n + 1);
+        }
         Ok(())
+    }
+
+    fn generation(&self, _family: Family) -> Option<u64> {
+        self.generation.lock().ok().and_then(|g| *g)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod chain;
 pub mod egress;
+pub mod generation;
 pub mod render;
 pub mod save;
 

@@ -390,13 +390,54 @@ pub fn patch_config(path: &Path, patch: serde_json::Value) {
     std::fs::write(path, config.to_string()).unwrap();
 }
 
-/// The lines of `iptables-save -t filter` that mention a `vpa--` chain.
+/// The lines of `iptables-save -t filter` that mention a `vpa--` chain, with every jump to a
+/// `vpa-d-` group chain replaced by that chain's rules behind the jump's `-d`: upstream's
+/// single chain, which the agent's layout must equal rule for rule.
 pub fn vpa_lines() -> Vec<String> {
+    let saved = run_ok(&["iptables-save", "-t", "filter"]).unwrap();
+    let group_rules = |chain: &str| -> Vec<String> {
+        saved
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("-A {chain} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for l in saved.lines().filter(|l| l.contains("vpa--")) {
+        let l = l.split(" [").next().unwrap_or(l);
+        let jump = l
+            .split_once(" -j vpa-d-")
+            .filter(|(head, _)| head.starts_with("-A vpa--") && head.contains(" -d "));
+        match jump {
+            Some((head, group)) => out.extend(
+                group_rules(&format!("vpa-d-{group}"))
+                    .iter()
+                    .map(|r| format!("{head} {r}")),
+            ),
+            None => out.push(l.to_string()),
+        }
+    }
+    out
+}
+
+/// Checks the root tests' precondition and moves the test thread into a network namespace of
+/// its own.
+pub fn enter_test_netns() {
+    assert_eq!(
+        std::env::var("SILK_TEST_ROOT").as_deref(),
+        Ok("1"),
+        "run via scripts/test"
+    );
+    silk_testkit::netns::unshare_test_netns().unwrap();
+}
+
+/// The `vpa-d-` group chains that exist.
+pub fn group_chains() -> Vec<String> {
     run_ok(&["iptables-save", "-t", "filter"])
         .unwrap()
         .lines()
-        .filter(|l| l.contains("vpa--"))
-        .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+        .filter_map(|l| l.strip_prefix(":vpa-d-"))
+        .map(|l| format!("vpa-d-{}", l.split_whitespace().next().unwrap()))
         .collect()
 }
 
