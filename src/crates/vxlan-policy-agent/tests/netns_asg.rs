@@ -1,6 +1,6 @@
-//! Dynamic ASG syncing through the real binary, against the fake policy server (HTTPS, client
-//! certificates required, paginated answers, fault injection) and real iptables, in a network
-//! namespace of the test's own: chains as the planner writes them read back identically, the
+//! Dynamic ASG syncing through the real binary, against the lab policy server (silk-lab: the
+//! internal API over mutual TLS from a file, paginated answers, `security_groups_last_updated`,
+//! fault injection) and real iptables, in a network namespace of the test's own: chains as the planner writes them read back identically, the
 //! periodic poll repairs chains flushed or deleted by someone else and applies group changes,
 //! every fault (500, malformed JSON, a page missing mid-pagination, server down) keeps the
 //! rules and is counted and logged, and the agent recovers by itself.
@@ -15,6 +15,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use silk_dataplane::datastore::MetadataStore;
+use silk_lab::policy_server::data::{FileRules, FileSecurityGroup, PolicyFile};
+use silk_lab::policy_server::{
+    write_file, Fault, FaultKind, LabPolicyServer, Route, ServerOptions,
+};
 use silk_testkit::certs::{ServerKey, TestCerts};
 use silk_testkit::netns::{run_ok, unshare_test_netns};
 
@@ -39,6 +43,45 @@ fn fixture_groups() -> Vec<serde_json::Value> {
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["security_groups"].as_array().unwrap().clone()
+}
+
+/// The lab server's file: no policies, the fixture's groups with their `rules` strings as
+/// given; `bound` says whether orders-db-access is bound to the example's space.
+fn lab_file(bound: bool) -> PolicyFile {
+    let mut groups: Vec<FileSecurityGroup> = fixture_groups()
+        .into_iter()
+        .map(|g| FileSecurityGroup {
+            guid: g["guid"].as_str().unwrap().into(),
+            name: g["name"].as_str().unwrap().into(),
+            rules: FileRules::Raw(g["rules"].as_str().unwrap().into()),
+            staging_default: g["staging_default"].as_bool().unwrap(),
+            running_default: g["running_default"].as_bool().unwrap(),
+            staging_space_guids: vec![],
+            running_space_guids: vec![SPACE.into()],
+        })
+        .collect();
+    for g in &mut groups {
+        if g.running_default || !bound {
+            g.running_space_guids.clear();
+        }
+    }
+    PolicyFile {
+        policies: vec![],
+        security_groups: groups,
+    }
+}
+
+fn lab_server(certs: &TestCerts, file: &Path, page_size: Option<usize>) -> LabPolicyServer {
+    LabPolicyServer::start(ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        file: file.to_path_buf(),
+        ca_cert: certs.ca_cert.clone(),
+        server_cert: certs.server_cert.clone(),
+        server_key: certs.server_key.clone(),
+        tag_length: 2,
+        page_size,
+    })
+    .unwrap()
 }
 
 /// The `-A <chain> ...` lines of `chain` in `iptables-save -t filter`.
@@ -118,14 +161,17 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     wire(BACKEND);
     wire(FRONTEND);
 
-    let server = FakeServer::start(&certs, example_policies());
-    {
-        let mut s = server.state.lock().unwrap();
-        s.security_groups = fixture_groups();
-        s.sg_page_size = Some(1);
-    }
+    let file = dir.path().join("policies.json");
+    write_file(&file, &lab_file(true)).unwrap();
+    let server = lab_server(&certs, &file, Some(1));
     let (force_port, debug_port) = (free_port(), free_port());
-    let config = write_config(dir.path(), &certs, server.port, force_port, debug_port);
+    let config = write_config(
+        dir.path(),
+        &certs,
+        server.addr().port(),
+        force_port,
+        debug_port,
+    );
     patch_config(
         &config,
         json!({"enable_asg_syncing": true, "asg_poll_interval": 1, "poll_interval": 30}),
@@ -163,7 +209,7 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     );
     assert!(
         requests.contains(&format!(
-            "GET /networking/v1/internal/security_groups?per_page=5000&space_guids={SPACE}&from=3"
+            "GET /networking/v1/internal/security_groups?per_page=5000&space_guids={SPACE}&from=2"
         )),
         "pages followed: {requests:?}"
     );
@@ -183,7 +229,7 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     });
 
     // A group change applies within a poll: orders-db-access no longer bound to the space.
-    server.state.lock().unwrap().security_groups[2]["running_space_guids"] = json!([]);
+    write_file(&file, &lab_file(false)).unwrap();
     wait_for("the changed chain", Duration::from_secs(20), || {
         !chain_rules(ASG_BACKEND)
             .iter()
@@ -192,20 +238,23 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     let current = chain_rules(ASG_BACKEND);
 
     // Each fault: the rules stay, a counter and a log line say so, and the agent recovers.
+    let groups_only = |kind| Fault {
+        kind,
+        routes: vec![Route::SecurityGroups],
+    };
     for (fault, text) in [
-        (Some(SgFault::Status500), "database read failed"),
-        (Some(SgFault::MalformedJson), "decode response body"),
-        (Some(SgFault::MissingPage), "http status 404"),
-        (None, "security groups"),
+        (groups_only(FaultKind::Error500), "database read failed"),
+        (
+            groups_only(FaultKind::MalformedJson),
+            "decode response body",
+        ),
+        (groups_only(FaultKind::MissingPage), "http status 500"),
+        (Fault::all(FaultKind::Down), "get security groups"),
     ] {
         let failures = metric(debug_port, "asgPollFailures");
-        {
-            let mut s = server.state.lock().unwrap();
-            s.sg_fault = fault;
-            s.down = fault.is_none();
-            // A change the agent must not apply while the fault lasts.
-            s.security_groups[2]["running_space_guids"] = json!([SPACE]);
-        }
+        server.set_fault(fault.clone()).unwrap();
+        // A change the agent must not apply while the fault lasts.
+        write_file(&file, &lab_file(true)).unwrap();
         wait_for("a counted failure", Duration::from_secs(20), || {
             metric(debug_port, "asgPollFailures") >= failures + 2.0
         });
@@ -215,15 +264,11 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
         );
         assert_eq!(chain_rules(ASG_BACKEND), current, "{fault:?}: rules kept");
         assert!(agent.running());
-        {
-            let mut s = server.state.lock().unwrap();
-            s.sg_fault = None;
-            s.down = false;
-        }
+        server.set_fault(Fault::none()).unwrap();
         wait_for("recovery", Duration::from_secs(20), || {
             chain_rules(ASG_BACKEND) == golden_backend()
         });
-        server.state.lock().unwrap().security_groups[2]["running_space_guids"] = json!([]);
+        write_file(&file, &lab_file(false)).unwrap();
         wait_for("the change again", Duration::from_secs(20), || {
             chain_rules(ASG_BACKEND) == current
         });
@@ -287,8 +332,9 @@ fn cf_deployment_defaults_render_start_and_sync() {
     unshare_test_netns().unwrap();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let server = FakeServer::start(&certs, example_policies());
-    server.state.lock().unwrap().security_groups = fixture_groups();
+    let file = root.path().join("policies.json");
+    write_file(&file, &lab_file(true)).unwrap();
+    let server = lab_server(&certs, &file, None);
 
     // cf-deployment.yml's vxlan-policy-agent properties and the silk-cni link defaults.
     let context = json!({
@@ -298,7 +344,7 @@ fn cf_deployment_defaults_render_start_and_sync() {
             "client_cert": "((network_policy_client.certificate))",
             "client_key": "((network_policy_client.private_key))",
             "loggregator": {"use_v2_api": true, "ca_cert": "ca", "cert": "cert", "key": "key"},
-            "policy_server": {"hostname": "127.0.0.1", "internal_listen_port": server.port}
+            "policy_server": {"hostname": "127.0.0.1", "internal_listen_port": server.addr().port()}
         },
         "links": {
             "cf_network": {"properties": {"network": "10.255.0.0/16", "subnet_prefix_length": 24}},

@@ -300,11 +300,14 @@ mod tests {
                 logging: true,
                 ..OutboundLimit::default()
             },
-            deny: DenyLists {
-                always: vec!["172.16.0.0/12".into()],
-                running: vec!["192.168.0.0/16".into()],
-                staging: vec!["100.64.0.0/10".into()],
-            },
+            // As configured: a host bits set, parsed and masked.
+            deny: DenyLists::parse(
+                &["172.16.9.1/12".to_string()],
+                &["192.168.0.0/16".to_string()],
+                &["100.64.0.0/10".to_string()],
+                Family::V4,
+            )
+            .unwrap(),
         };
         let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
         let asgs = vec![

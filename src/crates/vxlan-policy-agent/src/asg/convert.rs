@@ -4,7 +4,8 @@
 //! - `destination`: comma-separated IPs (`a-a`), CIDRs (network to broadcast address) and
 //!   `a-b` ranges; an entry that does not parse fails the conversion (the caller keeps the
 //!   container's current chain). An entry goes to the family of its first address.
-//! - `ports`: comma-separated ports and `a-b` ranges, trimmed; unparsable items are skipped.
+//! - `ports`: comma-separated ports and `a-b` ranges, trimmed; unparsable items and reversed
+//!   ranges are skipped.
 //! - `tcp`/`udp` without ports, `icmp`/`all` with ports: the rule is skipped (reported).
 //! - ICMP type and code are cut to 8 bits as upstream casts them: `-1` is 255, every type.
 //! - Other protocols grant nothing. Exact duplicates are dropped, the first one kept.
@@ -75,19 +76,21 @@ impl LastAddress for IpNetwork {
     }
 }
 
-/// `ports` as ranges; unparsable items are skipped, as upstream does.
+/// `ports` as ranges; unparsable items are skipped, as upstream does, and so are reversed
+/// ranges (iptables refuses them, which would fail the whole restore).
 pub fn parse_ports(ports: &str) -> Vec<(u16, u16)> {
     ports
         .split(',')
         .filter_map(|item| {
             let item = item.trim();
-            match item.split_once('-') {
-                Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
+            let (a, b) = match item.split_once('-') {
+                Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
                 None => {
                     let p = item.parse().ok()?;
-                    Some((p, p))
+                    (p, p)
                 }
-            }
+            };
+            (a <= b).then_some((a, b))
         })
         .collect()
 }
@@ -202,7 +205,7 @@ mod tests {
     #[test]
     fn ports_are_trimmed_and_bad_items_skipped() {
         assert_eq!(
-            parse_ports(" 80, 443 ,8000-9000,x,70000"),
+            parse_ports(" 80, 443 ,8000-9000,x,70000,90-80"),
             vec![(80, 80), (443, 443), (8000, 9000)]
         );
         assert!(parse_ports("").is_empty());

@@ -23,7 +23,7 @@ use silk_dataplane::iptables::{Family, Iptables, IptablesError, Table};
 use silk_ops::Metrics;
 
 use super::planner::{
-    asg_containers, plan_asgs, plan_cleanup, space_guids, AsgOptions, AsgPlan, Scope,
+    asg_containers, plan_asgs, plan_cleanup, space_guids, AsgOptions, AsgPlan, AsgPlanError, Scope,
 };
 
 /// Counted whenever a periodic or forced sync fails before writing (policy server, store,
@@ -79,6 +79,8 @@ pub struct AsgOutcome {
     pub failed: Vec<String>,
     /// Restores run (0 when nothing changed).
     pub restores: usize,
+    /// Containers without an IPv4 netout chain (not wired by cni-wrapper-plugin).
+    pub without_netout: Vec<String>,
 }
 
 #[derive(Default)]
@@ -200,7 +202,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let groups = state.as_ref().map(|f| f.groups.clone()).unwrap_or_default();
 
         let t = Instant::now();
-        let outcome = self.apply(groups, entries, Scope::All).await?;
+        let outcome = self.apply(groups, entries, None).await?;
         self.metrics.value("asgIptablesEnforceTime", ms(t), "ms");
         // The sweep is part of the same restore; there is no separate cleanup step to time.
         self.metrics.value("asgIptablesCleanupTime", 0.0, "ms");
@@ -209,7 +211,8 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 
     /// `/force-asgs-for-container`: fetches the groups of the container's space and syncs
-    /// its chains only. A container whose groups cannot be converted is an error here.
+    /// its chains only. A container whose groups cannot be converted, or whose netout chain
+    /// does not exist, is an error here (upstream's agent fails on both too).
     pub async fn sync_container(&self, handle: &str) -> Result<AsgOutcome, AsgCycleError> {
         let _state = self.state.lock().await;
         let entries = self.read_store().await?;
@@ -229,13 +232,20 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 .map_err(AsgCycleError::SecurityGroups)?
         };
         self.metrics.value("policyServerASGPollTime", ms(t), "ms");
-        let outcome = self
-            .apply(groups, entries, Scope::Container(handle))
-            .await?;
+        let outcome = self.apply(groups, entries, Some(handle)).await?;
         if !outcome.failed.is_empty() {
             return Err(AsgCycleError::Container {
                 handle: handle.to_string(),
                 error: "its security groups cannot be converted; see asg-container-kept".into(),
+            });
+        }
+        if outcome.without_netout.iter().any(|h| h == handle) {
+            return Err(AsgCycleError::Container {
+                handle: handle.to_string(),
+                error: format!(
+                    "chain {} does not exist",
+                    silk_dataplane::iptables::ChainName::netout(handle)
+                ),
             });
         }
         Ok(outcome)
@@ -252,9 +262,12 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let families = self.families();
         let h = handle.to_string();
         let plans = tokio::task::spawn_blocking(move || {
-            apply_plans(iptables.as_ref(), &families, |saved, _family| {
-                plan_cleanup(&h, &entries, saved)
-            })
+            apply_plans(
+                iptables.as_ref(),
+                &families,
+                Scope::Container(&h),
+                |saved, _family, _scope| plan_cleanup(&h, &entries, saved),
+            )
         })
         .await??;
         let outcome = summarize(&plans);
@@ -267,28 +280,29 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         Ok(outcome)
     }
 
-    /// Plans and applies `scope` in every family under the iptables lock.
+    /// Plans and applies every container (`one`: `None`, the periodic cycle with the sweep) or
+    /// one container in every family under the iptables lock.
     async fn apply(
         &self,
         groups: Vec<SecurityGroup>,
         entries: Entries,
-        scope: Scope<'_>,
+        one: Option<&str>,
     ) -> Result<AsgOutcome, AsgCycleError> {
         let iptables = Arc::clone(&self.iptables);
         let opts = Arc::clone(&self.opts);
         let families = self.families();
-        let one = match scope {
-            Scope::All => None,
-            Scope::Container(h) => Some(h.to_string()),
-        };
+        let one = one.map(str::to_string);
         let plans = tokio::task::spawn_blocking(move || {
             let scope = match &one {
                 None => Scope::All,
                 Some(h) => Scope::Container(h),
             };
-            apply_plans(iptables.as_ref(), &families, |saved, family| {
-                plan_asgs(&groups, &entries, saved, family, &opts, scope)
-            })
+            apply_plans(
+                iptables.as_ref(),
+                &families,
+                scope,
+                |saved, family, scope| plan_asgs(&groups, &entries, saved, family, &opts, scope),
+            )
         })
         .await??;
         for (family, plan) in &plans {
@@ -325,29 +339,87 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 }
 
-/// For each family: takes the lock, saves the filter table, plans, restores when the plan is
-/// not empty; the lock is held from save to restore.
+/// For each family: takes the lock, saves the filter table, plans `scope`, restores when the
+/// plan is not empty; the lock is held from save to restore. When the restore of a periodic
+/// cycle fails (one rule iptables refuses fails the whole commit), each container's part is
+/// applied alone, so the failure stays with the container that caused it.
 fn apply_plans<I: Iptables + ?Sized>(
     iptables: &I,
     families: &[Family],
-    mut plan: impl FnMut(&str, Family) -> AsgPlan,
+    scope: Scope<'_>,
+    plan: impl Fn(&str, Family, Scope<'_>) -> AsgPlan,
 ) -> Result<Vec<(Family, AsgPlan)>, AsgCycleError> {
     let mut out = Vec::new();
     for &family in families {
         let _lock = iptables.lock()?;
         let saved = iptables.save(family, Some(Table::Filter))?;
-        let p = plan(&saved, family);
-        if !p.payload.is_empty() {
-            iptables.restore(family, &p.payload.render())?;
+        let p = plan(&saved, family, scope);
+        if p.payload.is_empty() {
+            out.push((family, p));
+            continue;
         }
-        out.push((family, p));
+        match iptables.restore(family, &p.payload.render()) {
+            Ok(()) => out.push((family, p)),
+            Err(e) if scope == Scope::All => {
+                silk_ops::log::error(
+                    "asg-batch-restore-failed",
+                    json!({ "family": format!("{family:?}"), "error": e.to_string(), "action": "applying container by container" }),
+                );
+                out.push((family, one_by_one(iptables, family, &saved, p, &plan)));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(out)
 }
 
+/// Applies the containers of a failed `batch` one restore each, then the sweep.
+fn one_by_one<I: Iptables + ?Sized>(
+    iptables: &I,
+    family: Family,
+    saved: &str,
+    batch: AsgPlan,
+    plan: &impl Fn(&str, Family, Scope<'_>) -> AsgPlan,
+) -> AsgPlan {
+    let mut out = AsgPlan {
+        failed: batch.failed,
+        skipped_rules: batch.skipped_rules,
+        without_netout: batch.without_netout,
+        ..AsgPlan::default()
+    };
+    let parts = batch
+        .updated
+        .iter()
+        .map(|h| (Some(h.as_str()), plan(saved, family, Scope::Container(h))))
+        .chain(std::iter::once((None, plan(saved, family, Scope::Sweep))));
+    for (handle, part) in parts {
+        if part.payload.is_empty() {
+            continue;
+        }
+        match (iptables.restore(family, &part.payload.render()), handle) {
+            (Ok(()), _) => {
+                out.updated.extend(part.updated);
+                out.removed.extend(part.removed);
+                out.payload.tables.extend(part.payload.tables);
+            }
+            (Err(e), Some(h)) => out
+                .failed
+                .push((h.to_string(), AsgPlanError::Restore(e.to_string()))),
+            (Err(e), None) => silk_ops::log::error(
+                "asg-sweep-failed",
+                json!({ "family": format!("{family:?}"), "error": e.to_string() }),
+            ),
+        }
+    }
+    out
+}
+
 fn summarize(plans: &[(Family, AsgPlan)]) -> AsgOutcome {
     let mut o = AsgOutcome::default();
-    for (_, p) in plans {
+    for (family, p) in plans {
+        if *family == Family::V4 {
+            o.without_netout.extend(p.without_netout.iter().cloned());
+        }
         o.updated.extend(p.updated.iter().cloned());
         o.removed.extend(p.removed.iter().cloned());
         o.failed.extend(p.failed.iter().map(|(h, _)| h.clone()));
@@ -499,7 +571,11 @@ mod tests {
         // Unknown handles: nothing to fetch or write.
         let out = cycle.sync_container("nope").await.unwrap();
         assert_eq!(out, AsgOutcome::default());
-        assert_eq!(api.asked.lock().unwrap().len(), 1);
+        // A container the wrapper has not wired (no netout chain) is an error.
+        *ipt.saved.lock().unwrap() = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into();
+        let err = cycle.sync_container(H).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert_eq!(api.asked.lock().unwrap().len(), 2);
         assert!(matches!(
             cycle.cleanup_container(H).await,
             Err(AsgCycleError::Live(_))
@@ -513,5 +589,73 @@ mod tests {
             "the recorded table has no asg chain"
         );
         assert_eq!(ipt.payloads().len(), 1);
+    }
+
+    /// Refuses every restore that mentions `refuse`, as iptables refuses a rule it cannot load.
+    struct PickyIptables {
+        inner: RecordingIptables,
+        refuse: String,
+    }
+
+    impl Iptables for PickyIptables {
+        fn lock(&self) -> Result<silk_dataplane::iptables::LockGuard, IptablesError> {
+            self.inner.lock()
+        }
+
+        fn save(&self, family: Family, table: Option<Table>) -> Result<String, IptablesError> {
+            self.inner.save(family, table)
+        }
+
+        fn restore(&self, family: Family, payload: &str) -> Result<(), IptablesError> {
+            if payload.contains(&self.refuse) {
+                return Err(IptablesError::Failed {
+                    bin: "iptables-restore",
+                    stderr: "line 3 failed".into(),
+                });
+            }
+            self.inner.restore(family, payload)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restore_iptables_refuses_fails_only_its_container() {
+        let (dir, api, _, _) = setup();
+        let other = "1d2e3f4a-5b6c-4d7e-8f90-a1b2c3d4e5f6";
+        let store = MetadataStore::new(dir.path().join("store.json"), None);
+        store
+            .add(
+                other,
+                "10.255.7.3",
+                None,
+                json!({"policy_group_id": "b", "space_id": "s2", "container_workload": "app"}),
+            )
+            .unwrap();
+        let netout = |h: &str| silk_dataplane::iptables::ChainName::netout(h);
+        let ipt = Arc::new(PickyIptables {
+            inner: RecordingIptables::default(),
+            refuse: silk_dataplane::iptables::ChainName::asg(H).to_string(),
+        });
+        *ipt.inner.saved.lock().unwrap() = format!(
+            "*filter\n:{} - [0:0]\n:{} - [0:0]\nCOMMIT\n",
+            netout(H),
+            netout(other)
+        );
+        let cycle = AsgCycle::new(
+            Arc::clone(&api),
+            Arc::clone(&ipt),
+            store,
+            Metrics::new("vxlan-policy-agent", 0),
+            AsgOptions::default(),
+            false,
+        );
+        let out = cycle.poll().await.unwrap();
+        assert_eq!(out.updated, vec![other]);
+        assert_eq!(out.failed, vec![H]);
+        assert_eq!(cycle.metrics.counter_total(CONTAINER_FAILURES), 1);
+        let written = ipt.inner.payloads();
+        assert_eq!(written.len(), 1, "the other container's part alone");
+        assert!(written[0]
+            .1
+            .contains(&format!(":{} - [0:0]", netout(other))));
     }
 }

@@ -46,6 +46,8 @@ pub enum AsgPlanError {
         name: String,
         error: String,
     },
+    #[error("iptables-restore of this container's chains: {0}")]
+    Restore(String),
     #[error("security group {guid} ({name}): {source}")]
     Convert {
         guid: String,
@@ -121,6 +123,8 @@ pub enum Scope<'a> {
     All,
     /// One container, no sweep (`/force-asgs-for-container`).
     Container(&'a str),
+    /// The orphan sweep alone.
+    Sweep,
 }
 
 /// A plan: the payload and what it does.
@@ -246,7 +250,8 @@ fn rules_with(
     Ok((rules, skipped))
 }
 
-/// The saved rules of each chain, in the comparable form.
+/// Every saved chain, with its rules in the comparable form for the chains plans compare
+/// (`asg-`, `casg-`, `netout--`); the others are listed empty.
 fn chains_of(saved: &SavedTable) -> BTreeMap<&str, Vec<String>> {
     let mut out: BTreeMap<&str, Vec<String>> = saved
         .chains
@@ -254,9 +259,11 @@ fn chains_of(saved: &SavedTable) -> BTreeMap<&str, Vec<String>> {
         .map(|c| (c.as_str(), Vec::new()))
         .collect();
     for r in &saved.rules {
-        out.entry(r.chain.as_str())
-            .or_default()
-            .push(egress::canonical(&r.spec));
+        if is_asg_chain(&r.chain) || r.chain.starts_with("netout--") {
+            out.entry(r.chain.as_str())
+                .or_default()
+                .push(egress::canonical(&r.spec));
+        }
     }
     out
 }
@@ -301,8 +308,10 @@ pub fn plan_asgs(
     let mut removing: BTreeSet<String> = BTreeSet::new();
 
     for c in &containers {
-        if matches!(scope, Scope::Container(h) if h != c.handle) {
-            continue;
+        match scope {
+            Scope::Container(h) if h != c.handle => continue,
+            Scope::Sweep => break,
+            _ => {}
         }
         if family == Family::V6 && !c.ipv6 {
             continue;
@@ -347,22 +356,17 @@ pub fn plan_asgs(
         plan.updated.push(c.handle.clone());
     }
 
-    match scope {
-        Scope::All => {
-            let live: BTreeSet<String> = entries
-                .keys()
-                .map(|h| ChainName::asg(h).to_string())
-                .collect();
-            for name in chains.keys().filter(|c| is_asg_chain(c)) {
-                let base = name.strip_prefix('c').unwrap_or(name);
-                if !live.contains(base) {
-                    removing.insert((*name).to_string());
-                }
+    // The orphan sweep (not on a forced sync).
+    if !matches!(scope, Scope::Container(_)) {
+        let live: BTreeSet<String> = entries
+            .keys()
+            .map(|h| ChainName::asg(h).to_string())
+            .collect();
+        for name in chains.keys().filter(|c| is_asg_chain(c)) {
+            let base = name.strip_prefix('c').unwrap_or(name);
+            if !live.contains(base) {
+                removing.insert((*name).to_string());
             }
-        }
-        Scope::Container(h) => {
-            // A stale candidate of this container was added above.
-            let _ = h;
         }
     }
     plan.removed = plan_removal(&saved, &chains, entries, &removing, f);

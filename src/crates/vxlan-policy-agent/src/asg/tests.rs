@@ -120,6 +120,33 @@ impl Model {
     }
 }
 
+/// The backend in the example's space and another app container in a space of its own.
+fn two_spaces() -> Entries {
+    [
+        app(BACKEND, "10.255.7.4", SPACE, "app"),
+        app(STAGER, "10.255.7.5", "other-space", "app"),
+    ]
+    .into()
+}
+
+/// The periodic plan of `groups` for `entries` against `kernel`, IPv4.
+fn plan_all(g: &[SecurityGroup], entries: &Entries, kernel: &Model, opts: &AsgOptions) -> AsgPlan {
+    plan_asgs(g, entries, &kernel.save(), Family::V4, opts, Scope::All)
+}
+
+/// The forced sync of the backend with the fixture groups.
+fn plan_forced(entries: &Entries, kernel: &Model, opts: &AsgOptions) -> AsgPlan {
+    let scope = Scope::Container(BACKEND);
+    plan_asgs(&groups(), entries, &kernel.save(), Family::V4, opts, scope)
+}
+
+/// A table wired for `handles` with the fixture groups' chains applied.
+fn synced(handles: &[&str], entries: &Entries, opts: &AsgOptions) -> Model {
+    let mut kernel = Model::wired(handles);
+    kernel.restore(&plan_all(&groups(), entries, &kernel, opts).payload);
+    kernel
+}
+
 fn logging_opts() -> AsgOptions {
     let v4 = EgressOptions {
         asg_logging: true,
@@ -179,17 +206,13 @@ fn golden_logging_deny_networks_and_connection_limit() {
 
 #[test]
 fn no_change_writes_nothing_and_one_change_touches_one_chain() {
-    let entries: Entries = [
-        app(BACKEND, "10.255.7.4", SPACE, "app"),
-        app(STAGER, "10.255.7.5", "other-space", "app"),
-    ]
-    .into();
+    let entries = two_spaces();
     let mut kernel = Model::wired(&[BACKEND, STAGER]);
     let mut g = groups();
     let opts = logging_opts();
-    let plan = plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All);
+    let plan = plan_all(&g, &entries, &kernel, &opts);
     kernel.restore(&plan.payload);
-    let again = plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All);
+    let again = plan_all(&g, &entries, &kernel, &opts);
     assert!(again.payload.is_empty(), "{}", again.payload.render());
 
     // orders-db-access loses its icmp rule: only the backend's asg chain is rewritten.
@@ -197,7 +220,7 @@ fn no_change_writes_nothing_and_one_change_touches_one_chain() {
         r#",{"protocol":"icmp","destination":"0.0.0.0/0","ports":"","type":-1,"code":-1,"description":"","log":false}"#,
         "",
     );
-    let one = plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All);
+    let one = plan_all(&g, &entries, &kernel, &opts);
     let t = &one.payload.tables[0];
     assert_eq!(
         t.declare.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
@@ -206,41 +229,19 @@ fn no_change_writes_nothing_and_one_change_touches_one_chain() {
     assert!(t.append.iter().all(|r| r.chain == ASG_B));
     assert!(!t.append.iter().any(|r| r.spec.contains("-p icmp")));
     kernel.restore(&one.payload);
-    assert!(
-        plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All)
-            .payload
-            .is_empty()
-    );
+    assert!(plan_all(&g, &entries, &kernel, &opts).payload.is_empty());
 }
 
 #[test]
 fn chains_flushed_or_deleted_by_someone_else_come_back() {
     let entries: Entries = [app(BACKEND, "10.255.7.4", SPACE, "app")].into();
-    let mut kernel = Model::wired(&[BACKEND]);
     let opts = AsgOptions::default();
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &opts,
-            Scope::All,
-        )
-        .payload,
-    );
+    let kernel = synced(&[BACKEND], &entries, &opts);
     let good = kernel.clone();
 
     let mut flushed = good.clone();
     flushed.0.insert(ASG_B.into(), vec![]);
-    let p = plan_asgs(
-        &groups(),
-        &entries,
-        &flushed.save(),
-        Family::V4,
-        &opts,
-        Scope::All,
-    );
+    let p = plan_all(&groups(), &entries, &flushed, &opts);
     flushed.restore(&p.payload);
     assert_eq!(flushed, good);
 
@@ -255,14 +256,7 @@ fn chains_flushed_or_deleted_by_someone_else_come_back() {
         ],
     );
     parent.0.remove(ASG_B);
-    let p = plan_asgs(
-        &groups(),
-        &entries,
-        &parent.save(),
-        Family::V4,
-        &opts,
-        Scope::All,
-    );
+    let p = plan_all(&groups(), &entries, &parent, &opts);
     parent.restore(&p.payload);
     assert_eq!(parent, good);
 }
@@ -272,63 +266,30 @@ fn iptables_save_defaults_do_not_count_as_changes() {
     let entries: Entries = [app(BACKEND, "10.255.7.4", SPACE, "app")].into();
     let mut opts = logging_opts();
     opts.v4.denied_logs_per_sec = 5;
-    let mut kernel = Model::wired(&[BACKEND]);
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &opts,
-            Scope::All,
-        )
-        .payload,
-    );
+    let mut kernel = synced(&[BACKEND], &entries, &opts);
     // What iptables-save prints for burst 5 and an expire it considers the default.
     for r in kernel.0.get_mut(ASG_B).unwrap() {
         *r = r
             .replace(" --limit-burst 5 ", " ")
             .replace(" --hashlimit-htable-expire 10000", "");
     }
-    assert!(plan_asgs(
-        &groups(),
-        &entries,
-        &kernel.save(),
-        Family::V4,
-        &opts,
-        Scope::All
-    )
-    .payload
-    .is_empty());
+    assert!(plan_all(&groups(), &entries, &kernel, &opts)
+        .payload
+        .is_empty());
 }
 
 #[test]
 fn a_malformed_group_keeps_its_containers_chains_and_spares_the_others() {
-    let entries: Entries = [
-        app(BACKEND, "10.255.7.4", SPACE, "app"),
-        app(STAGER, "10.255.7.5", "other-space", "app"),
-    ]
-    .into();
-    let mut kernel = Model::wired(&[BACKEND, STAGER]);
+    let entries = two_spaces();
     let opts = AsgOptions::default();
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &opts,
-            Scope::All,
-        )
-        .payload,
-    );
+    let mut kernel = synced(&[BACKEND, STAGER], &entries, &opts);
     let before = kernel.0.get(ASG_B).cloned().unwrap();
 
     let mut g = groups();
     g[2].rules = r#"[{"protocol":"tcp","destination":"10.0.11.0/33","ports":"80"}]"#.into();
     // And a global group change that concerns both containers.
     g[1].rules = r#"[{"protocol":"udp","destination":"0.0.0.0/0","ports":"53"}]"#.into();
-    let plan = plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All);
+    let plan = plan_all(&g, &entries, &kernel, &opts);
     assert_eq!(plan.failed.len(), 1);
     assert_eq!(plan.failed[0].0, BACKEND);
     assert!(
@@ -342,14 +303,13 @@ fn a_malformed_group_keeps_its_containers_chains_and_spares_the_others() {
 
     let mut g = groups();
     g[0].rules = "[{\"protocol\":".into();
-    let plan = plan_asgs(&g, &entries, &kernel.save(), Family::V4, &opts, Scope::All);
+    let plan = plan_all(&g, &entries, &kernel, &opts);
     assert_eq!(plan.failed.len(), 2, "a default group concerns both");
     assert!(plan.payload.is_empty());
 }
 
 #[test]
 fn the_sweep_removes_only_chains_of_handles_gone_from_the_store() {
-    let gone = "0a0a0a0a-dead-4bee-8f00-000000000000";
     let entries: Entries = [
         app(BACKEND, "10.255.7.4", SPACE, "app"),
         // In the store but not eligible (no space): its chain is not desired, but it is live.
@@ -360,19 +320,8 @@ fn the_sweep_removes_only_chains_of_handles_gone_from_the_store() {
         ),
     ]
     .into();
-    let mut kernel = Model::wired(&[BACKEND]);
     let opts = AsgOptions::default();
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &opts,
-            Scope::All,
-        )
-        .payload,
-    );
+    let mut kernel = synced(&[BACKEND], &entries, &opts);
     // The dead container: the wrapper flushed its log chain but could not remove it.
     kernel.0.insert("asg-0a0a0a0adead4bee8f00".into(), vec!["-p tcp -m iprange --dst-range 10.0.0.1-10.0.0.1 -m tcp --dport 1 -g netout--0a0a0a0a-dead-4--log".into(), REJECT.into()]);
     kernel
@@ -384,14 +333,7 @@ fn the_sweep_removes_only_chains_of_handles_gone_from_the_store() {
         .insert("asg-1b1b1b1b111141118111".into(), vec![REJECT.into()]);
     // Not ours.
     kernel.0.insert("asgard".into(), vec![]);
-    let plan = plan_asgs(
-        &groups(),
-        &entries,
-        &kernel.save(),
-        Family::V4,
-        &opts,
-        Scope::All,
-    );
+    let plan = plan_all(&groups(), &entries, &kernel, &opts);
     assert_eq!(
         plan.removed,
         vec![
@@ -403,37 +345,18 @@ fn the_sweep_removes_only_chains_of_handles_gone_from_the_store() {
     kernel.restore(&plan.payload);
     assert!(kernel.0.contains_key("asg-1b1b1b1b111141118111"));
     assert!(kernel.0.contains_key("asgard") && kernel.0.contains_key(ASG_B));
-    let _ = gone;
 
     // A forced sync never sweeps.
     kernel.0.insert("asg-0a0a0a0adead4bee8f00".into(), vec![]);
-    let one = plan_asgs(
-        &groups(),
-        &entries,
-        &kernel.save(),
-        Family::V4,
-        &opts,
-        Scope::Container(BACKEND),
-    );
+    let one = plan_forced(&entries, &kernel, &opts);
     assert!(one.payload.is_empty());
 }
 
 #[test]
 fn a_leftover_candidate_of_an_upstream_swap_is_removed() {
     let entries: Entries = [app(BACKEND, "10.255.7.4", SPACE, "app")].into();
-    let mut kernel = Model::wired(&[BACKEND]);
     let opts = AsgOptions::default();
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &opts,
-            Scope::All,
-        )
-        .payload,
-    );
+    let mut kernel = synced(&[BACKEND], &entries, &opts);
     let good = kernel.clone();
     kernel
         .0
@@ -443,14 +366,7 @@ fn a_leftover_candidate_of_an_upstream_swap_is_removed() {
         .get_mut(NETOUT_B)
         .unwrap()
         .insert(0, "-j casg-6f1e4f5a1b2c4d3e8f9a".into());
-    let plan = plan_asgs(
-        &groups(),
-        &entries,
-        &kernel.save(),
-        Family::V4,
-        &opts,
-        Scope::Container(BACKEND),
-    );
+    let plan = plan_forced(&entries, &kernel, &opts);
     kernel.restore(&plan.payload);
     assert_eq!(kernel, good);
 }
@@ -458,18 +374,7 @@ fn a_leftover_candidate_of_an_upstream_swap_is_removed() {
 #[test]
 fn cleanup_removes_the_handles_chains_and_its_log_chains() {
     let entries: Entries = [app(BACKEND, "10.255.7.4", SPACE, "app")].into();
-    let mut kernel = Model::wired(&[BACKEND]);
-    kernel.restore(
-        &plan_asgs(
-            &groups(),
-            &entries,
-            &kernel.save(),
-            Family::V4,
-            &AsgOptions::default(),
-            Scope::All,
-        )
-        .payload,
-    );
+    let mut kernel = synced(&[BACKEND], &entries, &AsgOptions::default());
     // CNI DEL: the store entry and netout are gone, the log chain flushed.
     kernel.0.remove(NETOUT_B);
     kernel
@@ -545,6 +450,41 @@ fn ipv6_chains_for_containers_with_an_ipv6_address() {
         v4.payload.tables[0].append[0].spec,
         "-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT"
     );
+}
+
+#[test]
+fn malformed_metadata_leaves_that_container_out_and_spares_the_others() {
+    let entries: Entries = [
+        app(BACKEND, "10.255.7.4", SPACE, "app"),
+        entry(
+            STAGER,
+            "10.255.7.5",
+            json!({"policy_group_id": 5, "space_id": ["x"], "container_workload": {}}),
+        ),
+        entry(
+            "2c2c2c2c-2222-4222-8222-222222222222",
+            "10.255.7.6",
+            json!({"policy_group_id": "p", "space_id": SPACE, "container_workload": 7}),
+        ),
+    ]
+    .into();
+    let kernel = Model::wired(&[BACKEND, STAGER, "2c2c2c2c-2222-4222-8222-222222222222"]);
+    let plan = plan_all(&groups(), &entries, &kernel, &AsgOptions::default());
+    assert_eq!(
+        plan.updated,
+        vec![
+            "2c2c2c2c-2222-4222-8222-222222222222".to_string(),
+            BACKEND.to_string()
+        ]
+    );
+    // A workload that is not a string grants no ASG rules: established, INVALID drop, REJECT.
+    let rules: Vec<&str> = plan.payload.tables[0]
+        .append
+        .iter()
+        .filter(|r| r.chain == "asg-2c2c2c2c222242228222")
+        .map(|r| r.spec.as_str())
+        .collect();
+    assert_eq!(rules.len(), 3, "{rules:?}");
 }
 
 #[test]

@@ -79,71 +79,6 @@ pub struct FakeState {
     requests: Vec<String>,
     /// Bodies of the PUT requests.
     pub bodies: Vec<String>,
-    /// The security groups (§1.6 objects, `rules` as a string) and how they are served.
-    pub security_groups: Vec<serde_json::Value>,
-    /// Groups per page (`next` = index of the first group of the next page, plus one).
-    pub sg_page_size: Option<usize>,
-    /// `security_groups_last_updated`; `None`: the route does not exist (404).
-    pub sg_last_updated: Option<i64>,
-    pub sg_fault: Option<SgFault>,
-    /// Every connection is dropped before TLS completes, as if the server were down.
-    pub down: bool,
-}
-
-/// Faults of the security groups route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SgFault {
-    /// 500 `{"error": "database read failed"}` on every page.
-    Status500,
-    /// A body that is not JSON.
-    MalformedJson,
-    /// The second page (`from=` set) answers 404.
-    MissingPage,
-}
-
-fn security_groups(s: &FakeState, target: &str) -> (u16, String) {
-    let query = target.split_once('?').map(|x| x.1).unwrap_or("");
-    let param = |k: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .map(str::to_string)
-    };
-    let from: usize = param("from").and_then(|f| f.parse().ok()).unwrap_or(1);
-    match s.sg_fault {
-        Some(SgFault::Status500) => return (500, r#"{"error": "database read failed"}"#.into()),
-        Some(SgFault::MalformedJson) => {
-            return (200, r#"{"next": 0, "security_groups": [{"#.into())
-        }
-        Some(SgFault::MissingPage) if param("from").is_some() => {
-            return (404, "404 page not found\n".into())
-        }
-        _ => {}
-    }
-    let spaces: Vec<String> = param("space_guids")
-        .map(|g| g.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let bound = |g: &serde_json::Value, key: &str| {
-        g[key]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| spaces.iter().any(|s| x == s)))
-    };
-    let matching: Vec<&serde_json::Value> = s
-        .security_groups
-        .iter()
-        .filter(|g| {
-            g["staging_default"] == true
-                || g["running_default"] == true
-                || bound(g, "staging_space_guids")
-                || bound(g, "running_space_guids")
-        })
-        .collect();
-    let start = from.saturating_sub(1).min(matching.len());
-    let size = s.sg_page_size.unwrap_or(usize::MAX);
-    let end = start.saturating_add(size).min(matching.len());
-    let next = if end < matching.len() { end + 1 } else { 0 };
-    let body = json!({"next": next, "security_groups": &matching[start..end]});
-    (200, body.to_string())
 }
 
 /// An HTTPS policy server on 127.0.0.1 that requires a client certificate from the test CA.
@@ -207,13 +142,6 @@ pub fn answer(state: &Mutex<FakeState>, method: &str, target: &str, body: &[u8])
         ("GET", "/networking/v1/internal/policies_last_updated") => {
             (200, s.last_updated.to_string())
         }
-        ("GET", "/networking/v1/internal/security_groups") => security_groups(&s, target),
-        ("GET", "/networking/v1/internal/security_groups_last_updated") => {
-            match s.sg_last_updated {
-                Some(v) => (200, v.to_string()),
-                None => (404, "404 page not found\n".into()),
-            }
-        }
         ("PUT", "/networking/v1/internal/tags") => (
             200,
             r#"{"id":"INGRESS_ROUTER","tag":"0006","type":"router"}"#.into(),
@@ -223,9 +151,6 @@ pub fn answer(state: &Mutex<FakeState>, method: &str, target: &str, body: &[u8])
 }
 
 pub fn serve_one(config: Arc<ServerConfig>, tcp: TcpStream, state: Arc<Mutex<FakeState>>) {
-    if state.lock().unwrap().down {
-        return; // dropped: the client sees the connection closed
-    }
     tcp.set_nonblocking(false).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let Ok(conn) = rustls::ServerConnection::new(config) else {
@@ -279,7 +204,8 @@ impl FakeServer {
         let state = Arc::new(Mutex::new(FakeState {
             policies,
             last_updated: 1729785226123456000,
-            ..FakeState::default()
+            requests: vec![],
+            bodies: vec![],
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
