@@ -33,6 +33,8 @@ use silk_testkit::netns::output_with_timeout;
 const CELLS: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 /// A cell that joins after the backup: the restore must forget it.
 const LATE_CELL: &str = "10.0.0.99";
+/// A cell that starts on the wiped database, before the restore: the restore must forget it.
+const NEW_CELL: &str = "10.0.0.77";
 /// Path of the artifact directory BBR creates for the job (with its trailing slash).
 const ARTIFACT_DIR: &str = "var/vcap/store/bbr-backup/bbr-silkdb/";
 
@@ -467,6 +469,14 @@ async fn bbr_lock_backup_unlock_wipe_restore(engine: Engine) {
         client.list().await.is_err(),
         "the controller still lists leases"
     );
+    // The controller restarts on the empty database and creates its tables again; the renewing
+    // cells re-register there and a new cell takes a lease. The restore replaces all of it.
+    vm.shutdown().await;
+    vm.boot().await;
+    // Re-registered first, so the new cell cannot take a restored cell's subnet.
+    cells.wait_renewed(&cells.counts(), 2).await;
+    client.acquire(NEW_CELL, false).await.unwrap();
+    assert_eq!(client.list().await.unwrap().len(), CELLS.len() + 1);
 
     let mut before_unlock = Vec::new();
     vm.restore(async {
