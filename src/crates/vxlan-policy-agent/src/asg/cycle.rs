@@ -485,6 +485,23 @@ mod tests {
         }
     }
 
+    fn cycle_of<I: Iptables + 'static>(
+        api: &Arc<FakeApi>,
+        ipt: &Arc<I>,
+        store: MetadataStore,
+    ) -> AsgCycle<Arc<FakeApi>, I> {
+        let metrics = Metrics::new("vxlan-policy-agent", 0);
+        let opts = AsgOptions::default();
+        AsgCycle::new(
+            Arc::clone(api),
+            Arc::clone(ipt),
+            store,
+            metrics,
+            opts,
+            false,
+        )
+    }
+
     fn setup() -> (
         tempfile::TempDir,
         Arc<FakeApi>,
@@ -511,14 +528,7 @@ mod tests {
             "*filter\n:FORWARD ACCEPT [0:0]\n:{0} - [0:0]\n-A {0} -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n",
             silk_dataplane::iptables::ChainName::netout(H)
         );
-        let cycle = AsgCycle::new(
-            Arc::clone(&api),
-            Arc::clone(&ipt),
-            store,
-            Metrics::new("vxlan-policy-agent", 0),
-            AsgOptions::default(),
-            false,
-        );
+        let cycle = cycle_of(&api, &ipt, store);
         (dir, api, ipt, cycle)
     }
 
@@ -651,14 +661,7 @@ mod tests {
             netout(H),
             netout(other)
         );
-        let cycle = AsgCycle::new(
-            Arc::clone(&api),
-            Arc::clone(&ipt),
-            store,
-            Metrics::new("vxlan-policy-agent", 0),
-            AsgOptions::default(),
-            false,
-        );
+        let cycle = cycle_of(&api, &ipt, store);
         let out = cycle.poll().await.unwrap();
         assert_eq!(out.updated, vec![other]);
         assert_eq!(out.failed, vec![H]);
