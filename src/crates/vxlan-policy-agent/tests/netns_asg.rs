@@ -73,13 +73,8 @@ fn lab_file(bound: bool) -> PolicyFile {
 
 fn lab_server(certs: &TestCerts, file: &Path, page_size: Option<usize>) -> LabPolicyServer {
     LabPolicyServer::start(ServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        file: file.to_path_buf(),
-        ca_cert: certs.ca_cert.clone(),
-        server_cert: certs.server_cert.clone(),
-        server_key: certs.server_key.clone(),
-        tag_length: 2,
         page_size,
+        ..ServerOptions::loopback(certs, file)
     })
     .unwrap()
 }
