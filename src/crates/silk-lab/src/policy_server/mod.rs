@@ -73,6 +73,22 @@ pub struct ServerOptions {
     pub page_size: Option<usize>,
 }
 
+impl ServerOptions {
+    /// A server for a test: `127.0.0.1`, a free port, the test certificates, tag length 2, no
+    /// paging.
+    pub fn loopback(certs: &silk_testkit::certs::TestCerts, file: &Path) -> ServerOptions {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            file: file.to_path_buf(),
+            ca_cert: certs.ca_cert.clone(),
+            server_cert: certs.server_cert.clone(),
+            server_key: certs.server_key.clone(),
+            tag_length: 2,
+            page_size: None,
+        }
+    }
+}
+
 /// What identifies one version of the file on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
