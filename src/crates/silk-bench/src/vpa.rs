@@ -138,11 +138,12 @@ async fn timed<T, F: std::future::Future<Output = T>>(f: F) -> (T, Duration, Dur
     (out, w.elapsed(), cpu().saturating_sub(c))
 }
 
-fn restore_time(payload: &str) -> Result<Duration> {
+/// Wall time and CPU (iptables-restore included) of one bare restore on a clean table.
+fn restore_time(payload: &str) -> Result<(Duration, Duration)> {
     clean_filter()?;
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     sh(&["iptables-restore", "--noflush", "-w"], Some(payload))?;
-    let d = t.elapsed();
+    let d = (t.elapsed(), cpu().saturating_sub(c));
     clean_filter()?;
     Ok(d)
 }
@@ -163,7 +164,10 @@ fn median<T>(mut runs: Vec<(T, Duration, Duration)>) -> (T, Duration, Duration) 
     runs.swap_remove(mid)
 }
 
-fn median_of(reps: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Duration> {
+fn median_of(
+    reps: usize,
+    mut f: impl FnMut() -> Result<(Duration, Duration)>,
+) -> Result<(Duration, Duration)> {
     let mut v = (0..reps).map(|_| f()).collect::<Result<Vec<_>>>()?;
     v.sort();
     Ok(v[v.len() / 2])
@@ -247,11 +251,14 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     let (out, w, c) = median(firsts);
     row("first cycle", &out, w, c);
     println!(
-        "  {:<34} {:>9} ms  (upstream's single chain of the same rules: {} ms; first/floor {:.2})",
+        "  {:<34} {:>9} ms  cpu {:>9} ms  first/floor {:.2} (cpu {:.2}); upstream's single chain: {} ms, cpu {} ms",
         "floor: bare iptables-restore",
-        ms(floor),
-        ms(floor_upstream),
-        w.as_secs_f64() / floor.as_secs_f64()
+        ms(floor.0),
+        ms(floor.1),
+        w.as_secs_f64() / floor.0.as_secs_f64(),
+        c.as_secs_f64() / floor.1.as_secs_f64(),
+        ms(floor_upstream.0),
+        ms(floor_upstream.1),
     );
     let mut runs = Vec::new();
     for _ in 0..reps {
@@ -423,12 +430,12 @@ fn asgs(_dir: &std::path::Path) -> Result<()> {
     )
     .payload
     .render();
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     sh(
         &["iptables-restore", "--noflush", "-w"],
         Some(&first_payload),
     )?;
-    let floor = t.elapsed();
+    let (floor, floor_cpu) = (t.elapsed(), cpu().saturating_sub(c));
     clean_filter()?;
     netout_chains(&entries)?;
     println!(
@@ -442,13 +449,15 @@ fn asgs(_dir: &std::path::Path) -> Result<()> {
         );
     };
     let first = asg_cycle(&groups, &entries)?;
-    let first_wall = first.2;
+    let (first_wall, first_cpu) = (first.2, first.3);
     asg_row("first cycle", first);
     println!(
-        "  {:<34} {:>9} ms  (first/floor {:.2})",
+        "  {:<34} {:>9} ms  cpu {:>9} ms  first/floor {:.2} (cpu {:.2})",
         "floor: bare iptables-restore",
         ms(floor),
-        first_wall.as_secs_f64() / floor.as_secs_f64()
+        ms(floor_cpu),
+        first_wall.as_secs_f64() / floor.as_secs_f64(),
+        first_cpu.as_secs_f64() / floor_cpu.as_secs_f64()
     );
     asg_row("no-change cycle", asg_cycle(&groups, &entries)?);
     asg_row(

@@ -1,6 +1,8 @@
 //! The c2c planner (policy contract §3.2, §3.5): from the local containers of the metadata
-//! store and the policies the server returned, the rules of the `vpa--<timestamp>` chain, in
-//! upstream's order. Pure functions; nothing here does I/O.
+//! store and the policies the server returned, the c2c rules in upstream's order: as upstream's
+//! single `vpa--<timestamp>` chain ([`plan_rules`], the golden reference) and in this agent's
+//! layout, a main chain plus one chain per destination group ([`plan_c2c`]), which flattens to
+//! the former rule for rule. Pure functions; nothing here does I/O.
 //!
 //! Rules are written in the canonical form `iptables-save` prints, so the restore payload
 //! reads like the live table and the change check compares like with like.
