@@ -1,20 +1,22 @@
 //! The rule half of an ADD, after the delegate (cni.md §4.2 steps 4-12), and the handover
 //! between static and dynamic ASGs: which of the two owns the container's egress is decided by
-//! vxlan-policy-agent's answer to `/force-asgs-for-container` for this ADD, never by a cached
-//! earlier answer.
+//! vxlan-policy-agent's answer to `/force-asgs-for-container` for this ADD. The answer the cell
+//! saw last is kept as a hint for what the first restore writes, so the usual ADD is one
+//! restore in either mode; the hint never decides what stays.
 //!
-//! 1. One restore writes every chain, with `netout--…` closed: only the default tail (the
-//!    `DENY_` log line with ASG logging, then REJECT). Nothing leaves the container yet.
+//! 1. One restore writes every chain. `netout--…` gets the static rules when the hint says
+//!    static, else it is closed: only the default tail (the `DENY_` log line with ASG logging,
+//!    then REJECT). The container's process does not run yet, so nothing uses either.
 //! 2. The metadata store entry, then `/force-policy-poll-cycle` (c2c rules for the new IP).
 //! 3. `/force-asgs-for-container`:
-//!    - 200: dynamic ASGs. The agent has put its `asg-…` jump at the top of `netout--…` and owns
-//!      everything above the tail; the wrapper writes nothing more (cni.md §4.15 example B).
-//!    - 405: static ASGs (agent configured with `enable_asg_syncing: false`). One more restore
-//!      rewrites `netout--…` whole with Garden's `netOutRules` (cni.md §4.6).
+//!    - 200: dynamic ASGs; the agent has put its `asg-…` jump first in `netout--…` and owns the
+//!      egress (cni.md §4.15 example B). If the first restore wrote static rules, the chain is
+//!      read back and reduced, under the lock, to the agent's jump and REJECT, or to the closed
+//!      tail when the agent wrote nothing for this container: no static ACCEPT outlives a 200.
+//!    - 405: static ASGs (agent configured with `enable_asg_syncing: false`); if the first
+//!      restore left the chain closed, one more restore writes it whole with Garden's
+//!      `netOutRules` (cni.md §4.6).
 //!    - anything else fails the ADD (rolled back by the caller).
-//!
-//! So a container is never more open than its ASGs: before the answer its netout rejects
-//! everything, and static ACCEPT rules exist only when the agent said it does not sync ASGs.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
@@ -87,13 +89,15 @@ fn apply(ipt: &dyn Iptables, family: Family, payload: &str) -> Result<(), CniErr
         .map_err(|e| err(format!("bulk insert: {e}")))
 }
 
-/// Steps 1-3 above, then the IPv6 chains (static rules only in static mode). Returns the mode
-/// the agent chose. On error the caller rolls back what was written.
+/// Steps 1-3 above, then the IPv6 chains (static rules only in static mode). `hint` is the
+/// mode of the cell's last answer (`None`: none seen, written closed). Returns the mode the
+/// agent chose. On error the caller rolls back what was written.
 pub fn wire(
     ipt: &dyn Iptables,
     agent: &dyn PolicyAgent,
     store: &MetadataStore,
     input: AddInput<'_>,
+    hint: Option<AsgMode>,
 ) -> Result<AsgMode, CniError> {
     let AddInput {
         opts,
@@ -103,7 +107,10 @@ pub fn wire(
         metadata,
     } = input;
     let handle = &c4.handle;
-    let v4 = netrules::plan_add(opts, c4, None).map_err(err)?;
+    let conv = asg::convert(net_out_rules, asg::Family::V4, opts.asg_logging).map_err(err)?;
+    let first_static = hint == Some(AsgMode::Static);
+    let first = first_static.then_some(conv.rules.as_slice());
+    let v4 = netrules::plan_add(opts, c4, first).map_err(err)?;
     apply(ipt, Family::V4, &v4.render())?;
     let v6_text = ipv6.map(|a| a.to_string());
     store
@@ -117,13 +124,18 @@ pub fn wire(
         )));
     }
     let mode = asg_mode(&agent.get(&format!("/force-asgs-for-container?container={handle}"))?)?;
+    match (mode, first_static) {
+        (AsgMode::Static, true) | (AsgMode::Dynamic, false) => {}
+        (AsgMode::Static, false) => {
+            let payload = netrules::plan_static_netout(opts, c4, &conv.rules);
+            apply(ipt, Family::V4, &payload.render())?;
+        }
+        (AsgMode::Dynamic, true) => reduce_netout(ipt, Family::V4, opts, c4)?,
+    }
     if mode == AsgMode::Static {
-        let conv = asg::convert(net_out_rules, asg::Family::V4, opts.asg_logging).map_err(err)?;
         for d in &conv.dropped {
             eprintln!("{d}");
         }
-        let payload = netrules::plan_static_netout(opts, c4, &conv.rules);
-        apply(ipt, Family::V4, &payload.render())?;
     }
     if let Some(ip6) = ipv6 {
         let c6 = Container {
@@ -145,6 +157,26 @@ pub fn wire(
         )?;
     }
     Ok(mode)
+}
+
+/// Reads the filter table and rewrites the netout chain of `c` as dynamic mode allows
+/// ([`netrules::plan_reduce_netout`]), under one lock hold (the agent holds the same lock from
+/// its read to its write).
+fn reduce_netout(
+    ipt: &dyn Iptables,
+    family: Family,
+    opts: &RuleOptions,
+    c: &Container,
+) -> Result<(), CniError> {
+    let _lock = ipt.lock().map_err(err)?;
+    let saved = ipt
+        .save(family, Some(silk_dataplane::iptables::Table::Filter))
+        .map_err(err)?;
+    if let Some(p) = netrules::plan_reduce_netout(opts, c, &saved) {
+        ipt.restore(family, &p.render())
+            .map_err(|e| err(format!("bulk insert: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,6 +249,16 @@ mod tests {
     }
 
     fn run(asg_logging: bool, answers: &[(u16, &'static str)]) -> Run {
+        run_with(asg_logging, answers, None, "")
+    }
+
+    /// As [`run`], with a hint and what `iptables-save` answers.
+    fn run_with(
+        asg_logging: bool,
+        answers: &[(u16, &'static str)],
+        hint: Option<AsgMode>,
+        saved: &str,
+    ) -> Run {
         let cfg = config(asg_logging);
         let opts = RuleOptions::from_config(&cfg).unwrap();
         let c = Container {
@@ -230,6 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = MetadataStore::new(dir.path().join("store.json"), None);
         let ipt = RecordingIptables::default();
+        *ipt.saved.lock().unwrap() = saved.to_string();
         let agent = ScriptedAgent::new(answers);
         let input = AddInput {
             opts: &opts,
@@ -238,7 +281,7 @@ mod tests {
             net_out_rules: &cfg.runtime_config.net_out_rules,
             metadata: Value::Null,
         };
-        let result = wire(&ipt, &agent, &store, input);
+        let result = wire(&ipt, &agent, &store, input, hint);
         let asked = agent.asked.borrow().clone();
         Run {
             result,
@@ -314,19 +357,6 @@ mod tests {
     }
 
     #[test]
-    fn a_static_answer_before_does_not_open_the_next_container() {
-        // The agent switched from static to dynamic between two ADDs (an upgrade): the second
-        // container gets no static ACCEPT at any point.
-        let first = run(false, &[(200, ""), (405, "disabled")]);
-        assert_eq!(first.result.unwrap(), AsgMode::Static);
-        let second = run(false, &[(200, ""), (200, "updated")]);
-        assert_eq!(second.result.unwrap(), AsgMode::Dynamic);
-        for (_, p) in &second.payloads {
-            assert!(!p.contains("--dst-range"), "static rule written: {p}");
-        }
-    }
-
-    #[test]
     fn other_answers_fail_the_add_without_static_rules() {
         let r = run(false, &[(200, ""), (500, "failed to update asgs")]);
         assert_eq!(
@@ -342,5 +372,74 @@ mod tests {
             "vpa response code: 503 with message: busy"
         );
         assert_eq!(r.asked, ["/force-policy-poll-cycle"]);
+    }
+
+    const STATIC_ACCEPT: &str = "-A netout--7b8c9d0e-1f2a-4b3c-8 -p tcp -m iprange --dst-range 10.10.0.0-10.10.255.255 -m tcp --dport 443 -j ACCEPT";
+
+    #[test]
+    fn static_hint_and_405_is_one_restore_with_the_static_rules() {
+        let r = run_with(
+            false,
+            &[(200, ""), (405, "disabled")],
+            Some(AsgMode::Static),
+            "",
+        );
+        assert_eq!(r.result.unwrap(), AsgMode::Static);
+        assert_eq!(r.payloads.len(), 1);
+        assert!(netout_lines(&r.payloads[0].1).contains(&STATIC_ACCEPT));
+    }
+
+    #[test]
+    fn static_hint_then_200_reduces_netout_to_the_closed_tail() {
+        // The agent answered 200 but wrote nothing for the container (no space): what the first
+        // restore wrote is read back and closed.
+        let saved = format!(
+            "*filter\n:{NETOUT} - [0:0]\n\
+             -A {NETOUT} -m state --state RELATED,ESTABLISHED -j ACCEPT\n\
+             -A {NETOUT} -p tcp -m state --state INVALID -j DROP\n\
+             {STATIC_ACCEPT}\n{REJECT}\nCOMMIT\n"
+        );
+        let r = run_with(
+            false,
+            &[(200, ""), (200, "updated")],
+            Some(AsgMode::Static),
+            &saved,
+        );
+        assert_eq!(r.result.unwrap(), AsgMode::Dynamic);
+        assert_eq!(r.payloads.len(), 2);
+        assert!(netout_lines(&r.payloads[0].1).contains(&STATIC_ACCEPT));
+        assert_eq!(netout_lines(&r.payloads[1].1), [REJECT]);
+        assert!(r.payloads[1].1.contains(&format!(":{NETOUT} - [0:0]")));
+    }
+
+    #[test]
+    fn static_hint_then_200_keeps_the_agents_jump_only() {
+        // An agent that put its jump first but left the rest (as upstream's insert at 1 does
+        // before its clean-up).
+        let asg = "asg-7b8c9d0e1f2a4b3c8d4e";
+        let saved = format!(
+            "*filter\n:{NETOUT} - [0:0]\n:{asg} - [0:0]\n\
+             -A {NETOUT} -j {asg}\n{STATIC_ACCEPT}\n{REJECT}\nCOMMIT\n"
+        );
+        let r = run_with(
+            true,
+            &[(200, ""), (200, "updated")],
+            Some(AsgMode::Static),
+            &saved,
+        );
+        assert_eq!(r.payloads.len(), 2);
+        assert_eq!(
+            netout_lines(&r.payloads[1].1),
+            [format!("-A {NETOUT} -j {asg}").as_str(), REJECT]
+        );
+        // Already reduced by the agent: nothing more is written.
+        let saved = format!("*filter\n:{NETOUT} - [0:0]\n-A {NETOUT} -j {asg}\n{REJECT}\nCOMMIT\n");
+        let r = run_with(
+            true,
+            &[(200, ""), (200, "updated")],
+            Some(AsgMode::Static),
+            &saved,
+        );
+        assert_eq!(r.payloads.len(), 1);
     }
 }

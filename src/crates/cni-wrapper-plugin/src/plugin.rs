@@ -11,7 +11,7 @@ use silk_dataplane::datastore::MetadataStore;
 use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
 
 use crate::config::WrapperConfig;
-use crate::handover::{self, AddInput, HttpAgent};
+use crate::handover::{self, AddInput, AsgMode, HttpAgent};
 use crate::host;
 use crate::netrules::{self, asg, options, Container, RuleOptions};
 
@@ -201,10 +201,25 @@ impl Wrapper {
             net_out_rules: &p.cfg.runtime_config.net_out_rules,
             metadata,
         };
-        handover::wire(&p.ipt, &agent, &p.store, input)?;
-        // Earlier versions cached the agent's last answer beside the store; it is not read
-        // any more.
-        let _ = std::fs::remove_file(format!("{}_asg_mode", p.cfg.datastore));
+        // The cell's last answer only decides what the first restore writes (one restore in
+        // the usual ADD); the answer for this ADD decides what stays.
+        let mode_file = std::path::PathBuf::from(format!("{}_asg_mode", p.cfg.datastore));
+        let hint = match std::fs::read_to_string(&mode_file)
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("static") => Some(AsgMode::Static),
+            Ok("dynamic") => Some(AsgMode::Dynamic),
+            _ => None,
+        };
+        let mode = handover::wire(&p.ipt, &agent, &p.store, input, hint)?;
+        if hint != Some(mode) {
+            let text: &[u8] = match mode {
+                AsgMode::Static => b"static\n",
+                AsgMode::Dynamic => b"dynamic\n",
+            };
+            let _ = silk_dataplane::atomicfile::write_atomic(&mode_file, text, 0o600);
+        }
         Ok(())
     }
 }

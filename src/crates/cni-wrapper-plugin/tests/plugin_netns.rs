@@ -166,8 +166,9 @@ fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
         netout_of(first)
     );
 
-    // 200 from an agent that writes nothing for this container (as for one without a space):
-    // the netout chain stays closed, nothing static in it.
+    // 200 from an agent that writes nothing for this container (as for one without a space),
+    // right after a 405 (the first restore wrote static rules, as the last answer suggested):
+    // the netout chain ends closed, nothing static in it.
     cell.server
         .asg_status
         .store(200, std::sync::atomic::Ordering::SeqCst);
@@ -198,8 +199,13 @@ fn agent_answering_405_then_200_static_rules_never_outlive_the_switch() {
     // The first container keeps its static rules: nothing but the agent changes a running
     // container's egress.
     assert!(netout_of(first).iter().any(|l| l.ends_with(static_rule)));
-    // No cache of the earlier answer is left beside the store.
-    assert!(!cell.path("container-metadata/store.json_asg_mode").exists());
+    // And back to 405 (a downgrade): the static rules are written for the next container.
+    cell.server
+        .asg_status
+        .store(405, std::sync::atomic::Ordering::SeqCst);
+    let fourth = "dddd0000-1111-4222-8333-444455556666";
+    let _ns4 = add_ok(&cell, fourth, &conf);
+    assert!(netout_of(fourth).iter().any(|l| l.ends_with(static_rule)));
 }
 
 #[test]

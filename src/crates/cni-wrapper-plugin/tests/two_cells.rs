@@ -367,20 +367,12 @@ fn containers_on_two_cells_c2c_netin_netout() {
     silk_testkit::require_root_and_pg();
     let started = Instant::now();
     let bins = Binaries::in_dir(&common::plugin_dir()).unwrap();
-    let mut bed = Testbed::build_blocking(
-        bins,
-        Options {
-            cells: 2,
-            log_level: "debug".into(),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let outside = bed
-        .add_underlay_host(OUTSIDE_IP)
-        .unwrap()
-        .path()
-        .to_path_buf();
+    let options = Options {
+        cells: 2,
+        log_level: "debug".into(),
+        ..Options::default()
+    };
+    let (mut bed, outside) = Testbed::with_underlay_host(bins, options, OUTSIDE_IP).unwrap();
     bed.start_controller().unwrap();
     bed.start_daemons().unwrap();
     let cells: Vec<CellCtx> = (0..2).map(|i| CellCtx::new(&bed, i)).collect();

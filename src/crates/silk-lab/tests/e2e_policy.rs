@@ -125,6 +125,40 @@ impl Garden {
     }
 }
 
+/// The binaries the tests run.
+struct Bins {
+    lab: PathBuf,
+    agent: PathBuf,
+    wrapper: PathBuf,
+}
+
+/// A bed of `cells` cells with an "outside" host on the underlay, the controller, the daemons
+/// and the lab policy server serving `content` from a file; the bed, the outside host's
+/// namespace, the file and the binaries.
+fn bed_with_policy_server(cells: usize, content: &PolicyFile) -> (Testbed, PathBuf, PathBuf, Bins) {
+    let lab = PathBuf::from(env!("CARGO_BIN_EXE_silk-lab"));
+    let dir = lab.parent().unwrap().to_path_buf();
+    let bins = Bins {
+        agent: sibling_binary(&dir, "vxlan-policy-agent", "vxlan-policy-agent").unwrap(),
+        wrapper: sibling_binary(&dir, "cni-wrapper-plugin", "cni-wrapper-plugin").unwrap(),
+        lab,
+    };
+    sibling_binary(&dir, "silk-cni", "silk-cni").unwrap();
+    let options = Options {
+        cells,
+        log_level: "debug".into(),
+        ..Options::default()
+    };
+    let (mut bed, outside) =
+        Testbed::with_underlay_host(Binaries::in_dir(&dir).unwrap(), options, OUTSIDE_IP).unwrap();
+    let file = bed.dir.join("policies.json");
+    write_file(&file, content).unwrap();
+    bed.start_controller().unwrap();
+    bed.start_daemons().unwrap();
+    bed.start_policy_server(&bins.lab, &file).unwrap();
+    (bed, outside, file, bins)
+}
+
 /// Waits until `f` holds, at most `bound`; the time it took.
 fn eventually(what: &str, bound: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -155,44 +189,23 @@ fn assert_refused(ns: &Path, dst: SocketAddrV4, what: &str) {
 #[ignore = "needs postgres/root: run via scripts/test"]
 fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
     silk_testkit::require_root_and_pg();
-    let lab = PathBuf::from(env!("CARGO_BIN_EXE_silk-lab"));
-    let dir = lab.parent().unwrap().to_path_buf();
-    let agent_bin = sibling_binary(&dir, "vxlan-policy-agent", "vxlan-policy-agent").unwrap();
-    let wrapper = sibling_binary(&dir, "cni-wrapper-plugin", "cni-wrapper-plugin").unwrap();
-    sibling_binary(&dir, "silk-cni", "silk-cni").unwrap();
-    let mut bed = Testbed::build_blocking(
-        Binaries::in_dir(&dir).unwrap(),
-        Options {
-            cells: 2,
-            log_level: "debug".into(),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let outside = bed
-        .add_underlay_host(OUTSIDE_IP)
-        .unwrap()
-        .path()
-        .to_path_buf();
-    let file = bed.dir.join("policies.json");
     let mut content = PolicyFile {
         policies: vec![policy_a_to_b()],
         security_groups: vec![space_group(FIRST_PORT)],
     };
-    write_file(&file, &content).unwrap();
-    bed.start_controller().unwrap();
-    bed.start_daemons().unwrap();
-    bed.start_policy_server(&lab, &file).unwrap();
+    let (mut bed, outside, file, bins) = bed_with_policy_server(2, &content);
     let settings = AgentSettings {
         poll_interval_seconds: POLL,
         asg_poll_interval_seconds: POLL,
         enable_asg_syncing: true,
     };
     for i in 0..2 {
-        bed.start_agent(i, &agent_bin, &settings)
+        bed.start_agent(i, &bins.agent, &settings)
             .unwrap_or_else(|e| panic!("agent {i}: {e}\n{}", bed.policy_server_log()));
     }
-    let cells: Vec<Garden> = (0..2).map(|i| Garden::new(&bed, i, &wrapper)).collect();
+    let cells: Vec<Garden> = (0..2)
+        .map(|i| Garden::new(&bed, i, &bins.wrapper))
+        .collect();
 
     // The containers, through the plugins; each ADD made its cell's agent sync at once.
     let (a, b) = (NsHolder::spawn().unwrap(), NsHolder::spawn().unwrap());
@@ -317,5 +330,92 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
         revoked.as_secs_f64(),
         restored.as_secs_f64(),
         swapped.as_secs_f64()
+    );
+}
+
+/// What docs/policy-agent.md says an upgrade from static to dynamic ASGs does to a running
+/// container: its netout chain moves to the agent's `asg-` chain at the restarted agent's first
+/// ASG cycle, its egress then follows the policy server, and an open connection survives.
+#[test]
+#[ignore = "needs postgres/root: run via scripts/test"]
+fn upgrade_from_static_to_dynamic_asgs_moves_a_running_container() {
+    silk_testkit::require_root_and_pg();
+    // The server grants the second port only; the container's static rules the first.
+    let content = PolicyFile {
+        policies: vec![],
+        security_groups: vec![space_group(SECOND_PORT)],
+    };
+    let (mut bed, outside, _file, bins) = bed_with_policy_server(1, &content);
+    let static_agent = AgentSettings {
+        poll_interval_seconds: POLL,
+        asg_poll_interval_seconds: POLL,
+        enable_asg_syncing: false,
+    };
+    bed.start_agent(0, &bins.agent, &static_agent).unwrap();
+    let cell = Garden::new(&bed, 0, &bins.wrapper);
+    let a = NsHolder::spawn().unwrap();
+    let rules = json!([{"protocol": 1, "networks": [{"start": OUTSIDE_IP, "end": OUTSIDE_IP}],
+                        "ports": [{"start": FIRST_PORT, "end": FIRST_PORT}]}]);
+    let conf = cell.config(APP_A, json!({"netOutRules": rules}));
+    let (res, _) = cell.cni.add(HANDLE_A, &a, &conf);
+    let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    let _o1 = EchoServer::start(&outside, any(FIRST_PORT), "outside-1").unwrap();
+    let _o2 = EchoServer::start(&outside, any(SECOND_PORT), "outside-2").unwrap();
+    let first = SocketAddrV4::new(OUTSIDE_IP, FIRST_PORT);
+    let second = SocketAddrV4::new(OUTSIDE_IP, SECOND_PORT);
+    let seen = cell.underlay_ip;
+    let asg_chain = silk_dataplane::iptables::ChainName::asg(HANDLE_A);
+
+    // Static: Garden's rules decide.
+    assert!(reaches(a.path(), first, "outside-1", seen), "static rule");
+    assert_refused(a.path(), second, "no static rule for the second port");
+    assert!(!cell.filter().contains(&format!(":{asg_chain} ")));
+    let mut open = Conn::open(a.path(), first).unwrap();
+    assert_eq!(
+        open.exchange("static").unwrap(),
+        format!("outside-1 {seen} static\n")
+    );
+
+    // The deploy turns enable_asg_syncing on and restarts the agent; the container stays.
+    bed.stop_agent(0).unwrap();
+    bed.start_agent(
+        0,
+        &bins.agent,
+        &AgentSettings {
+            enable_asg_syncing: true,
+            ..static_agent
+        },
+    )
+    .unwrap();
+    let moved = eventually(
+        "the running container's egress follows the server",
+        WITHIN,
+        || reaches(a.path(), second, "outside-2", seen),
+    );
+    assert_refused(a.path(), first, "the static rule is gone");
+    let netout = silk_dataplane::iptables::ChainName::netout(HANDLE_A);
+    let saved = cell.filter();
+    let netout_rules: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {netout} ")))
+        .collect();
+    assert_eq!(
+        netout_rules,
+        [
+            format!("-A {netout} -j {asg_chain}"),
+            format!("-A {netout} -j REJECT --reject-with icmp-port-unreachable"),
+        ]
+    );
+    assert_eq!(
+        open.exchange("dynamic").unwrap(),
+        format!("outside-1 {seen} dynamic\n"),
+        "connection opened under the static rules"
+    );
+    drop(open);
+    cell.cni.del(HANDLE_A, &a, conf, &res);
+    assert!(!cell.filter().contains(&format!(":{asg_chain} ")));
+    eprintln!(
+        "static to dynamic: the running container moved {:.2}s after the agent restarted (asg poll {POLL}s)",
+        moved.as_secs_f64()
     );
 }

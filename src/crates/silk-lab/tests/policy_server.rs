@@ -36,16 +36,7 @@ fn group(guid: &str, spaces: &[&str], dest: &str) -> FileSecurityGroup {
 }
 
 fn start(certs: &TestCerts, file: &Path) -> LabPolicyServer {
-    LabPolicyServer::start(ServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        file: file.to_path_buf(),
-        ca_cert: certs.ca_cert.clone(),
-        server_cert: certs.server_cert.clone(),
-        server_key: certs.server_key.clone(),
-        tag_length: 2,
-        page_size: None,
-    })
-    .unwrap()
+    LabPolicyServer::start(ServerOptions::loopback(certs, file)).unwrap()
 }
 
 fn client(certs: &TestCerts, server: &LabPolicyServer) -> MtlsClient {

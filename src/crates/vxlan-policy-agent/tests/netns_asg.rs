@@ -73,15 +73,32 @@ fn lab_file(bound: bool) -> PolicyFile {
 
 fn lab_server(certs: &TestCerts, file: &Path, page_size: Option<usize>) -> LabPolicyServer {
     LabPolicyServer::start(ServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        file: file.to_path_buf(),
-        ca_cert: certs.ca_cert.clone(),
-        server_cert: certs.server_cert.clone(),
-        server_key: certs.server_key.clone(),
-        tag_length: 2,
         page_size,
+        ..ServerOptions::loopback(certs, file)
     })
     .unwrap()
+}
+
+/// Starts the agent with ASG syncing on against `server`, the config keys of `patch` set, and
+/// waits for its force server. Returns the agent, the force port and the debug port.
+fn start_agent(
+    dir: &Path,
+    certs: &TestCerts,
+    server: &LabPolicyServer,
+    patch: serde_json::Value,
+    log: Option<&Path>,
+) -> (Agent, u16, u16) {
+    let (force_port, debug_port) = (free_port(), free_port());
+    let port = server.addr().port();
+    let config = write_config(dir, certs, port, force_port, debug_port);
+    patch_config(&config, json!({"enable_asg_syncing": true}));
+    patch_config(&config, patch);
+    let mut agent = Agent::spawn_logged(&config, log);
+    wait_for("the force server", Duration::from_secs(20), || {
+        assert!(agent.running(), "agent exited");
+        std::net::TcpStream::connect(("127.0.0.1", force_port)).is_ok()
+    });
+    (agent, force_port, debug_port)
 }
 
 /// The `-A <chain> ...` lines of `chain` in `iptables-save -t filter`.
@@ -164,24 +181,10 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
     let file = dir.path().join("policies.json");
     write_file(&file, &lab_file(true)).unwrap();
     let server = lab_server(&certs, &file, Some(1));
-    let (force_port, debug_port) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &certs,
-        server.addr().port(),
-        force_port,
-        debug_port,
-    );
-    patch_config(
-        &config,
-        json!({"enable_asg_syncing": true, "asg_poll_interval": 1, "poll_interval": 30}),
-    );
     let log = dir.path().join("agent.log");
-    let mut agent = Agent::spawn_logged(&config, Some(&log));
-    wait_for("the force server", Duration::from_secs(20), || {
-        assert!(agent.running(), "agent exited");
-        std::net::TcpStream::connect(("127.0.0.1", force_port)).is_ok()
-    });
+    let patch = json!({"asg_poll_interval": 1, "poll_interval": 30});
+    let (mut agent, force_port, debug_port) =
+        start_agent(dir.path(), &certs, &server, patch, Some(&log));
 
     // The wrapper's calls: exact paths, 400 without a container.
     assert_eq!(
@@ -487,4 +490,76 @@ fn planned_asg_chains_read_back_as_planned() {
             );
         }
     }
+}
+
+/// `enable_ipv6`: a container with an IPv6 address gets its chain in ip6tables too, with the
+/// IPv6 destinations of its groups and `deny_networks_ipv6`, through the binary.
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn ipv6_chains_through_the_binary() {
+    require_root();
+    unshare_test_netns().unwrap();
+    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut file_content = lab_file(true);
+    file_content.security_groups[1].rules = FileRules::Raw(
+        r#"[{"protocol":"udp","destination":"0.0.0.0/0,2001:db8::/120","ports":"53"}]"#.into(),
+    );
+    let file = dir.path().join("policies.json");
+    write_file(&file, &file_content).unwrap();
+    let server = lab_server(&certs, &file, None);
+    MetadataStore::new(dir.path().join("store.json"), None)
+        .add(
+            BACKEND,
+            "10.255.7.4",
+            Some("2001:db8:1::4"),
+            json!({"policy_group_id": BACKEND_APP, "space_id": SPACE, "container_workload": "app"}),
+        )
+        .unwrap();
+    wire(BACKEND);
+    run_ok(&["ip6tables", "-N", NETOUT_BACKEND]).unwrap();
+    run_ok(&[
+        "ip6tables",
+        "-A",
+        NETOUT_BACKEND,
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "icmp6-port-unreachable",
+    ])
+    .unwrap();
+    let patch = json!({"enable_ipv6": true,
+        "deny_networks_ipv6": {"always": ["fd00::/8"], "running": [], "staging": []}});
+    let (mut agent, force_port, _) = start_agent(dir.path(), &certs, &server, patch, None);
+    assert_eq!(
+        http_get(
+            force_port,
+            &format!("/force-asgs-for-container?container={BACKEND}")
+        )
+        .0,
+        200
+    );
+    let v6: Vec<String> = run_ok(&["ip6tables-save", "-t", "filter"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&format!("-A {ASG_BACKEND} "))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        v6,
+        vec![
+            "-m state --state RELATED,ESTABLISHED -j ACCEPT",
+            "-p tcp -m state --state INVALID -j DROP",
+            "-d fd00::/8 -j REJECT --reject-with icmp6-port-unreachable",
+            "-p udp -m iprange --dst-range 2001:db8::-2001:db8::ff -m udp --dport 53 -j ACCEPT",
+            "-j REJECT --reject-with icmp6-port-unreachable",
+        ]
+    );
+    assert!(chain_rules(ASG_BACKEND).contains(
+        &"-p udp -m iprange --dst-range 0.0.0.0-255.255.255.255 -m udp --dport 53 -j ACCEPT"
+            .to_string()
+    ));
+    assert_eq!(agent.terminate(), Some(0));
 }

@@ -282,6 +282,54 @@ pub fn plan_static_netout(o: &RuleOptions, c: &Container, asgs: &[(String, bool)
     p
 }
 
+/// After vxlan-policy-agent answered 200 to an ADD whose first restore wrote static rules: the
+/// netout chain reduced to what dynamic mode allows, from the saved filter table of the
+/// container's family. When the agent already put its `asg-…` jump first, the chain becomes
+/// that jump and the REJECT (the agent's own shape); otherwise the closed default tail. `None`
+/// when the chain already reads so (or is gone).
+pub fn plan_reduce_netout(o: &RuleOptions, c: &Container, saved_filter: &str) -> Option<Payload> {
+    let netout = ChainName::netout(&c.handle);
+    let asg = ChainName::asg(&c.handle);
+    let saved = SavedTable::parse(saved_filter, Table::Filter);
+    if !saved.has_chain(netout.as_str()) {
+        return None;
+    }
+    let current: Vec<&Rule> = saved
+        .rules
+        .iter()
+        .filter(|r| r.chain == netout.as_str())
+        .collect();
+    let desired: Vec<Rule> = match current.first() {
+        Some(first) if first.targets(asg.as_str()) => vec![
+            Rule::new(&netout, format!("-j {asg}")),
+            Rule::new(&netout, reject(c.ip.is_ipv6())),
+        ],
+        _ => netout_rules(o, c, None),
+    };
+    let same = current.len() == desired.len()
+        && current
+            .iter()
+            .zip(&desired)
+            .all(|(a, b)| normalize_spec(&a.spec) == normalize_spec(&b.spec));
+    if same {
+        return None;
+    }
+    let mut p = Payload::default();
+    let f = p.table(Table::Filter);
+    f.declare.push(netout);
+    f.append.extend(desired);
+    Some(p)
+}
+
+/// A rule spec as iptables-save prints it, for comparing planned and saved text: the
+/// iptables default `--limit-burst 5` and repeated spaces do not count.
+fn normalize_spec(spec: &str) -> String {
+    spec.replace(" --limit-burst 5 ", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
 
 /// Removes everything `handle` owns from saved tables (`saved` holds filter, nat and mangle):

@@ -73,6 +73,22 @@ pub struct ServerOptions {
     pub page_size: Option<usize>,
 }
 
+impl ServerOptions {
+    /// A server for a test: `127.0.0.1`, a free port, the test certificates, tag length 2, no
+    /// paging.
+    pub fn loopback(certs: &silk_testkit::certs::TestCerts, file: &Path) -> ServerOptions {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            file: file.to_path_buf(),
+            ca_cert: certs.ca_cert.clone(),
+            server_cert: certs.server_cert.clone(),
+            server_key: certs.server_key.clone(),
+            tag_length: 2,
+            page_size: None,
+        }
+    }
+}
+
 /// What identifies one version of the file on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
@@ -168,10 +184,10 @@ impl Shared {
         }
     }
 
-    /// Installs `settings`; a `Down` fault on every route closes the API listener (connections
-    /// are refused), anything else opens it again on the same address.
+    /// Installs `settings`; a `Down` fault closes the API listener (connections are refused;
+    /// `routes` do not apply), anything else opens it again on the same address.
     fn apply(&self, settings: Settings) -> Result<(), ServerError> {
-        let down = settings.fault.kind == FaultKind::Down && settings.fault.routes.is_empty();
+        let down = settings.fault.kind == FaultKind::Down;
         self.lock().settings = settings;
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         if down == link.down {
@@ -422,7 +438,8 @@ impl LabPolicyServer {
     }
 
     /// Switches a fault on (or off with [`Fault::none`]). `Down` closes the listener, so
-    /// connections are refused; any other kind (or none) opens it again on the same address.
+    /// connections are refused (whatever its `routes`); any other kind (or none) opens it again
+    /// on the same address.
     pub fn set_fault(&self, fault: Fault) -> Result<(), ServerError> {
         let page_size = self.shared.lock().settings.page_size;
         self.shared.apply(Settings { fault, page_size })

@@ -205,6 +205,18 @@ pub struct Testbed {
 }
 
 impl Testbed {
+    /// [`Testbed::build_blocking`] plus one host on the underlay ([`Testbed::add_underlay_host`]);
+    /// the bed and the host's namespace path.
+    pub fn with_underlay_host(
+        binaries: Binaries,
+        options: Options,
+        host: Ipv4Addr,
+    ) -> Result<(Testbed, PathBuf)> {
+        let mut bed = Self::build_blocking(binaries, options)?;
+        let path = bed.add_underlay_host(host)?.path().to_path_buf();
+        Ok((bed, path))
+    }
+
     /// Builds namespaces, underlay, database, certificates and configs; starts nothing.
     pub async fn build(binaries: Binaries, options: Options) -> Result<Testbed> {
         let tmp = tempfile::Builder::new()

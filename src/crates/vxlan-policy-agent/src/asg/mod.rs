@@ -13,6 +13,3 @@ pub mod planner;
 
 pub use cycle::{AsgApi, AsgCycle, AsgCycleError, AsgOutcome};
 pub use planner::{plan_asgs, plan_cleanup, AsgOptions, AsgPlan, Scope};
-
-#[cfg(test)]
-mod tests;

@@ -477,3 +477,7 @@ fn plan_removal(
     }
     removed
 }
+
+#[cfg(test)]
+#[path = "planner_tests.rs"]
+mod tests;

@@ -10,7 +10,7 @@ use silk_dataplane::datastore::{Container, Entries};
 use silk_dataplane::iptables::egress::{DenyLists, EgressOptions, OutboundLimit};
 use silk_dataplane::iptables::{Family, Payload};
 
-use super::planner::*;
+use super::*;
 
 const BACKEND: &str = "6f1e4f5a-1b2c-4d3e-8f9a-0b1c2d3e4f5a";
 const STAGER: &str = "7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e";
