@@ -108,11 +108,18 @@ impl Actual {
         let jump = format!("-j {main}");
         let mut chains = desired.groups.clone();
         chains.insert(main.to_string(), main_rules(head, desired));
+        // Foreign jumps to chains that stay are left alone by the payload.
+        let foreign_refs = self
+            .foreign_refs
+            .iter()
+            .filter(|r| target(&r.spec).is_some_and(|t| chains.contains_key(t)))
+            .cloned()
+            .collect();
         Actual {
             forward_first: Some(jump.clone()),
             forward_jumps: vec![jump],
             chains,
-            foreign_refs: Vec::new(),
+            foreign_refs,
         }
     }
 }
@@ -463,6 +470,36 @@ mod tests {
              -A vpa--1729785226123456 -s 10.255.7.3/32 -j MARK --set-xmark 0x1/0xffffffff\n\
              -X vpa--1729785000000000\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn a_foreign_jump_to_a_gone_group_is_deleted_before_the_chain() {
+        let a = actual(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:vpa--1729785226123456 - [0:0]\n\
+             :vpa-d-a - [0:0]\n-A FORWARD -j vpa--1729785226123456\n-A INPUT -j vpa-d-a\n\
+             -A vpa--1729785226123456 -d 10.255.7.4/32 -j vpa-d-a\n\
+             -A vpa-d-a -p tcp -m tcp --dport 1 -m mark --mark 0x1 -j ACCEPT\nCOMMIT\n",
+        );
+        let keep = plan(
+            &["-d 10.255.7.4/32 -j vpa-d-a"],
+            &[(
+                "vpa-d-a",
+                &["-p tcp -m tcp --dport 1 -m mark --mark 0x1 -j ACCEPT"],
+            )],
+        );
+        let main = main_chain(&a, 0).unwrap();
+        // The modelled state after a write keeps the foreign jump, so removing the group
+        // later deletes it first, as from a freshly read table.
+        let after = a.after(&main, &[], &keep);
+        let gone = plan(&[], &[]);
+        for state in [&a, &after] {
+            let (_, p) = plan_kernel(&gone, &[], state, 0).unwrap();
+            assert_eq!(
+                p.render(),
+                "*filter\n:vpa--1729785226123456 - [0:0]\n:vpa-d-a - [0:0]\n\
+                 -D INPUT -j vpa-d-a\n-X vpa-d-a\nCOMMIT\n"
+            );
+        }
     }
 
     #[test]

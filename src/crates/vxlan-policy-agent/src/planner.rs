@@ -35,6 +35,33 @@ pub enum PlanError {
     Port { handle: String, item: String },
     #[error("invalid tag {0:?}: want hex digits")]
     Tag(String),
+    #[error("policy {from} -> {to}: {what}")]
+    Policy {
+        from: String,
+        to: String,
+        what: String,
+    },
+}
+
+/// What iptables would refuse in a policy's destination: a protocol other than tcp or udp, or
+/// a port range outside 1-65535 or reversed.
+fn policy_problem(p: &Policy) -> Option<PlanError> {
+    let d = &p.destination;
+    let what = if d.protocol != "tcp" && d.protocol != "udp" {
+        format!("protocol {:?}: want tcp or udp", d.protocol)
+    } else if d.ports.start == 0 || d.ports.start > d.ports.end || d.ports.end > 65535 {
+        format!(
+            "ports {}-{}: want 1-65535, start <= end",
+            d.ports.start, d.ports.end
+        )
+    } else {
+        return None;
+    };
+    Some(PlanError::Policy {
+        from: p.source.id.clone(),
+        to: d.id.clone(),
+        what,
+    })
 }
 
 /// A local container that takes part in c2c policy: it has a `policy_group_id`.
@@ -264,15 +291,19 @@ fn entries<'a>(
     }
     let tag_ok = |t: &str| !bad_tags.contains(t);
     // Upstream scans the policies per container; an index keeps the same answers (the first
-    // policy of a source, every policy of a destination, in server order) at O(policies).
+    // policy of a source, every policy of a destination, in server order) at O(policies). A
+    // policy iptables would refuse yields no accept rule (it still names its source's tag).
     let mut by_source: HashMap<&str, &Policy> = HashMap::new();
     let mut by_destination: HashMap<&str, Vec<&Policy>> = HashMap::new();
     for p in policies {
         by_source.entry(p.source.id.as_str()).or_insert(p);
-        by_destination
-            .entry(p.destination.id.as_str())
-            .or_default()
-            .push(p);
+        match policy_problem(p) {
+            Some(e) => problems.push(e),
+            None => by_destination
+                .entry(p.destination.id.as_str())
+                .or_default()
+                .push(p),
+        }
     }
     for c in containers {
         if let Err(e) = host(&c.handle, &c.ip) {
@@ -793,6 +824,11 @@ mod tests {
         entries.insert(bad.handle.clone(), bad);
         let mut ps = policies();
         ps[1].source.tag = "zz".into();
+        let mut icmp = ps[0].clone();
+        icmp.destination.protocol = "icmp".into();
+        let mut reversed = ps[0].clone();
+        reversed.destination.ports.start = 9000;
+        ps.extend([icmp, reversed]);
         let opts = PlanOptions {
             ingress_tag: Some("0006".into()),
             ..PlanOptions::default()
@@ -802,6 +838,16 @@ mod tests {
             plan.problems,
             [
                 PlanError::Tag("zz".into()),
+                PlanError::Policy {
+                    from: "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f".into(),
+                    to: "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13".into(),
+                    what: "protocol \"icmp\": want tcp or udp".into()
+                },
+                PlanError::Policy {
+                    from: "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f".into(),
+                    to: "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13".into(),
+                    what: "ports 9000-8080: want 1-65535, start <= end".into()
+                },
                 PlanError::Ip {
                     handle: "bad-ip".into(),
                     ip: "10.255.7".into()
