@@ -123,7 +123,7 @@ mod tests {
         g.extend_from_slice(&0xffffu16.to_le_bytes());
         assert!(server_offers_tls(&g));
         let n = g.len();
-        g[n - 2..].copy_from_slice(&(0xffffu16 & !0x0800).to_le_bytes());
+        g[n - 2..].copy_from_slice(&(!0x0800u16).to_le_bytes());
         assert!(!server_offers_tls(&g));
     }
 }
