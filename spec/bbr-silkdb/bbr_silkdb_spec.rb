@@ -148,6 +148,19 @@ module BoshTemplate
         end
       end
 
+      it 'makes the config private at deploy time (bin/pre-start), calling nothing else' do
+        with_vm('release_level_backup' => true) do |root, _artifacts, calls|
+          config = File.join(root, 'var', 'vcap', 'jobs', 'bbr-silkdb', 'config', 'config.json')
+          out, status = run(root, 'pre-start', {})
+          expect(status).to be_success, out
+          expect(File.stat(config).mode & 0o777).to eq(0o600)
+          expect(calls.call).to eq([])
+        end
+        with_vm({}) do |root, _artifacts, calls|
+          expect_no_ops(%w[pre-start], 'release_level_backup is false', calls) { |script| run(root, script, {}) }
+        end
+      end
+
       it 'calls database-backup-restorer with the config and the artifact file inside bpm' do
         with_vm('release_level_backup' => true) do |root, artifacts, calls|
           config = File.join(root, 'var', 'vcap', 'jobs', 'bbr-silkdb', 'config', 'config.json')
