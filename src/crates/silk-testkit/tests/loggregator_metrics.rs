@@ -16,6 +16,26 @@ use silk_testkit::loggregator::{counter, gauge, metric_names, TestAgent};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Log lines written by silk-ops' logger.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn certs() -> TestCerts {
     TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap()
 }
@@ -164,6 +184,13 @@ fn v1_sends_dropsonde_to_the_metron_address_when_v2_is_off() {
 
 #[test]
 fn an_agent_that_comes_up_late_or_restarts_receives_what_is_sent_while_it_is_up() {
+    let logs = Logs::default();
+    silk_ops::log::init_with_sink(
+        "cfnetworking",
+        "test",
+        log::LevelFilter::Debug,
+        Box::new(logs.clone()),
+    );
     let certs = certs();
     // A free port, closed again: nothing listens there until the agent starts.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -183,6 +210,17 @@ fn an_agent_that_comes_up_late_or_restarts_receives_what_is_sent_while_it_is_up(
             .any(|e| gauge(e, "totalPollTime") == Some((2.0, "ms")))
     });
     assert!(got.is_ok(), "the client reconnected: {got:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !logs.text().contains("loggregator-v2-connected") {
+        metrics.value("totalPollTime", 2.0, "ms");
+        assert!(std::time::Instant::now() < deadline, "{}", logs.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        logs.text().contains("loggregator-v2-send-failed"),
+        "{}",
+        logs.text()
+    );
 
     // The agent goes away with the stream open, and a new one comes up on the same port.
     drop(agent);
