@@ -22,6 +22,8 @@ pub enum StartError {
     Connect(#[from] db::ConnectError),
     #[error("migrating database: {0}")]
     Migrate(#[from] db::migrate::MigrateError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] silk_ops::loggregator::LoggregatorError),
     #[error("bind {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -51,7 +53,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let applied = db::migrate::migrate(&pool).await?;
     silk_ops::log::info("db-migration-complete", json!({ "num-applied": applied }));
 
-    let metrics = Metrics::new("silk-controller", config.metron_port);
+    let metrics = Metrics::from_config(
+        "silk-controller",
+        silk_ops::metrics::local_metron(config.metron_port),
+        config.loggregator.as_ref(),
+    )?;
     let store = Store::new(pool);
     let leaser = Leaser::new(
         store.clone(),

@@ -32,6 +32,8 @@ pub struct Settings {
     pub prefix: u32,
     pub expiration: i64,
     pub metron_port: u16,
+    /// The config's `loggregator` block, when set.
+    pub loggregator: Option<serde_json::Value>,
 }
 
 impl Default for Settings {
@@ -41,12 +43,13 @@ impl Default for Settings {
             prefix: 24,
             expiration: EXPIRATION,
             metron_port: free_port(),
+            loggregator: None,
         }
     }
 }
 
 pub fn config_json(db: &TestDb, certs: &TestCerts, s: &Settings, ports: (u16, u16, u16)) -> String {
-    format!(
+    let text = format!(
         r#"{{
   "debug_server_port": {debug}, "health_check_port": {health},
   "listen_host": "127.0.0.1", "listen_port": {api},
@@ -68,7 +71,15 @@ pub fn config_json(db: &TestDb, certs: &TestCerts, s: &Settings, ports: (u16, u1
         database = db.controller_database_json(),
         exp = s.expiration,
         metron = s.metron_port,
-    )
+    );
+    match &s.loggregator {
+        None => text,
+        Some(block) => {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["loggregator"] = block.clone();
+            v.to_string()
+        }
+    }
 }
 
 /// A running controller process, killed (by its PID) on drop.
