@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use silk_core::{NetworkSpec, OverlayNetworks};
 use silk_ops::config::nonempty;
+use silk_ops::loggregator::{LoggregatorV2, RawLoggregator};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawDenyNetworks {
@@ -32,12 +33,6 @@ pub struct RawOutboundConnections {
     pub burst: i64,
     #[serde(default)]
     pub rate_per_sec: i64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawLoggregator {
-    #[serde(default)]
-    pub loggregator_use_v2_api: bool,
 }
 
 /// The file as rendered by `vxlan-policy-agent.json.erb`.
@@ -104,7 +99,8 @@ pub struct Config {
     pub iptables_lock_file: String,
     pub client_timeout: Duration,
     pub enable_ipv6: bool,
-    pub loggregator_use_v2_api: bool,
+    /// Loggregator v2 target when `loggregator.loggregator_use_v2_api` is true.
+    pub loggregator: Option<LoggregatorV2>,
 }
 
 pub use silk_ops::config::ConfigError;
@@ -224,6 +220,7 @@ impl TryFrom<RawConfig> for Config {
                 r.log_level
             ));
         }
+        let loggregator = r.loggregator.validate(&mut e);
         let (Some(metron_address), Some(overlay_network), true) =
             (metron_address, overlay_network, e.is_empty())
         else {
@@ -254,7 +251,7 @@ impl TryFrom<RawConfig> for Config {
             iptables_lock_file: r.iptables_lock_file,
             client_timeout,
             enable_ipv6: r.enable_ipv6,
-            loggregator_use_v2_api: r.loggregator.loggregator_use_v2_api,
+            loggregator,
         })
     }
 }
@@ -311,6 +308,26 @@ mod tests {
         let err = Config::parse(RENDERED).unwrap_err().to_string();
         assert!(
             err.contains("enable_asg_syncing: dynamic ASG syncing is not implemented"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_loggregator_block_chooses_v1_or_v2() {
+        assert_eq!(Config::parse(&runnable()).unwrap().loggregator, None);
+        let v2 = runnable().replace(
+            r#""loggregator": {"loggregator_use_v2_api": false}"#,
+            r#""loggregator": {"loggregator_use_v2_api": true, "loggregator_api_port": 3458,
+               "loggregator_ca_path": "/l/ca.crt", "loggregator_cert_path": "/l/client.crt",
+               "loggregator_key_path": "/l/client.key", "loggregator_job_origin": "vxlan-policy-agent",
+               "loggregator_source_id": "vxlan-policy-agent", "loggregator_instance_id": "guid"}"#,
+        );
+        let l = Config::parse(&v2).unwrap().loggregator.unwrap();
+        assert_eq!((l.api_port, l.instance_id.as_str()), (3458, "guid"));
+        let broken = v2.replace(r#""loggregator_key_path": "/l/client.key","#, "");
+        let err = Config::parse(&broken).unwrap_err().to_string();
+        assert!(
+            err.contains("loggregator.loggregator_key_path: required"),
             "{err}"
         );
     }
