@@ -4,6 +4,8 @@
 //! leases all the same and delivers once the agent is up. (The dropsonde v1 path is
 //! `api.rs`'s `health_debug_metrics_and_logs`.)
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 mod common;
 
 use std::time::Duration;

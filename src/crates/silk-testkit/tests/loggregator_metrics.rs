@@ -3,6 +3,8 @@
 //! for the metron agent (dropsonde v1) otherwise, and an agent that is absent or rejects the
 //! client certificate, which loses metrics but never fails the caller.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 use std::net::UdpSocket;
 use std::time::Duration;
 
