@@ -12,29 +12,21 @@ use std::time::Duration;
 
 use common::{free_port, setup, Settings};
 use silk_ops::loggregator::proto::Envelope;
-use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::loggregator::{counter, gauge, metric_names, TestAgent};
+use silk_testkit::certs::TestCerts;
+use silk_testkit::loggregator::{
+    agent_certs, assert_identity, config_block, counter, gauge, metric_names, TestAgent,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn agent_certs() -> TestCerts {
-    TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap()
-}
-
+/// The rendered block without `loggregator_source_id`: the job name stands in.
 fn block(certs: &TestCerts, port: u16) -> serde_json::Value {
-    serde_json::json!({
-        "loggregator_use_v2_api": true,
-        "loggregator_api_port": port,
-        "loggregator_ca_path": path_str(&certs.ca_cert),
-        "loggregator_cert_path": path_str(&certs.client_cert),
-        "loggregator_key_path": path_str(&certs.client_key),
-        "loggregator_job_deployment": "cf",
-        "loggregator_job_name": "diego-api",
-        "loggregator_job_index": "api-guid",
-        "loggregator_job_ip": "10.0.1.5",
-        "loggregator_job_origin": "silk-controller",
-        "loggregator_instance_id": "api-guid"
-    })
+    let mut block = config_block(certs, port, "silk-controller");
+    block
+        .as_object_mut()
+        .unwrap()
+        .remove("loggregator_source_id");
+    block
 }
 
 fn has_all(envs: &[Envelope], names: &[&str]) -> bool {
@@ -63,7 +55,7 @@ const WANT: [&str; 9] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs postgres: run via scripts/test"]
 async fn controller_metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
-    let lcerts = agent_certs();
+    let lcerts = agent_certs().unwrap();
     let agent = TestAgent::start(&lcerts).unwrap();
     let settings = Settings {
         loggregator: Some(block(&lcerts, agent.port())),
@@ -100,11 +92,7 @@ async fn controller_metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
     );
     for env in &got {
         // No source id rendered: the job name, as the origin of the v1 path.
-        assert_eq!(env.source_id, "silk-controller");
-        assert_eq!(env.instance_id, "api-guid");
-        assert_eq!(env.tags["origin"], "silk-controller");
-        assert_eq!(env.tags["job"], "diego-api");
-        assert_eq!(env.tags["deployment"], "cf");
+        assert_identity(env, "silk-controller");
     }
     let log = controller.log();
     assert!(
@@ -117,7 +105,7 @@ async fn controller_metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs postgres: run via scripts/test"]
 async fn controller_runs_with_the_agent_down_and_delivers_once_it_is_up() {
-    let lcerts = agent_certs();
+    let lcerts = agent_certs().unwrap();
     let port = free_port();
     let settings = Settings {
         loggregator: Some(block(&lcerts, port)),

@@ -10,8 +10,9 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::loggregator::{counter, gauge, metric_names, TestAgent};
+use silk_testkit::loggregator::{
+    agent_certs, assert_identity, config_block, counter, gauge, metric_names, TestAgent,
+};
 use silk_testkit::netns::in_netns;
 use silk_testkit::testbed::{Binaries, Options, Testbed};
 
@@ -47,7 +48,7 @@ fn patch_config(bed: &Testbed, keys: serde_json::Value) {
 #[ignore = "needs root: run via scripts/test"]
 async fn daemon_metrics_reach_a_loggregator_v2_agent_in_the_cell() {
     let mut bed = one_cell().await;
-    let lcerts = TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap();
+    let lcerts = agent_certs().unwrap();
     let listener = in_netns(bed.cells[0].ns.path(), || {
         std::net::TcpListener::bind("127.0.0.1:0")
     })
@@ -55,20 +56,7 @@ async fn daemon_metrics_reach_a_loggregator_v2_agent_in_the_cell() {
     let agent = TestAgent::serve(&lcerts, listener).unwrap();
     patch_config(
         &bed,
-        serde_json::json!({ "loggregator": {
-            "loggregator_use_v2_api": true,
-            "loggregator_api_port": agent.port(),
-            "loggregator_ca_path": path_str(&lcerts.ca_cert),
-            "loggregator_cert_path": path_str(&lcerts.client_cert),
-            "loggregator_key_path": path_str(&lcerts.client_key),
-            "loggregator_job_deployment": "cf",
-            "loggregator_job_name": "diego-cell",
-            "loggregator_job_index": "cell-guid",
-            "loggregator_job_ip": "192.0.2.10",
-            "loggregator_job_origin": "silk-daemon",
-            "loggregator_source_id": "silk-daemon",
-            "loggregator_instance_id": "cell-guid"
-        }}),
+        serde_json::json!({ "loggregator": config_block(&lcerts, agent.port(), "silk-daemon") }),
     );
     bed.start_controller().unwrap();
     bed.start_daemons().unwrap();
@@ -96,12 +84,7 @@ async fn daemon_metrics_reach_a_loggregator_v2_agent_in_the_cell() {
         .collect();
     assert_eq!(renewals[0], (1, 1), "delta 1, running total");
     for env in &got {
-        assert_eq!(
-            (env.source_id.as_str(), env.instance_id.as_str()),
-            ("silk-daemon", "cell-guid")
-        );
-        assert_eq!(env.tags["origin"], "silk-daemon");
-        assert_eq!(env.tags["ip"], "192.0.2.10");
+        assert_identity(env, "silk-daemon");
     }
     assert!(bed.daemon_running(0), "{}", bed.daemon_log(0));
 }

@@ -18,7 +18,60 @@ use silk_ops::loggregator::proto::{
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::certs::TestCerts;
+use crate::certs::{path_str, CertsError, ServerKey, TestCerts};
+
+/// The identity the test configs give a job, as a cf-deployment diego-cell would render it.
+pub const DEPLOYMENT: &str = "cf";
+pub const JOB: &str = "diego-cell";
+pub const INSTANCE: &str = "cell-guid";
+pub const IP: &str = "10.0.16.7";
+
+/// Certificates as cf-deployment's `loggregator_tls_agent`: the agent's server certificate
+/// for `metron`, a client certificate from the same CA, one from an unrelated CA.
+pub fn agent_certs() -> Result<TestCerts, CertsError> {
+    TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"])
+}
+
+/// The `loggregator` block vxlan-policy-agent's template renders with v2 on, for `origin`
+/// and the agent on 127.0.0.1:`port`, with the client certificate of `certs`.
+pub fn config_block(certs: &TestCerts, port: u16, origin: &str) -> serde_json::Value {
+    serde_json::json!({
+        "loggregator_use_v2_api": true,
+        "loggregator_api_port": port,
+        "loggregator_ca_path": path_str(&certs.ca_cert),
+        "loggregator_cert_path": path_str(&certs.client_cert),
+        "loggregator_key_path": path_str(&certs.client_key),
+        "loggregator_job_deployment": DEPLOYMENT,
+        "loggregator_job_name": JOB,
+        "loggregator_job_index": INSTANCE,
+        "loggregator_job_ip": IP,
+        "loggregator_job_origin": origin,
+        "loggregator_source_id": origin,
+        "loggregator_instance_id": INSTANCE
+    })
+}
+
+/// Panics unless `env` carries the identity of [`config_block`] for `origin`: source and
+/// instance id, and exactly go-loggregator's client tags.
+pub fn assert_identity(env: &Envelope, origin: &str) {
+    assert_eq!(
+        (env.source_id.as_str(), env.instance_id.as_str()),
+        (origin, INSTANCE),
+        "{env:?}"
+    );
+    let tags: Vec<String> = env.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(
+        tags,
+        [
+            format!("deployment={DEPLOYMENT}"),
+            format!("index={INSTANCE}"),
+            format!("ip={IP}"),
+            format!("job={JOB}"),
+            format!("origin={origin}"),
+        ],
+        "{env:?}"
+    );
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

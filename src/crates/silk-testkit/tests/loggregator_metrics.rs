@@ -13,8 +13,10 @@ use silk_ops::dropsonde;
 use silk_ops::loggregator::proto::envelope;
 use silk_ops::loggregator::{AppLog, RawLoggregator};
 use silk_ops::Metrics;
-use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::loggregator::{counter, gauge, metric_names, TestAgent};
+use silk_testkit::certs::{path_str, TestCerts};
+use silk_testkit::loggregator::{
+    agent_certs, assert_identity, config_block, counter, gauge, metric_names, TestAgent,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,31 +41,18 @@ impl std::io::Write for Logs {
 }
 
 fn certs() -> TestCerts {
-    TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap()
+    agent_certs().unwrap()
 }
 
-/// The `loggregator` block as vxlan-policy-agent's template renders it with v2 on.
+/// The `loggregator` block as vxlan-policy-agent's template renders it with v2 on; with
+/// `other_ca_client` the client certificate is one the agent does not trust.
 fn v2_block(certs: &TestCerts, port: u16, other_ca_client: bool) -> RawLoggregator {
-    let (cert, key) = if other_ca_client {
-        (&certs.other_client_cert, &certs.other_client_key)
-    } else {
-        (&certs.client_cert, &certs.client_key)
-    };
-    serde_json::from_value(serde_json::json!({
-        "loggregator_use_v2_api": true,
-        "loggregator_api_port": port,
-        "loggregator_ca_path": path_str(&certs.ca_cert),
-        "loggregator_cert_path": path_str(cert),
-        "loggregator_key_path": path_str(key),
-        "loggregator_job_deployment": "cf",
-        "loggregator_job_name": "diego-cell",
-        "loggregator_job_index": "cell-guid",
-        "loggregator_job_ip": "10.0.16.7",
-        "loggregator_job_origin": "vxlan-policy-agent",
-        "loggregator_source_id": "vxlan-policy-agent",
-        "loggregator_instance_id": "cell-guid"
-    }))
-    .unwrap()
+    let mut block = config_block(certs, port, "vxlan-policy-agent");
+    if other_ca_client {
+        block["loggregator_cert_path"] = path_str(&certs.other_client_cert).into();
+        block["loggregator_key_path"] = path_str(&certs.other_client_key).into();
+    }
+    serde_json::from_value(block).unwrap()
 }
 
 fn metrics_v2(raw: &RawLoggregator) -> Metrics {
@@ -117,20 +106,8 @@ fn v2_gauges_counters_and_app_logs_reach_the_agent_over_mutual_tls() {
         .iter()
         .filter(|e| !matches!(e.message, Some(envelope::Message::Log(_))))
     {
-        assert_eq!(env.source_id, "vxlan-policy-agent");
-        assert_eq!(env.instance_id, "cell-guid");
+        assert_identity(env, "vxlan-policy-agent");
         assert!(env.timestamp > 0);
-        let tags: Vec<_> = env.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        assert_eq!(
-            tags,
-            [
-                "deployment=cf",
-                "index=cell-guid",
-                "ip=10.0.16.7",
-                "job=diego-cell",
-                "origin=vxlan-policy-agent"
-            ]
-        );
     }
     let log = got
         .iter()

@@ -9,13 +9,14 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message;
-use silk_testkit::certs::{path_str, ServerKey, TestCerts};
-use silk_testkit::loggregator::{gauge, metric_names, TestAgent};
+use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::loggregator::{
+    agent_certs, assert_identity, config_block, gauge, metric_names, TestAgent,
+};
 use silk_testkit::netns::unshare_test_netns;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -28,48 +29,47 @@ const CYCLE: [(&str, &str); 5] = [
     ("uptime", "seconds"),
 ];
 
-fn require_root() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
+/// A fresh network namespace for this test thread with the fake policy server and two
+/// containers in the datastore; the agent is spawned by [`Bed::spawn`].
+struct Bed {
+    certs: TestCerts,
+    dir: tempfile::TempDir,
+    server: FakeServer,
 }
 
-/// The agent's config with `keys` replaced, and its force-poll port.
-fn config(
-    dir: &Path,
-    certs: &TestCerts,
-    server: u16,
-    keys: serde_json::Value,
-) -> (std::path::PathBuf, u16) {
-    let force_port = free_port();
-    let path = write_config(dir, certs, server, force_port, free_port());
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for (k, val) in keys.as_object().unwrap() {
-        v[k] = val.clone();
+impl Bed {
+    fn new() -> Bed {
+        assert_eq!(
+            std::env::var("SILK_TEST_ROOT").as_deref(),
+            Ok("1"),
+            "run via scripts/test"
+        );
+        unshare_test_netns().unwrap();
+        let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        store_two_containers(dir.path());
+        let server = FakeServer::start(&certs, example_policies());
+        Bed { certs, dir, server }
     }
-    std::fs::write(&path, v.to_string()).unwrap();
-    (path, force_port)
-}
 
-/// The block vxlan-policy-agent.json.erb renders with `loggregator.use_v2_api: true`.
-fn v2_block(lcerts: &TestCerts, port: u16) -> serde_json::Value {
-    serde_json::json!({
-        "loggregator_use_v2_api": true,
-        "loggregator_api_port": port,
-        "loggregator_ca_path": path_str(&lcerts.ca_cert),
-        "loggregator_cert_path": path_str(&lcerts.client_cert),
-        "loggregator_key_path": path_str(&lcerts.client_key),
-        "loggregator_job_deployment": "cf",
-        "loggregator_job_name": "diego-cell",
-        "loggregator_job_index": "cell-guid",
-        "loggregator_job_ip": "10.0.16.7",
-        "loggregator_job_origin": "vxlan-policy-agent",
-        "loggregator_source_id": "vxlan-policy-agent",
-        "loggregator_instance_id": "cell-guid"
-    })
+    /// Starts the agent with the test config, `keys` replaced; returns it and its force port.
+    fn spawn(&self, keys: serde_json::Value) -> (Agent, u16) {
+        let force_port = free_port();
+        let path = write_config(
+            self.dir.path(),
+            &self.certs,
+            self.server.port,
+            force_port,
+            free_port(),
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (k, val) in keys.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        std::fs::write(&path, v.to_string()).unwrap();
+        (Agent::spawn(&path), force_port)
+    }
 }
 
 fn has_cycle(envs: &[silk_ops::loggregator::proto::Envelope]) -> bool {
@@ -80,21 +80,11 @@ fn has_cycle(envs: &[silk_ops::loggregator::proto::Envelope]) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
-    require_root();
-    unshare_test_netns().unwrap();
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let lcerts = TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
-    let server = FakeServer::start(&certs, example_policies());
+    let bed = Bed::new();
+    let lcerts = agent_certs().unwrap();
     let agent = TestAgent::start(&lcerts).unwrap();
-    let (path, _) = config(
-        dir.path(),
-        &certs,
-        server.port,
-        serde_json::json!({ "loggregator": v2_block(&lcerts, agent.port()) }),
-    );
-    let mut vpa = Agent::spawn(&path);
+    let block = config_block(&lcerts, agent.port(), "vxlan-policy-agent");
+    let (mut vpa, _) = bed.spawn(serde_json::json!({ "loggregator": block }));
 
     let got = agent
         .wait_until(WAIT, |e| {
@@ -107,21 +97,7 @@ fn metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
         assert_eq!(got_unit, unit, "{name}");
     }
     for env in &got {
-        assert_eq!(
-            (env.source_id.as_str(), env.instance_id.as_str()),
-            ("vxlan-policy-agent", "cell-guid")
-        );
-        let tags: Vec<_> = env.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        assert_eq!(
-            tags,
-            [
-                "deployment=cf",
-                "index=cell-guid",
-                "ip=10.0.16.7",
-                "job=diego-cell",
-                "origin=vxlan-policy-agent"
-            ]
-        );
+        assert_identity(env, "vxlan-policy-agent");
     }
     assert_eq!(vpa.terminate(), Some(0));
 }
@@ -129,22 +105,12 @@ fn metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn with_the_v2_agent_down_at_start_the_agent_enforces_and_delivers_later() {
-    require_root();
-    unshare_test_netns().unwrap();
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let lcerts = TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
-    let server = FakeServer::start(&certs, example_policies());
+    let bed = Bed::new();
+    let lcerts = agent_certs().unwrap();
     let port = free_port();
-    let (path, force_port) = config(
-        dir.path(),
-        &certs,
-        server.port,
-        serde_json::json!({ "loggregator": v2_block(&lcerts, port) }),
-    );
     // Upstream exits when the agent is not reachable within 1 s; this agent goes on.
-    let mut vpa = Agent::spawn(&path);
+    let block = config_block(&lcerts, port, "vxlan-policy-agent");
+    let (mut vpa, force_port) = bed.spawn(serde_json::json!({ "loggregator": block }));
     wait_for("c2c rules with no loggregator agent", WAIT, || {
         assert!(vpa.running(), "agent exited");
         vpa_chain().is_some()
@@ -162,21 +128,11 @@ fn with_the_v2_agent_down_at_start_the_agent_enforces_and_delivers_later() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn metrics_go_to_metron_over_dropsonde_without_v2() {
-    require_root();
-    unshare_test_netns().unwrap();
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
-    let server = FakeServer::start(&certs, example_policies());
+    let bed = Bed::new();
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let (path, _) = config(
-        dir.path(),
-        &certs,
-        server.port,
-        serde_json::json!({ "metron_address": sink.local_addr().unwrap().to_string() }),
-    );
-    let mut vpa = Agent::spawn(&path);
+    let (mut vpa, _) =
+        bed.spawn(serde_json::json!({ "metron_address": sink.local_addr().unwrap().to_string() }));
 
     let deadline = Instant::now() + WAIT;
     let mut units = std::collections::BTreeMap::new();
