@@ -27,9 +27,10 @@ pub const INSTANCE: &str = "cell-guid";
 pub const IP: &str = "10.0.16.7";
 
 /// Certificates as cf-deployment's `loggregator_tls_agent`: the agent's server certificate
-/// for `metron`, a client certificate from the same CA, one from an unrelated CA.
+/// for `metron` with an RSA key (as CredHub generates them), a client certificate from the
+/// same CA, one from an unrelated CA.
 pub fn agent_certs() -> Result<TestCerts, CertsError> {
-    TestCerts::generate_for(ServerKey::Ecdsa, "metron", &["metron"])
+    TestCerts::generate_for(ServerKey::Rsa, "metron", &["metron"])
 }
 
 /// The `loggregator` block vxlan-policy-agent's template renders with v2 on, for `origin`
