@@ -49,6 +49,10 @@ pub struct RawConfig {
     pub max_open_connections: i64,
     #[serde(default)]
     pub connections_max_lifetime_seconds: i64,
+    /// Not rendered by the job (upstream's silk-controller has no loggregator properties);
+    /// the same block as vxlan-policy-agent's, for sending metrics over Loggregator v2.
+    #[serde(default)]
+    pub loggregator: silk_ops::loggregator::RawLoggregator,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +103,8 @@ pub struct Config {
     pub max_open_connections: usize,
     /// `None`: connections live forever.
     pub connections_max_lifetime: Option<Duration>,
+    /// Loggregator v2 target; `None`: dropsonde v1 to `metron_port`.
+    pub loggregator: Option<silk_ops::loggregator::LoggregatorV2>,
 }
 
 /// Pool size when `max_open_connections` is 0 (unlimited in Go's database/sql).
@@ -219,6 +225,7 @@ impl TryFrom<RawConfig> for Config {
         let max_idle = p.at_least("max_idle_connections", raw.max_idle_connections, 0);
         let max_open = p.at_least("max_open_connections", raw.max_open_connections, 0);
         let lifetime = raw.connections_max_lifetime_seconds;
+        let loggregator = raw.loggregator.validate(&mut p.0);
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -248,6 +255,7 @@ impl TryFrom<RawConfig> for Config {
                 max_open as usize
             },
             connections_max_lifetime: (lifetime > 0).then(|| Duration::from_secs(lifetime as u64)),
+            loggregator,
         })
     }
 }

@@ -22,6 +22,8 @@ pub enum StartError {
     Connect(db::OpenError),
     #[error("migrating database: {0}")]
     Migrate(db::MigrateError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] silk_ops::loggregator::LoggregatorError),
     #[error("bind {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -52,7 +54,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         other => StartError::Connect(other),
     })?;
 
-    let metrics = Metrics::new("silk-controller", config.metron_port);
+    let metrics = Metrics::from_config(
+        "silk-controller",
+        silk_ops::metrics::local_metron(config.metron_port),
+        config.loggregator.as_ref(),
+    )?;
     let leaser = Leaser::new(
         store.clone(),
         config.pool.clone(),

@@ -388,6 +388,13 @@ async fn health_debug_metrics_and_logs(engine: Engine) {
     // Dropsonde: the emitter's values and per-request counters reached the agent.
     let mut names = std::collections::HashSet::new();
     let mut buf = [0u8; 2048];
+    let wanted = [
+        "uptime",
+        "totalLeases",
+        "LeasesAcquireRequestCount",
+        "LeasesAcquireRequestTime",
+        "LeasesRenewRequestCount",
+    ];
     while let Ok(n) = agent.recv(&mut buf) {
         use prost::Message;
         let env = silk_ops::dropsonde::Envelope::decode(&buf[..n]).unwrap();
@@ -399,17 +406,12 @@ async fn health_debug_metrics_and_logs(engine: Engine) {
         if let Some(v) = env.value_metric {
             names.insert(v.name);
         }
-        if names.contains("LeasesRenewRequestCount") && names.contains("uptime") {
+        // Stop once all arrived (the emitter's values may come after the request counters).
+        if wanted.iter().all(|w| names.contains(*w)) {
             break;
         }
     }
-    for want in [
-        "uptime",
-        "totalLeases",
-        "LeasesAcquireRequestCount",
-        "LeasesAcquireRequestTime",
-        "LeasesRenewRequestCount",
-    ] {
+    for want in wanted {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
 

@@ -63,6 +63,10 @@ pub struct RawConfig {
     /// labs whose underlay MTU differs.
     #[serde(default)]
     pub vtep_mtu: Option<u32>,
+    /// Not rendered by the job (upstream's silk-daemon has no loggregator properties); the
+    /// same block as vxlan-policy-agent's, for sending metrics over Loggregator v2.
+    #[serde(default)]
+    pub loggregator: silk_ops::loggregator::RawLoggregator,
 }
 
 /// A validated configuration.
@@ -91,6 +95,8 @@ pub struct Config {
     pub single_ip_only: bool,
     pub ipv6_prefix: Option<Ipv6Network>,
     pub vtep_mtu: Option<u32>,
+    /// Loggregator v2 target; `None`: dropsonde v1 to `metron_port`.
+    pub loggregator: Option<silk_ops::loggregator::LoggregatorV2>,
 }
 
 pub use silk_ops::config::ConfigError;
@@ -178,6 +184,7 @@ impl TryFrom<RawConfig> for Config {
                 }
             },
         };
+        let loggregator = r.loggregator.validate(&mut e);
         if !e.is_empty() {
             return Err(ConfigError::Invalid(e));
         }
@@ -206,6 +213,7 @@ impl TryFrom<RawConfig> for Config {
             single_ip_only: r.single_ip_only,
             ipv6_prefix,
             vtep_mtu: r.vtep_mtu,
+            loggregator,
         })
     }
 }

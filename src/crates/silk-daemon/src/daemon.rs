@@ -35,6 +35,8 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error("IPv6 is enabled in config but the host is not IPv6 enabled")]
     Ipv6Host(#[source] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] silk_ops::loggregator::LoggregatorError),
 }
 
 /// How the daemon ended.
@@ -71,7 +73,11 @@ pub async fn run(cfg: Config) -> Result<Exit, DaemonError> {
     crate::datastore::count_silk_entries(std::path::Path::new(&cfg.datastore))
         .map_err(StartupError::from)?;
     let client = controller_client(&cfg, cfg.client_timeout)?;
-    let metrics = Metrics::new("silk-daemon", cfg.metron_port);
+    let metrics = Metrics::from_config(
+        "silk-daemon",
+        silk_ops::metrics::local_metron(cfg.metron_port),
+        cfg.loggregator.as_ref(),
+    )?;
     let nl = Netlink::connect()?;
     let held = establish(&cfg, &client, &nl).await?;
 

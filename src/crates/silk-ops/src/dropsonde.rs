@@ -1,8 +1,13 @@
 //! Dropsonde v1 envelopes, the protobuf messages metron agents accept on UDP `metron_port`
 //! (cloudfoundry/sonde-go: definitions/events/{envelope,metric}.proto). Only the two event
-//! kinds silk emits are modelled: `ValueMetric` and `CounterEvent`.
+//! kinds silk emits are modelled: `ValueMetric` and `CounterEvent`. [`DropsondeSink`] sends
+//! them over UDP, fire and forget, as dropsonde's UDP emitter does.
+
+use std::net::{SocketAddr, UdpSocket};
 
 use prost::Message;
+
+use crate::metrics::Sink;
 
 /// `events.Envelope.EventType` values.
 pub const EVENT_TYPE_VALUE_METRIC: i32 = 6;
@@ -46,7 +51,7 @@ pub struct CounterEvent {
     pub total: Option<u64>,
 }
 
-fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -83,6 +88,49 @@ pub fn counter_envelope(origin: &str, name: &str, delta: u64) -> Vec<u8> {
         }),
     }
     .encode_to_vec()
+}
+
+/// The dropsonde v1 [`Sink`]: one UDP datagram per event to the metron agent.
+pub struct DropsondeSink {
+    origin: String,
+    socket: UdpSocket,
+    agent: SocketAddr,
+}
+
+impl DropsondeSink {
+    /// A sink sending to `agent`; `None` when no local UDP socket can be bound.
+    pub fn new(origin: &str, agent: SocketAddr) -> Option<Self> {
+        // Loopback agents (the usual 127.0.0.1) are reached from a loopback-bound socket.
+        let local: SocketAddr = match (agent.is_ipv4(), agent.ip().is_loopback()) {
+            (true, true) => ([127, 0, 0, 1], 0).into(),
+            (true, false) => ([0, 0, 0, 0], 0).into(),
+            (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local).ok()?;
+        let _ = socket.set_nonblocking(true);
+        Some(DropsondeSink {
+            origin: origin.to_string(),
+            socket,
+            agent,
+        })
+    }
+
+    fn send(&self, bytes: Vec<u8>) {
+        // Fire and forget, as dropsonde's UDP emitter: a missing agent loses metrics only.
+        let _ = self.socket.send_to(&bytes, self.agent);
+    }
+}
+
+impl Sink for DropsondeSink {
+    fn counter(&self, name: &str, delta: u64, _total: u64) {
+        // Upstream sends the delta only (cf-networking-helpers' IncrementCounter).
+        self.send(counter_envelope(&self.origin, name, delta));
+    }
+
+    fn gauge(&self, name: &str, value: f64, unit: &str) {
+        self.send(value_envelope(&self.origin, name, value, unit));
+    }
 }
 
 #[cfg(test)]

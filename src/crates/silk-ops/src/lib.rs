@@ -1,6 +1,6 @@
 //! Runtime pieces every silk daemon shares: lager-shaped JSON logging on the `log` facade
-//! ([`log`]), metrics sent as dropsonde v1 envelopes and rendered as Prometheus text
-//! ([`metrics`], [`dropsonde`]), the debug server with `/log-level` and `/metrics`
+//! ([`log`]), metrics sent as dropsonde v1 envelopes or over Loggregator v2 gRPC and rendered
+//! as Prometheus text ([`metrics`], [`dropsonde`], [`loggregator`]), the debug server with `/log-level` and `/metrics`
 //! ([`debug_server`]), signal handling for graceful shutdown ([`shutdown`]) and Go-style
 //! single-dash flags ([`flags`]).
 //!
@@ -9,7 +9,9 @@
 //! ```text
 //! silk_ops::log::init("cfnetworking", "silk-daemon", log::LevelFilter::Info);
 //! silk_ops::log::info("renew-lease", serde_json::json!({ "lease": lease }));
-//! let metrics = silk_ops::Metrics::new("silk-daemon", config.metron_port);
+//! // dropsonde v1 to 127.0.0.1:metron_port, or Loggregator v2 when the config's
+//! // `loggregator` block turns it on (see `silk_ops::loggregator::RawLoggregator::validate`)
+//! let metrics = silk_ops::Metrics::from_config("silk-daemon", Some(metron), v2.as_ref())?;
 //! metrics.incr("renewals");                       // CounterEvent, delta 1
 //! metrics.value("numberLeases", 12.0, "");        // ValueMetric
 //! silk_ops::metrics::spawn_emitter(metrics.clone(), Duration::from_secs(30), |_m| async {});
@@ -25,6 +27,7 @@ pub mod debug_server;
 pub mod dropsonde;
 pub mod flags;
 pub mod log;
+pub mod loggregator;
 pub mod metrics;
 pub mod shutdown;
 

@@ -1,18 +1,33 @@
-//! Metrics with upstream names: counters and value metrics, each sent as a dropsonde v1
-//! envelope over UDP to the local metron agent when it changes (as cf-networking-helpers does:
-//! one `CounterEvent` with delta 1 per increment), and kept in memory for the Prometheus text
-//! served on the debug port.
+//! Metrics with upstream names: counters and value metrics, each sent when it changes to a
+//! [`Sink`] (as cf-networking-helpers does: one counter event with delta 1 per increment), and
+//! kept in memory for the Prometheus text served on the debug port.
 //!
-//! `Metrics` is cheap to clone (an `Arc`). Sending never blocks and never fails the caller:
-//! UDP to 127.0.0.1 is fire-and-forget, as in dropsonde.
+//! Two sinks exist, chosen from the job's config by [`Metrics::from_config`]: dropsonde v1
+//! envelopes over UDP to the local metron address (upstream's path, and ours by default), or
+//! Loggregator v2 envelopes over gRPC with mutual TLS to the local agent when the job's
+//! `loggregator.loggregator_use_v2_api` is true ([`crate::loggregator`]).
+//!
+//! `Metrics` is cheap to clone (an `Arc`). Sending never blocks and never fails the caller.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dropsonde;
+use crate::dropsonde::DropsondeSink;
+use crate::loggregator::{AppLog, LoggregatorError, LoggregatorSink, LoggregatorV2};
+
+/// Where metric events go. Implementations queue or send without blocking and swallow their
+/// own failures (they log them): metrics never stop the program.
+pub trait Sink: Send + Sync {
+    /// One counter change: `delta` now, `total` since start.
+    fn counter(&self, name: &str, delta: u64, total: u64);
+    /// A value metric (dropsonde `ValueMetric`, v2 gauge) with its unit.
+    fn gauge(&self, name: &str, value: f64, unit: &str);
+    /// An app log line; only Loggregator v2 carries them, other sinks ignore them.
+    fn app_log(&self, _log: &AppLog) {}
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -21,7 +36,7 @@ pub struct Metrics {
 
 struct Inner {
     origin: String,
-    socket: Option<(UdpSocket, SocketAddr)>,
+    sink: Option<Box<dyn Sink>>,
     started: Instant,
     state: Mutex<State>,
 }
@@ -36,32 +51,58 @@ impl Metrics {
     /// Metrics for `origin` (the job name), emitted to `127.0.0.1:<metron_port>`.
     /// `metron_port` 0 keeps them in memory only.
     pub fn new(origin: &str, metron_port: u16) -> Self {
-        let agent = (metron_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], metron_port)));
-        Metrics::with_agent(origin, agent)
+        Metrics::with_agent(origin, local_metron(metron_port))
     }
 
-    /// Metrics for `origin` emitted to `agent` (a `metron_address` such as `127.0.0.1:3457`);
-    /// `None` keeps them in memory only.
+    /// Metrics for `origin` emitted to `agent` (a `metron_address` such as `127.0.0.1:3457`)
+    /// over dropsonde v1; `None` keeps them in memory only.
     pub fn with_agent(origin: &str, agent: Option<SocketAddr>) -> Self {
-        let socket = agent.and_then(|addr| {
-            // Loopback agents (the usual 127.0.0.1) are reached from a loopback-bound socket.
-            let local: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
-                (true, true) => ([127, 0, 0, 1], 0).into(),
-                (true, false) => ([0, 0, 0, 0], 0).into(),
-                (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
-                (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-            };
-            let s = UdpSocket::bind(local).ok()?;
-            let _ = s.set_nonblocking(true);
-            Some((s, addr))
-        });
+        let sink = agent
+            .and_then(|addr| DropsondeSink::new(origin, addr))
+            .map(|s| Box::new(s) as Box<dyn Sink>);
+        Metrics::with_sink(origin, sink)
+    }
+
+    /// Metrics for `origin` sent to `sink` (`None`: in memory only).
+    pub fn with_sink(origin: &str, sink: Option<Box<dyn Sink>>) -> Self {
         Metrics {
             inner: Arc::new(Inner {
                 origin: origin.to_string(),
-                socket,
+                sink,
                 started: Instant::now(),
                 state: Mutex::new(State::default()),
             }),
+        }
+    }
+
+    /// The job's metrics as its config asks: Loggregator v2 over gRPC with mutual TLS when
+    /// `v2` is set (the `loggregator` block had `loggregator_use_v2_api: true`), otherwise
+    /// dropsonde v1 to `metron` (`None`: in memory only). Fails only when the v2 TLS files
+    /// cannot be read or parsed; an unreachable agent is retried in the background.
+    pub fn from_config(
+        origin: &str,
+        metron: Option<SocketAddr>,
+        v2: Option<&LoggregatorV2>,
+    ) -> Result<Self, LoggregatorError> {
+        match v2 {
+            Some(cfg) => {
+                let sink = LoggregatorSink::start(origin, cfg)?;
+                crate::log::info(
+                    "metrics-destination",
+                    serde_json::json!({ "protocol": "loggregator-v2", "port": cfg.api_port }),
+                );
+                Ok(Metrics::with_sink(origin, Some(Box::new(sink))))
+            }
+            None => {
+                crate::log::info(
+                    "metrics-destination",
+                    serde_json::json!({
+                        "protocol": "dropsonde-v1",
+                        "address": metron.map(|a| a.to_string()),
+                    }),
+                );
+                Ok(Metrics::with_agent(origin, metron))
+            }
         }
     }
 
@@ -69,12 +110,19 @@ impl Metrics {
         &self.inner.origin
     }
 
-    /// Adds 1 to counter `name` and emits a `CounterEvent` with delta 1.
+    /// Adds 1 to counter `name` and emits a counter event with delta 1.
     pub fn incr(&self, name: &str) {
-        if let Ok(mut state) = self.inner.state.lock() {
-            *state.counters.entry(name.to_string()).or_default() += 1;
+        let total = match self.inner.state.lock() {
+            Ok(mut state) => {
+                let total = state.counters.entry(name.to_string()).or_default();
+                *total += 1;
+                *total
+            }
+            Err(_) => 0,
+        };
+        if let Some(sink) = &self.inner.sink {
+            sink.counter(name, 1, total);
         }
-        self.send(dropsonde::counter_envelope(&self.inner.origin, name, 1));
     }
 
     /// Sets value metric `name` and emits a `ValueMetric` with `unit` (`"ms"`, `"seconds"`, `""`).
@@ -84,12 +132,17 @@ impl Metrics {
                 .values
                 .insert(name.to_string(), (value, unit.to_string()));
         }
-        self.send(dropsonde::value_envelope(
-            &self.inner.origin,
-            name,
-            value,
-            unit,
-        ));
+        if let Some(sink) = &self.inner.sink {
+            sink.gauge(name, value, unit);
+        }
+    }
+
+    /// Sends an app log line (Loggregator v2 only; dropped by the dropsonde sink, as upstream's
+    /// v1 path sends none).
+    pub fn app_log(&self, log: &AppLog) {
+        if let Some(sink) = &self.inner.sink {
+            sink.app_log(log);
+        }
     }
 
     /// Records one handled request the way upstream's metrics wrapper does:
@@ -145,13 +198,12 @@ impl Metrics {
         }
         out
     }
+}
 
-    fn send(&self, bytes: Vec<u8>) {
-        if let Some((socket, agent)) = &self.inner.socket {
-            // Fire and forget, as dropsonde's UDP emitter: a missing agent loses metrics only.
-            let _ = socket.send_to(&bytes, agent);
-        }
-    }
+/// `127.0.0.1:<metron_port>`, the metron agent of jobs configured with a port only; `None`
+/// for port 0 (metrics kept in memory).
+pub fn local_metron(metron_port: u16) -> Option<SocketAddr> {
+    (metron_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], metron_port)))
 }
 
 fn prometheus_name(name: &str) -> String {
@@ -193,6 +245,7 @@ mod tests {
     use super::*;
     use crate::dropsonde::Envelope;
     use prost::Message;
+    use std::net::UdpSocket;
 
     #[test]
     fn increments_are_sent_as_single_counter_events_and_rendered() {

@@ -109,6 +109,16 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, CertsError> {
 impl TestCerts {
     /// Generates everything; the server key is RSA-2048 or ECDSA P-256.
     pub fn generate(server_key: ServerKey) -> Result<Self, CertsError> {
+        TestCerts::generate_for(server_key, SERVER_NAMES[0], &SERVER_NAMES)
+    }
+
+    /// Like [`TestCerts::generate`] with a server certificate for `server_cn` and
+    /// `server_names` (the Loggregator agent's is `metron`, as in cf-deployment).
+    pub fn generate_for(
+        server_key: ServerKey,
+        server_cn: &str,
+        server_names: &[&str],
+    ) -> Result<Self, CertsError> {
         let dir = tempfile::Builder::new()
             .prefix("silk-certs.")
             .tempdir()
@@ -121,8 +131,8 @@ impl TestCerts {
         };
         let (server_cert, server_key) = leaf(
             &ca,
-            "silk-controller.service.cf.internal",
-            &SERVER_NAMES,
+            server_cn,
+            server_names,
             ExtendedKeyUsagePurpose::ServerAuth,
             key,
         )?;

@@ -37,6 +37,23 @@ pub fn unshare_test_netns() -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` on a new thread that first joins the network namespace at `ns` (a bind-mounted
+/// netns file such as `NamedNetns::path`), and returns its result. Sockets `f` creates stay
+/// in that namespace wherever they are used afterwards: a way to listen on a cell's
+/// 127.0.0.1 from the test process.
+pub fn in_netns<T: Send + 'static>(
+    ns: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let file = std::fs::File::open(ns)?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("in_netns: thread panicked"))?
+}
+
 /// Runs `argv` with stdin closed, stdout and stderr captured, killing it after `timeout`
 /// (the error then has kind [`io::ErrorKind::TimedOut`]).
 pub fn run_cmd(argv: &[&str], timeout: Duration) -> io::Result<Output> {

@@ -47,6 +47,8 @@ pub enum StartError {
     },
     #[error("signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] silk_ops::loggregator::LoggregatorError),
 }
 
 /// The names of the links carrying each underlay address (upstream fails start-up on a miss;
@@ -112,14 +114,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     // Upstream's connectivity probe: one unfiltered request; the agent does not start without it.
     client.policies(None).await.map_err(StartError::Probe)?;
 
-    if cfg.loggregator_use_v2_api {
-        silk_ops::log::info(
-            "loggregator-v2-not-supported",
-            json!({ "detail": "metrics go to metron_address over dropsonde v1 only" }),
-        );
-    }
-
-    let metrics = Metrics::new(JOB, cfg.metron_address.port());
+    let metrics = Metrics::from_config(JOB, Some(cfg.metron_address), cfg.loggregator.as_ref())?;
     let uptime =
         silk_ops::metrics::spawn_emitter(metrics.clone(), Duration::from_secs(30), |_m| async {});
     let head_rules = if cfg.disable_container_network_policy {

@@ -13,6 +13,7 @@ use silk_core::{NetworkSpec, OverlayNetworks};
 use silk_dataplane::iptables::egress::{DenyLists, EgressOptions, OutboundLimit};
 use silk_dataplane::iptables::Family;
 use silk_ops::config::nonempty;
+use silk_ops::loggregator::{LoggregatorV2, RawLoggregator};
 
 use crate::asg::AsgOptions;
 use crate::planner::allow_overlay_rules;
@@ -40,12 +41,6 @@ pub struct RawOutboundConnections {
     /// Not rendered by upstream's template (its agent ignores it); read when present.
     #[serde(default)]
     pub dry_run: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawLoggregator {
-    #[serde(default)]
-    pub loggregator_use_v2_api: bool,
 }
 
 /// The file as rendered by `vxlan-policy-agent.json.erb`.
@@ -112,7 +107,8 @@ pub struct Config {
     pub iptables_lock_file: String,
     pub client_timeout: Duration,
     pub enable_ipv6: bool,
-    pub loggregator_use_v2_api: bool,
+    /// Loggregator v2 target when `loggregator.loggregator_use_v2_api` is true.
+    pub loggregator: Option<LoggregatorV2>,
     /// `iptables_asg_logging`: ASG rules go to the netout log chain; denied egress is logged.
     pub iptables_asg_logging: bool,
     pub iptables_denied_logs_per_sec: u32,
@@ -269,6 +265,7 @@ impl TryFrom<RawConfig> for Config {
                 r.log_level
             ));
         }
+        let loggregator = r.loggregator.validate(&mut e);
         let (Some(metron_address), Some(overlay_network), true) =
             (metron_address, overlay_network, e.is_empty())
         else {
@@ -299,7 +296,7 @@ impl TryFrom<RawConfig> for Config {
             iptables_lock_file: r.iptables_lock_file,
             client_timeout,
             enable_ipv6: r.enable_ipv6,
-            loggregator_use_v2_api: r.loggregator.loggregator_use_v2_api,
+            loggregator,
             iptables_asg_logging: r.iptables_asg_logging,
             iptables_denied_logs_per_sec: denied_logs,
             deny_networks,
@@ -391,6 +388,26 @@ mod tests {
 
     fn runnable() -> String {
         RENDERED.to_string()
+    }
+
+    #[test]
+    fn the_loggregator_block_chooses_v1_or_v2() {
+        assert_eq!(Config::parse(&runnable()).unwrap().loggregator, None);
+        let v2 = runnable().replace(
+            r#""loggregator": {"loggregator_use_v2_api": false}"#,
+            r#""loggregator": {"loggregator_use_v2_api": true, "loggregator_api_port": 3458,
+               "loggregator_ca_path": "/l/ca.crt", "loggregator_cert_path": "/l/client.crt",
+               "loggregator_key_path": "/l/client.key", "loggregator_job_origin": "vxlan-policy-agent",
+               "loggregator_source_id": "vxlan-policy-agent", "loggregator_instance_id": "guid"}"#,
+        );
+        let l = Config::parse(&v2).unwrap().loggregator.unwrap();
+        assert_eq!((l.api_port, l.instance_id.as_str()), (3458, "guid"));
+        let broken = v2.replace(r#""loggregator_key_path": "/l/client.key","#, "");
+        let err = Config::parse(&broken).unwrap_err().to_string();
+        assert!(
+            err.contains("loggregator.loggregator_key_path: required"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Settings {
     pub prefix: u32,
     pub expiration: i64,
     pub metron_port: u16,
+    /// The config's `loggregator` block, when set.
+    pub loggregator: Option<serde_json::Value>,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             prefix: 24,
             expiration: EXPIRATION,
             metron_port: free_port(),
+            loggregator: None,
         }
     }
 }
@@ -56,7 +59,7 @@ pub fn config_json_with(
     s: &Settings,
     ports: (u16, u16, u16),
 ) -> String {
-    format!(
+    let text = format!(
         r#"{{
   "debug_server_port": {debug}, "health_check_port": {health},
   "listen_host": "127.0.0.1", "listen_port": {api},
@@ -78,7 +81,15 @@ pub fn config_json_with(
         database = database,
         exp = s.expiration,
         metron = s.metron_port,
-    )
+    );
+    match &s.loggregator {
+        None => text,
+        Some(block) => {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["loggregator"] = block.clone();
+            v.to_string()
+        }
+    }
 }
 
 /// A running controller process, killed (by its PID) on drop.
