@@ -5,6 +5,8 @@ pub mod config;
 pub mod host;
 pub mod netrules;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 pub mod teardown;
 
 pub use plugin::Wrapper;

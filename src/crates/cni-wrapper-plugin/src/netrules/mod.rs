@@ -76,7 +76,10 @@ pub fn netout_rules(
             } else {
                 reject(v6).to_string()
             };
-            let expire = ((oc.burst + oc.rate_per_sec - 1) / oc.rate_per_sec) * 1000;
+            // ceil(burst / rate) seconds in ms; both are > 0 (config validation), and huge
+            // values saturate instead of overflowing (iptables then refuses the number).
+            let secs = oc.burst / oc.rate_per_sec + i64::from(oc.burst % oc.rate_per_sec != 0);
+            let expire = secs.saturating_mul(1000);
             push(format!(
                 "-p tcp -m conntrack --ctstate NEW -m hashlimit --hashlimit-above {}/sec --hashlimit-burst {} \
                  --hashlimit-mode dstip,dstport --hashlimit-name {} --hashlimit-htable-expire {expire} {target}",
