@@ -82,6 +82,9 @@ pub enum JsonEdit {
         key: String,
         with: Value,
     },
+    /// Text spliced into the `nth` string of the document (modulo their number; separators,
+    /// whitespace, newlines), at byte `at` modulo its length, moved to a character boundary.
+    Splice { nth: usize, at: usize, text: String },
 }
 
 fn has_children(v: &Value) -> bool {
@@ -114,6 +117,16 @@ fn walk<'a>(v: &'a mut Value, path: &[usize]) -> &'a mut Value {
     }
 }
 
+/// Every string value of `v`, depth first.
+fn collect_strings<'a>(v: &'a mut Value, out: &mut Vec<&'a mut String>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter_mut().for_each(|c| collect_strings(c, out)),
+        Value::Object(m) => m.values_mut().for_each(|c| collect_strings(c, out)),
+        _ => {}
+    }
+}
+
 /// Applies `edits` to a copy of `doc`.
 pub fn apply_edits(doc: &Value, edits: &[JsonEdit]) -> Value {
     let mut doc = doc.clone();
@@ -143,6 +156,18 @@ pub fn apply_edits(doc: &Value, edits: &[JsonEdit]) -> Value {
                     m.insert(key.clone(), with.clone());
                 }
             }
+            JsonEdit::Splice { nth, at, text } => {
+                let mut strings = Vec::new();
+                collect_strings(&mut doc, &mut strings);
+                let n = strings.len();
+                if let Some(s) = strings.into_iter().nth(nth % n.max(1)) {
+                    let mut at = at % (s.len() + 1);
+                    while !s.is_char_boundary(at) {
+                        at += 1;
+                    }
+                    s.insert_str(at, text);
+                }
+            }
         }
     }
     doc
@@ -165,6 +190,12 @@ fn json_edit(keys: &'static [&'static str]) -> impl Strategy<Value = JsonEdit> {
             key,
             with
         }),
+        (
+            any::<usize>(),
+            any::<usize>(),
+            "[ \t\n\r;:/=,\\\"-]{1,3}[a-z0-9 -]{0,6}"
+        )
+            .prop_map(|(nth, at, text)| JsonEdit::Splice { nth, at, text }),
     ]
 }
 
@@ -294,6 +325,20 @@ mod tests {
         );
         assert_eq!(out, serde_json::json!({"a": {"b": [1, null]}, "d": true}));
         assert_eq!(doc["c"], "x");
+        let splice = |at| JsonEdit::Splice {
+            nth: 2,
+            at,
+            text: "\n-A".into(),
+        };
+        let doc = serde_json::json!({"a": ["x", 1, "y"], "s": "éb"});
+        assert_eq!(
+            apply_edits(&doc, &[splice(1)]),
+            serde_json::json!({"a": ["x", 1, "y"], "s": "é\n-Ab"})
+        );
+        assert_eq!(
+            apply_edits(&doc, &[splice(3)]),
+            serde_json::json!({"a": ["x", 1, "y"], "s": "éb\n-A"})
+        );
     }
 
     #[test]
