@@ -173,6 +173,12 @@ pub fn apply_edits(doc: &Value, edits: &[JsonEdit]) -> Value {
     doc
 }
 
+/// What a splice inserts: a newline starting a line of its own half of the time (what would
+/// smuggle a command into line-based text), otherwise separators and quotes.
+fn splice_text() -> impl Strategy<Value = String> {
+    prop_oneof!["\n[ -~]{0,12}", "[ \t\n\r;:/=,\\\"-]{1,3}[a-z0-9 -]{0,6}",]
+}
+
 fn json_edit(keys: &'static [&'static str]) -> impl Strategy<Value = JsonEdit> {
     let path = || prop::collection::vec(any::<usize>(), 0..5);
     let key = prop_oneof![
@@ -190,11 +196,7 @@ fn json_edit(keys: &'static [&'static str]) -> impl Strategy<Value = JsonEdit> {
             key,
             with
         }),
-        (
-            any::<usize>(),
-            any::<usize>(),
-            "[ \t\n\r;:/=,\\\"-]{1,3}[a-z0-9 -]{0,6}"
-        )
+        (any::<usize>(), any::<usize>(), splice_text())
             .prop_map(|(nth, at, text)| JsonEdit::Splice { nth, at, text }),
     ]
 }
@@ -299,6 +301,30 @@ pub fn json_input(fixture: Value, keys: &'static [&'static str]) -> impl Strateg
         3 => mutated_json(fixture, keys).prop_map(|v| Bytes(v.to_string().into_bytes())),
         2 => mutated_bytes(text),
     ]
+}
+
+/// Checks an `iptables-restore` payload planned from outside input: every line is a table,
+/// chain declaration, rule command or `COMMIT` line, and its `-A` lines are exactly `appended`
+/// (each `-A <chain> <spec>`), in order, so no input smuggled a line of its own in.
+pub fn check_restore_text(text: &str, appended: &[String]) -> Result<(), String> {
+    for line in text.lines() {
+        let ok = line.starts_with('*')
+            || line.starts_with(':')
+            || line == "COMMIT"
+            || ["-A ", "-D ", "-I ", "-X "]
+                .iter()
+                .any(|c| line.starts_with(c));
+        if !ok {
+            return Err(format!("stray line {line:?} in payload:\n{text}"));
+        }
+    }
+    let got: Vec<&str> = text.lines().filter(|l| l.starts_with("-A ")).collect();
+    if got != appended {
+        return Err(format!(
+            "payload appends {got:?}, planned {appended:?}; payload:\n{text}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,4 +11,6 @@ pub mod config;
 pub mod cycle;
 pub mod enforcer;
 pub mod planner;
+#[cfg(test)]
+mod proptests;
 pub mod server;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use silk_core::policy::Policy;
 use silk_dataplane::datastore::Entries;
-use silk_dataplane::iptables::chain::log_prefix;
+use silk_dataplane::iptables::chain::{log_prefix, quotable};
 
 /// The options of a plan, from the config (and the runtime logging switch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum PlanError {
     Port { handle: String, item: String },
     #[error("invalid tag {0:?}: want hex digits")]
     Tag(String),
+    #[error("invalid protocol {0:?}: want a protocol name")]
+    Protocol(String),
 }
 
 /// A local container that takes part in c2c policy: it has a `policy_group_id`.
@@ -145,7 +147,19 @@ fn host(c_handle: &str, ip: &str) -> Result<String, PlanError> {
 }
 
 fn comment(text: &str) -> String {
-    format!("-m comment --comment \"{}\"", text.replace(' ', "_"))
+    format!(
+        "-m comment --comment \"{}\"",
+        quotable(text).replace(' ', "_")
+    )
+}
+
+/// A policy's protocol as `-p`/`-m` take it: a name or number, nothing that could end the
+/// argument (it comes from the policy server and is written into the restore payload).
+fn protocol(p: &str) -> Result<&str, PlanError> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(PlanError::Protocol(p.to_string()));
+    }
+    Ok(p)
 }
 
 fn dports(start: u32, end: u32) -> String {
@@ -227,7 +241,7 @@ pub fn plan_rules(
             host(&c.handle, d.ip)?,
             dports(d.start_port, d.end_port),
             mark(d.source_tag)?,
-            p = d.protocol,
+            p = protocol(d.protocol)?,
         );
         if opts.c2c_logging {
             let prefix = log_prefix(&format!("OK_{}_{}", d.source_tag, d.guid));
