@@ -74,32 +74,35 @@ proptest! {
     }
 }
 
-// === regressions found by the property above ===
+/// Plain unit tests with the minimal inputs the properties above found.
+mod regressions {
+    use super::*;
 
-/// A host interface name from prevResult with a newline went into `tc -batch` as written, so
-/// tc would have run the text after it as one more command.
-#[test]
-fn host_interface_names_that_are_not_interface_names_are_refused() {
-    let prev = |name: &str| {
-        CniResult::from_value(
-            &json!({"interfaces": [{"name": name}, {"name": "eth0", "sandbox": "/x"}]}),
-        )
-        .unwrap()
-    };
-    assert_eq!(
-        host_interface(&prev("s-010255030002")).unwrap(),
-        "s-010255030002"
-    );
-    for bad in [
-        "s-1\nqdisc del dev eth0 root",
-        "a b",
-        "",
-        "0123456789abcdef",
-    ] {
-        let e = host_interface(&prev(bad)).unwrap_err();
-        assert!(
-            e.msg.starts_with("invalid host interface name"),
-            "{bad:?}: {e}"
+    /// A host interface name from prevResult with a newline went into `tc -batch` as written, so
+    /// tc would have run the text after it as one more command.
+    #[test]
+    fn host_interface_names_that_are_not_interface_names_are_refused() {
+        let prev = |name: &str| {
+            CniResult::from_value(
+                &json!({"interfaces": [{"name": name}, {"name": "eth0", "sandbox": "/x"}]}),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            host_interface(&prev("s-010255030002")).unwrap(),
+            "s-010255030002"
         );
+        for bad in [
+            "s-1\nqdisc del dev eth0 root",
+            "a b",
+            "",
+            "0123456789abcdef",
+        ] {
+            let e = host_interface(&prev(bad)).unwrap_err();
+            assert!(
+                e.msg.starts_with("invalid host interface name"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

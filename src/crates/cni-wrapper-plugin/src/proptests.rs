@@ -248,64 +248,67 @@ fn assert_well_formed_removal(p: &Payload, saved: &str) -> Result<(), TestCaseEr
     Ok(())
 }
 
-// === regressions found by the properties above ===
+/// Plain unit tests with the minimal inputs the properties above found.
+mod regressions {
+    use super::*;
 
-fn fixture_with(key: &str, value: Value) -> WrapperConfig {
-    let mut v = fixture();
-    v[key] = value;
-    WrapperConfig::parse(v.to_string().as_bytes()).unwrap()
-}
-
-/// `outbound_connections.burst` near i64::MAX overflowed computing the hashlimit expiry: a
-/// panic in the plugin (a silently wrong number in a release build).
-#[test]
-fn huge_outbound_burst_does_not_overflow() {
-    let cfg = fixture_with(
-        "outbound_connections",
-        serde_json::json!({"limit": true, "logging": false, "burst": i64::MAX, "rate_per_sec": 1}),
-    );
-    let opts = RuleOptions::from_config(&cfg).unwrap();
-    let c = container(&cfg, "A".into(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)).unwrap();
-    let rules = netrules::netout_rules(&opts, &c, Some(&[]));
-    assert!(rules.iter().any(|r| r
-        .spec
-        .contains("--hashlimit-htable-expire 9223372036854775807 ")));
-    let cfg = fixture_with(
-        "outbound_connections",
-        serde_json::json!({"limit": true, "burst": i64::MAX, "rate_per_sec": i64::MAX}),
-    );
-    let opts = RuleOptions::from_config(&cfg).unwrap();
-    let rules = netrules::netout_rules(&opts, &c, Some(&[]));
-    assert!(rules
-        .iter()
-        .any(|r| r.spec.contains("--hashlimit-htable-expire 1000 ")));
-}
-
-/// An interface name with a newline (`temporary_underlay_interface_names`, `vtep_name`) was
-/// written into the restore payload as is, so iptables-restore read a line nobody planned
-/// (`" -j netout--0"`). Such names are refused before anything is touched.
-#[test]
-fn interface_names_with_whitespace_are_refused() {
-    for (key, value) in [
-        (
-            "temporary_underlay_interface_names",
-            serde_json::json!(["eth0\n-A INPUT -j ACCEPT"]),
-        ),
-        (
-            "temporary_underlay_interface_names",
-            serde_json::json!(["\n"]),
-        ),
-        ("vtep_name", serde_json::json!("silk vtep")),
-        ("vtep_name", serde_json::json!("a-name-longer-than-15")),
-    ] {
-        let cfg = fixture_with(key, value.clone());
-        assert!(
-            matches!(
-                RuleOptions::from_config(&cfg),
-                Err(options::OptionsError::InterfaceName(_))
-            ),
-            "{key} = {value}"
-        );
+    fn fixture_with(key: &str, value: Value) -> WrapperConfig {
+        let mut v = fixture();
+        v[key] = value;
+        WrapperConfig::parse(v.to_string().as_bytes()).unwrap()
     }
-    assert!(RuleOptions::from_config(&fixture_with("vtep_name", "silk-vtep".into())).is_ok());
+
+    /// `outbound_connections.burst` near i64::MAX overflowed computing the hashlimit expiry: a
+    /// panic in the plugin (a silently wrong number in a release build).
+    #[test]
+    fn huge_outbound_burst_does_not_overflow() {
+        let cfg = fixture_with(
+            "outbound_connections",
+            serde_json::json!({"limit": true, "logging": false, "burst": i64::MAX, "rate_per_sec": 1}),
+        );
+        let opts = RuleOptions::from_config(&cfg).unwrap();
+        let c = container(&cfg, "A".into(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)).unwrap();
+        let rules = netrules::netout_rules(&opts, &c, Some(&[]));
+        assert!(rules.iter().any(|r| r
+            .spec
+            .contains("--hashlimit-htable-expire 9223372036854775807 ")));
+        let cfg = fixture_with(
+            "outbound_connections",
+            serde_json::json!({"limit": true, "burst": i64::MAX, "rate_per_sec": i64::MAX}),
+        );
+        let opts = RuleOptions::from_config(&cfg).unwrap();
+        let rules = netrules::netout_rules(&opts, &c, Some(&[]));
+        assert!(rules
+            .iter()
+            .any(|r| r.spec.contains("--hashlimit-htable-expire 1000 ")));
+    }
+
+    /// An interface name with a newline (`temporary_underlay_interface_names`, `vtep_name`) was
+    /// written into the restore payload as is, so iptables-restore read a line nobody planned
+    /// (`" -j netout--0"`). Such names are refused before anything is touched.
+    #[test]
+    fn interface_names_with_whitespace_are_refused() {
+        for (key, value) in [
+            (
+                "temporary_underlay_interface_names",
+                serde_json::json!(["eth0\n-A INPUT -j ACCEPT"]),
+            ),
+            (
+                "temporary_underlay_interface_names",
+                serde_json::json!(["\n"]),
+            ),
+            ("vtep_name", serde_json::json!("silk vtep")),
+            ("vtep_name", serde_json::json!("a-name-longer-than-15")),
+        ] {
+            let cfg = fixture_with(key, value.clone());
+            assert!(
+                matches!(
+                    RuleOptions::from_config(&cfg),
+                    Err(options::OptionsError::InterfaceName(_))
+                ),
+                "{key} = {value}"
+            );
+        }
+        assert!(RuleOptions::from_config(&fixture_with("vtep_name", "silk-vtep".into())).is_ok());
+    }
 }

@@ -180,23 +180,26 @@ proptest! {
     }
 }
 
-// === regressions found by the properties above ===
+/// Plain unit tests with the minimal inputs the properties above found.
+mod regressions {
+    use super::*;
 
-/// A float in a container's metadata kept its last digit only by luck: serde_json's default
-/// float parser is not exact, so every rewrite of the store could change other containers'
-/// metadata (Go's encoding/json reads it exactly). Fixed with serde_json's `float_roundtrip`.
-#[test]
-fn store_keeps_floats_in_metadata_exactly() {
-    let mut entries = Entries::new();
-    entries.insert(
-        String::new(),
-        Container {
-            handle: String::new(),
-            ip: String::new(),
-            ipv6: None,
-            metadata: json!([{"handle": [9.489658482876847e-116]}]),
-        },
-    );
-    let text = String::from_utf8(datastore::encode(&entries)).unwrap();
-    assert_eq!(datastore::decode(&text).unwrap(), entries);
+    /// A float in a container's metadata kept its last digit only by luck: serde_json's default
+    /// float parser is not exact, so every rewrite of the store could change other containers'
+    /// metadata (Go's encoding/json reads it exactly). Fixed with serde_json's `float_roundtrip`.
+    #[test]
+    fn store_keeps_floats_in_metadata_exactly() {
+        let mut entries = Entries::new();
+        entries.insert(
+            String::new(),
+            Container {
+                handle: String::new(),
+                ip: String::new(),
+                ipv6: None,
+                metadata: json!([{"handle": [9.489658482876847e-116]}]),
+            },
+        );
+        let text = String::from_utf8(datastore::encode(&entries)).unwrap();
+        assert_eq!(datastore::decode(&text).unwrap(), entries);
+    }
 }

@@ -133,72 +133,76 @@ proptest! {
     }
 }
 
-// === regressions found by the properties above ===
+/// Plain unit tests with the minimal inputs the properties above found.
+mod regressions {
+    use super::*;
 
-/// Plans the §1.3 policies with one field of the first policy replaced, against the store.
-fn plan_with(pointer: &str, value: &str) -> Result<Vec<String>, crate::planner::PlanError> {
-    let mut v = json(POLICIES);
-    *v.pointer_mut(pointer).unwrap() = Value::String(value.into());
-    let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
-    let entries: Entries = serde_json::from_str(STORE).unwrap();
-    let opts = PlanOptions {
-        c2c_logging: true,
-        accepted_udp_logs_per_sec: 100,
-        ingress_tag: None,
-    };
-    plan_rules(&local_containers(&entries), &policies.policies, &opts)
-}
+    /// Plans the §1.3 policies with one field of the first policy replaced, against the store.
+    fn plan_with(pointer: &str, value: &str) -> Result<Vec<String>, crate::planner::PlanError> {
+        let mut v = json(POLICIES);
+        *v.pointer_mut(pointer).unwrap() = Value::String(value.into());
+        let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
+        let entries: Entries = serde_json::from_str(STORE).unwrap();
+        let opts = PlanOptions {
+            c2c_logging: true,
+            accepted_udp_logs_per_sec: 100,
+            ingress_tag: None,
+        };
+        plan_rules(&local_containers(&entries), &policies.policies, &opts)
+    }
 
-fn swap_text(rules: &[String]) -> (String, Vec<String>) {
-    let saved = SavedTable::parse(SAVED, silk_dataplane::iptables::Table::Filter);
-    let (chain, payload) = plan_swap(&saved, 1_800_000_000_000_000, &[], rules).unwrap();
-    let appended = rules.iter().map(|r| format!("-A {chain} {r}")).collect();
-    (payload.render(), appended)
-}
+    fn swap_text(rules: &[String]) -> (String, Vec<String>) {
+        let saved = SavedTable::parse(SAVED, silk_dataplane::iptables::Table::Filter);
+        let (chain, payload) = plan_swap(&saved, 1_800_000_000_000_000, &[], rules).unwrap();
+        let appended = rules.iter().map(|r| format!("-A {chain} {r}")).collect();
+        (payload.render(), appended)
+    }
 
-/// A policy's protocol, or an id or tag text with a quote or newline, from the policy server
-/// went into the restore payload as written: `"tcp\n-A FORWARD -j ACCEPT"` added a rule of
-/// its own. Protocols must be a protocol name now; ids are written safely into comments and
-/// log prefixes.
-#[test]
-fn policy_texts_cannot_add_lines_to_the_payload() {
-    let e = plan_with(
-        "/policies/0/destination/protocol",
-        "tcp\n-A FORWARD -j ACCEPT",
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("invalid protocol"), "{e}");
-    for (pointer, value) in [
-        ("/policies/0/source/id", "0a9d7c2e\"\n-A FORWARD -j ACCEPT"),
-        (
-            "/policies/0/destination/id",
-            "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13",
-        ),
-        (
-            "/policies/2/destination/id",
-            "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f",
-        ),
-    ] {
-        let rules = plan_with(pointer, value).unwrap();
+    /// A policy's protocol, or an id or tag text with a quote or newline, from the policy server
+    /// went into the restore payload as written: `"tcp\n-A FORWARD -j ACCEPT"` added a rule of
+    /// its own. Protocols must be a protocol name now; ids are written safely into comments and
+    /// log prefixes.
+    #[test]
+    fn policy_texts_cannot_add_lines_to_the_payload() {
+        let e = plan_with(
+            "/policies/0/destination/protocol",
+            "tcp\n-A FORWARD -j ACCEPT",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("invalid protocol"), "{e}");
+        for (pointer, value) in [
+            ("/policies/0/source/id", "0a9d7c2e\"\n-A FORWARD -j ACCEPT"),
+            (
+                "/policies/0/destination/id",
+                "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13",
+            ),
+            (
+                "/policies/2/destination/id",
+                "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f",
+            ),
+        ] {
+            let rules = plan_with(pointer, value).unwrap();
+            let (text, appended) = swap_text(&rules);
+            fuzz::check_restore_text(&text, &appended).unwrap();
+        }
+        // A destination id with a quote and a newline reaches the comment and the log prefix.
+        let mut v = json(POLICIES);
+        for p in ["/policies/0/destination/id", "/policies/1/destination/id"] {
+            *v.pointer_mut(p).unwrap() = "c3f1\"x\n-A FORWARD -j ACCEPT".into();
+        }
+        let mut entries: Value = json(STORE);
+        entries["h-backend"]["metadata"]["policy_group_id"] =
+            "c3f1\"x\n-A FORWARD -j ACCEPT".into();
+        let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
+        let entries: Entries = serde_json::from_value(entries).unwrap();
+        let opts = PlanOptions {
+            c2c_logging: true,
+            accepted_udp_logs_per_sec: 100,
+            ingress_tag: None,
+        };
+        let rules = plan_rules(&local_containers(&entries), &policies.policies, &opts).unwrap();
+        assert!(rules.iter().any(|r| r.contains("--comment \"src:0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f_dst:c3f1_x_-A_FORWARD_-j_ACCEPT\"")), "{rules:#?}");
         let (text, appended) = swap_text(&rules);
         fuzz::check_restore_text(&text, &appended).unwrap();
     }
-    // A destination id with a quote and a newline reaches the comment and the log prefix.
-    let mut v = json(POLICIES);
-    for p in ["/policies/0/destination/id", "/policies/1/destination/id"] {
-        *v.pointer_mut(p).unwrap() = "c3f1\"x\n-A FORWARD -j ACCEPT".into();
-    }
-    let mut entries: Value = json(STORE);
-    entries["h-backend"]["metadata"]["policy_group_id"] = "c3f1\"x\n-A FORWARD -j ACCEPT".into();
-    let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
-    let entries: Entries = serde_json::from_value(entries).unwrap();
-    let opts = PlanOptions {
-        c2c_logging: true,
-        accepted_udp_logs_per_sec: 100,
-        ingress_tag: None,
-    };
-    let rules = plan_rules(&local_containers(&entries), &policies.policies, &opts).unwrap();
-    assert!(rules.iter().any(|r| r.contains("--comment \"src:0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f_dst:c3f1_x_-A_FORWARD_-j_ACCEPT\"")), "{rules:#?}");
-    let (text, appended) = swap_text(&rules);
-    fuzz::check_restore_text(&text, &appended).unwrap();
 }
