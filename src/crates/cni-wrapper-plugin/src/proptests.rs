@@ -46,50 +46,10 @@ const CONFLIST_PLUGIN: &str = r#"{
   }
 }"#;
 
-const CONFIG_KEYS: &[&str] = &[
-    "cniVersion",
-    "name",
-    "datastore",
-    "iptables_lock_file",
-    "instance_address",
-    "no_masquerade_cidr_range",
-    "temporary_underlay_interface_names",
-    "underlay_ips",
-    "iptables_asg_logging",
-    "iptables_denied_logs_per_sec",
-    "iptables_accepted_udp_logs_per_sec",
-    "ingress_tag",
-    "vtep_name",
-    "policy_agent_force_poll_address",
-    "dns_servers",
-    "host_tcp_services",
-    "host_udp_services",
-    "deny_networks",
-    "always",
-    "running",
-    "delegate",
-    "type",
-    "daemonPort",
-    "outbound_connections",
-    "limit",
-    "burst",
-    "rate_per_sec",
-    "metadata",
-    "container_workload",
-    "runtimeConfig",
-    "portMappings",
-    "host_port",
-    "container_port",
-    "netOutRules",
-    "protocol",
-    "networks",
-    "start",
-    "end",
-    "ports",
-    "icmps",
-    "code",
-    "log",
-];
+/// Every key of the conflist entry, metadata and runtimeConfig included.
+fn config_keys() -> &'static [&'static str] {
+    fuzz::keys_of(&fixture())
+}
 
 fn fixture() -> Value {
     serde_json::from_str(CONFLIST_PLUGIN).unwrap()
@@ -128,7 +88,7 @@ proptest! {
     #![proptest_config(fuzz::config())]
 
     #[test]
-    fn any_stdin_is_a_config_or_an_error(stdin in fuzz::json_input(fixture(), CONFIG_KEYS)) {
+    fn any_stdin_is_a_config_or_an_error(stdin in fuzz::json_input(fixture(), config_keys())) {
         let Ok(cfg) = WrapperConfig::parse(&stdin) else {
             return Ok(());
         };
@@ -145,7 +105,7 @@ proptest! {
 
     #[test]
     fn accepted_configs_plan_well_formed_payloads(
-        stdin in fuzz::mutated_json(fixture(), CONFIG_KEYS),
+        stdin in fuzz::mutated_json(fixture(), config_keys()),
         handle in handle(),
         ip in any::<u32>(),
         v6 in any::<u128>(),
@@ -179,7 +139,7 @@ proptest! {
 
     #[test]
     fn any_net_out_rules_convert_or_fail(
-        rules in fuzz::mutated_json(fixture()["runtimeConfig"]["netOutRules"].clone(), CONFIG_KEYS),
+        rules in fuzz::mutated_json(fixture()["runtimeConfig"]["netOutRules"].clone(), config_keys()),
         log in any::<bool>(),
     ) {
         let Ok(rules) = serde_json::from_value::<Vec<NetOutRule>>(rules) else {

@@ -88,11 +88,7 @@ proptest! {
     }
 
     #[test]
-    fn any_config_parses_or_fails(text in prop_oneof![
-        fuzz::json_input(serde_json::from_str(CONFIG).unwrap(), &["kernel_log_file", "metron_address", "host_ip", "log_timestamp_format"])
-            .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-        fuzz::text_or_mutated(CONFIG),
-    ]) {
+    fn any_config_parses_or_fails(text in fuzz::config_text(CONFIG)) {
         let _ = Config::parse(&text);
     }
 }

@@ -31,11 +31,7 @@ proptest! {
     }
 
     #[test]
-    fn any_config_parses_or_fails(text in prop_oneof![
-        fuzz::json_input(serde_json::from_str(CONFIG).unwrap(), &["metron_address", "poll_interval", "log_level", "telemetry_enabled", "telemetry_interval"])
-            .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-        fuzz::text_or_mutated(CONFIG),
-    ]) {
+    fn any_config_parses_or_fails(text in fuzz::config_text(CONFIG)) {
         if let Ok(c) = Config::parse(&text) {
             let _ = c.level_filter();
             prop_assert!(!c.poll_interval.is_zero());

@@ -41,18 +41,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("silk-cni.stdout.log");
-        append(
-            p.to_str().unwrap(),
-            "cfnetworking.silk-cni",
-            "del",
-            serde_json::json!({"container_id": "h1"}),
-        );
-        append(
-            p.to_str().unwrap(),
-            "cfnetworking.silk-cni",
-            "del",
-            serde_json::json!({"container_id": "h2"}),
-        );
+        for id in ["h1", "h2"] {
+            let data = serde_json::json!({ "container_id": id });
+            append(p.to_str().unwrap(), "cfnetworking.silk-cni", "del", data);
+        }
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

@@ -12,30 +12,9 @@ use silk_testkit::fuzz;
 use crate::env::{Command, Env};
 use crate::error::{CniError, ErrorCode};
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::run::tests::{env as harness_env, Probe};
 use crate::version::SpecVersion;
-use crate::{delegate, gc, http, run_with, CmdArgs, CniPlugin};
-
-/// A plugin that accepts everything and answers a fixed result.
-struct Accepting;
-
-impl CniPlugin for Accepting {
-    fn name(&self) -> &str {
-        "accepting"
-    }
-    fn add(&self, _: &CmdArgs) -> Result<CniResult, CniError> {
-        Ok(CniResult {
-            ips: vec![IpConfig {
-                address: "10.255.30.2/32".into(),
-                gateway: Some("169.254.0.1".into()),
-                interface: Some(1),
-            }],
-            ..Default::default()
-        })
-    }
-    fn del(&self, _: &CmdArgs) -> Result<(), CniError> {
-        Ok(())
-    }
-}
+use crate::{delegate, gc, http, run_with};
 
 const ENV_KEYS: &[&str] = &[
     "CNI_COMMAND",
@@ -44,23 +23,6 @@ const ENV_KEYS: &[&str] = &[
     "CNI_IFNAME",
     "CNI_ARGS",
     "CNI_PATH",
-];
-
-const CONFIG_KEYS: &[&str] = &[
-    "cniVersion",
-    "name",
-    "type",
-    "prevResult",
-    "interfaces",
-    "ips",
-    "routes",
-    "dns",
-    "address",
-    "gateway",
-    "interface",
-    "cni.dev/valid-attachments",
-    "containerID",
-    "ifname",
 ];
 
 /// A wrapper DEL config with a prevResult, as libcni passes it.
@@ -78,6 +40,11 @@ fn config_fixture() -> Value {
         },
         "cni.dev/valid-attachments": [{"containerID": "h1", "ifname": "eth0"}]
     })
+}
+
+/// The fixture's keys (and those of its prevResult and GC list).
+fn config_keys() -> &'static [&'static str] {
+    fuzz::keys_of(&config_fixture())
 }
 
 fn env_value() -> impl Strategy<Value = String> {
@@ -219,10 +186,10 @@ proptest! {
     #[test]
     fn harness_answers_every_stdin_with_a_result_or_a_spec_error(
         env in env_map(),
-        stdin in fuzz::json_input(config_fixture(), CONFIG_KEYS),
+        stdin in fuzz::json_input(config_fixture(), config_keys()),
     ) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_with(&Accepting, &env, &stdin, &mut out, &mut err);
+        let code = run_with(&Probe::default(), &env, &stdin, &mut out, &mut err);
         let out = String::from_utf8(out).expect("the harness writes UTF-8");
         match code {
             0 if out.is_empty() => {}
@@ -242,20 +209,11 @@ proptest! {
     #[test]
     fn harness_runs_add_and_del_for_mutated_configs(
         cmd in prop::sample::select(vec!["ADD", "DEL", "CHECK", "GC", "STATUS"]),
-        stdin in fuzz::json_input(config_fixture(), CONFIG_KEYS),
+        stdin in fuzz::json_input(config_fixture(), config_keys()),
     ) {
-        let env: BTreeMap<String, String> = [
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "h1"),
-            ("CNI_NETNS", "/proc/1/ns/net"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let env = harness_env(cmd);
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_with(&Accepting, &env, &stdin, &mut out, &mut err);
+        let code = run_with(&Probe::default(), &env, &stdin, &mut out, &mut err);
         prop_assert!(code == 0 || code == 1);
         if code == 1 {
             let v: Value = serde_json::from_slice(&out).expect("an error is JSON");
@@ -266,8 +224,8 @@ proptest! {
     #[test]
     fn any_json_is_a_result_or_a_decode_error(
         v in prop_oneof![
-            fuzz::json_value_with_keys(CONFIG_KEYS),
-            fuzz::mutated_json(config_fixture()["prevResult"].clone(), CONFIG_KEYS),
+            fuzz::json_value_with_keys(config_keys()),
+            fuzz::mutated_json(config_fixture()["prevResult"].clone(), config_keys()),
         ],
         version in prop::sample::select(vec!["0.3.0", "0.4.0", "1.0.0", "1.1.0", "0.2.0", "x", ""]),
     ) {
@@ -330,23 +288,11 @@ proptest! {
     #[test]
     fn gc_attachments_parse_or_fail_with_a_spec_code(
         config in prop_oneof![
-            fuzz::json_value_with_keys(CONFIG_KEYS),
-            fuzz::mutated_json(config_fixture(), CONFIG_KEYS),
+            fuzz::json_value_with_keys(config_keys()),
+            fuzz::mutated_json(config_fixture(), config_keys()),
         ],
     ) {
-        let args = CmdArgs {
-            command: Command::Gc,
-            container_id: String::new(),
-            netns: String::new(),
-            ifname: String::new(),
-            args: vec![],
-            path: vec![],
-            path_raw: String::new(),
-            stdin: config.to_string().into_bytes(),
-            config,
-            cni_version: "1.1.0".into(),
-            prev_result: None,
-        };
+        let args = crate::gc::tests::args(config);
         match gc::valid_attachments(&args) {
             Ok(list) => {
                 for a in &list {

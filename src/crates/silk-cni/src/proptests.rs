@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 
 use proptest::prelude::*;
@@ -12,19 +11,6 @@ use serde_json::{json, Value};
 use silk_testkit::fuzz;
 
 use crate::config::{parse_ipv6_prefix, parse_subnet_file, Config};
-
-const KEYS: &[&str] = &[
-    "cniVersion",
-    "name",
-    "type",
-    "dataDir",
-    "subnetFile",
-    "mtu",
-    "datastore",
-    "daemonPort",
-    "overlay_subnet",
-    "ipv6_prefix",
-];
 
 fn delegate_fixture() -> Value {
     json!({"cniVersion": "1.0.0", "daemonPort": 23954, "dataDir": "/var/vcap/data/host-local",
@@ -40,16 +26,9 @@ fn serve_once(status: u16, body: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) 
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
-        let Ok((mut c, _)) = l.accept() else { return };
-        let mut buf = [0u8; 1024];
-        let _ = c.read(&mut buf);
-        let mut resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        resp.extend_from_slice(&body);
-        let _ = c.write_all(&resp);
+        if let Ok((c, _)) = l.accept() {
+            fuzz::answer_once(c, status, &body);
+        }
     });
     (port, t)
 }
@@ -59,8 +38,8 @@ proptest! {
 
     #[test]
     fn any_delegate_config_decodes_or_fails(v in prop_oneof![
-        fuzz::mutated_json(delegate_fixture(), KEYS),
-        fuzz::json_value_with_keys(KEYS),
+        fuzz::mutated_json(delegate_fixture(), fuzz::keys_of(&delegate_fixture())),
+        fuzz::json_value_with_keys(fuzz::keys_of(&delegate_fixture())),
     ]) {
         if let Ok(c) = serde_json::from_value::<Config>(v) {
             if c.mtu < 0 {
@@ -85,7 +64,7 @@ proptest! {
     #[test]
     fn any_network_info_answer_is_info_or_an_error(
         status in prop_oneof![Just(200u16), 100u16..600],
-        body in fuzz::json_input(daemon_fixture(), KEYS),
+        body in fuzz::json_input(daemon_fixture(), fuzz::keys_of(&daemon_fixture())),
         // A negative mtu fails before any request (see the config property above).
         mtu in prop_oneof![Just(0i64), 0..=i64::MAX],
     ) {

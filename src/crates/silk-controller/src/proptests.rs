@@ -12,6 +12,7 @@ use silk_core::network::{NetworkSpec, OverlayNetworks};
 use silk_testkit::fuzz;
 
 use crate::api::body::GoObject;
+use crate::config::tests::RENDERED;
 use crate::config::Config;
 use crate::leaser::parse_underlay_v4;
 use crate::pool::{CidrPool, Kind};
@@ -29,40 +30,6 @@ fn body_fixture() -> Value {
     json!({"underlay_ip": "10.0.16.12", "overlay_subnet": "10.255.7.0/24",
            "overlay_hardware_addr": "ee:ee:0a:ff:07:00", "single_overlay_ip": false})
 }
-
-const CONFIG: &str = r#"{
-  "debug_server_port": 46455, "health_check_port": 19683,
-  "listen_host": "0.0.0.0", "listen_port": 4103,
-  "ca_cert_file": "/var/vcap/jobs/silk-controller/config/certs/ca.crt",
-  "server_cert_file": "/var/vcap/jobs/silk-controller/config/certs/server.crt",
-  "server_key_file": "/var/vcap/jobs/silk-controller/config/certs/server.key",
-  "network": ["10.255.0.0/20", "10.255.96.0/21"], "subnet_prefix_length": 24,
-  "database": {"type": "postgres", "user": "silk", "password": "", "host": "sql-db", "port": 5524,
-    "timeout": 120, "database_name": "silk", "require_ssl": true,
-    "ca_cert": "/var/vcap/jobs/silk-controller/config/certs/database_ca.crt",
-    "skip_hostname_validation": false},
-  "lease_expiration_seconds": 604800, "metron_port": 3457, "staleness_threshold_seconds": 3600,
-  "metrics_emit_seconds": 30, "log_prefix": "cfnetworking", "max_idle_connections": 10,
-  "max_open_connections": 200, "connections_max_lifetime_seconds": 3600
-}"#;
-
-const CONFIG_KEYS: &[&str] = &[
-    "debug_server_port",
-    "listen_host",
-    "listen_port",
-    "network",
-    "subnet_prefix_length",
-    "database",
-    "type",
-    "port",
-    "timeout",
-    "require_ssl",
-    "ca_cert",
-    "lease_expiration_seconds",
-    "metrics_emit_seconds",
-    "max_open_connections",
-    "connections_max_lifetime_seconds",
-];
 
 fn pool() -> impl Strategy<Value = CidrPool> {
     (
@@ -128,11 +95,7 @@ proptest! {
 
     #[test]
     fn any_config_parses_or_lists_its_problems(
-        text in prop_oneof![
-            fuzz::json_input(serde_json::from_str(CONFIG).unwrap(), CONFIG_KEYS)
-                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-            fuzz::text_or_mutated(CONFIG),
-        ],
+        text in fuzz::config_text(RENDERED),
     ) {
         if let Err(e) = Config::parse(&text) {
             prop_assert!(!e.to_string().is_empty());

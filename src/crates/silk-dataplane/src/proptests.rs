@@ -17,18 +17,6 @@ use crate::hostlocal::{HostLocal, IpamError};
 use crate::iptables::save::normalize;
 use crate::iptables::{ChainName, Payload, Rule, SavedTable, Table};
 
-const STORE_KEYS: &[&str] = &[
-    "handle",
-    "ip",
-    "ipv6",
-    "metadata",
-    "app_id",
-    "space_id",
-    "org_id",
-    "policy_group_id",
-    "container_workload",
-];
-
 fn store_fixture() -> serde_json::Value {
     json!({
         "5f3c9a1e-7b2d-4c8e-6a91-0d4e": {
@@ -53,7 +41,7 @@ fn container() -> impl Strategy<Value = Container> {
         fuzz::interesting_string(),
         fuzz::interesting_string(),
         proptest::option::of(fuzz::interesting_string()),
-        fuzz::json_value_with_keys(STORE_KEYS),
+        fuzz::json_value_with_keys(fuzz::keys_of(&store_fixture())),
     )
         .prop_map(|(handle, ip, ipv6, metadata)| Container {
             handle,
@@ -90,7 +78,7 @@ proptest! {
     fn any_store_file_decodes_or_is_a_decode_error(
         text in prop_oneof![
             fuzz::text_or_mutated(&store_fixture().to_string()),
-            fuzz::mutated_json(store_fixture(), STORE_KEYS).prop_map(|v| v.to_string()),
+            fuzz::mutated_json(store_fixture(), fuzz::keys_of(&store_fixture())).prop_map(|v| v.to_string()),
         ],
     ) {
         match datastore::decode(&text) {

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
@@ -24,20 +23,7 @@ fn serve_once(
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("garden.sock");
     let l = UnixListener::bind(&sock).unwrap();
-    let t = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let n = c.read(&mut buf).unwrap_or(0);
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let mut resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        resp.extend_from_slice(&body);
-        let _ = c.write_all(&resp);
-        head
-    });
+    let t = std::thread::spawn(move || fuzz::answer_once(l.accept().unwrap().0, status, &body));
     let g = Garden {
         network: "unix".into(),
         address: sock.display().to_string(),

@@ -7,6 +7,9 @@
 //! raises it). A failure is reported with proptest's minimal input and becomes a plain unit
 //! test beside the parser, so nothing is persisted to files.
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Map, Value};
@@ -67,6 +70,45 @@ pub fn json_value_with_keys(keys: &'static [&'static str]) -> impl Strategy<Valu
 /// Any JSON value up to a few levels deep.
 pub fn json_value() -> impl Strategy<Value = Value> {
     json_value_with_keys(&[])
+}
+
+/// Every object key of `doc`, sorted, each once: the field names a generator should hit. The
+/// list is leaked (strategies hold `'static` data); tests call this once per property.
+pub fn keys_of(doc: &Value) -> &'static [&'static str] {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    out.insert(k.clone());
+                    walk(c, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+            _ => {}
+        }
+    }
+    let mut keys = BTreeSet::new();
+    walk(doc, &mut keys);
+    let keys: Vec<&'static str> = keys
+        .into_iter()
+        .map(|k| &*Box::leak(k.into_boxed_str()))
+        .collect();
+    Box::leak(keys.into_boxed_slice())
+}
+
+/// Reads one request head from `conn` and answers it with `status` and `body`, as the local
+/// services whose answers a parser reads would; returns the request head as read.
+pub fn answer_once<C: Read + Write>(mut conn: C, status: u16, body: &[u8]) -> String {
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let mut resp = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(body);
+    let _ = conn.write_all(&resp);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// One edit of a JSON document; `path` picks children by index modulo their number.
@@ -325,6 +367,17 @@ pub fn check_restore_text(text: &str, appended: &[String]) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// The text of a JSON config file (`fixture`, a real one): its fields mutated (keys from the
+/// fixture itself), any JSON, any bytes, or its text truncated or byte-flipped.
+pub fn config_text(fixture: &str) -> impl Strategy<Value = String> {
+    let doc: Value = serde_json::from_str(fixture).unwrap_or(Value::Null);
+    let keys = keys_of(&doc);
+    prop_oneof![
+        json_input(doc, keys).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        text_or_mutated(fixture),
+    ]
 }
 
 #[cfg(test)]

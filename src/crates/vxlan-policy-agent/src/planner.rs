@@ -285,7 +285,7 @@ pub fn allow_overlay_rules(overlay: &[ipnetwork::Ipv4Network]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use silk_core::policy::PoliciesResponse;
 

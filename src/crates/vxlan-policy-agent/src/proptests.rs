@@ -13,70 +13,35 @@ use silk_dataplane::datastore::Entries;
 use silk_dataplane::iptables::SavedTable;
 use silk_testkit::fuzz;
 
+use crate::config::tests::RENDERED as CONFIG;
 use crate::config::Config;
 use crate::enforcer::{chain_number, plan_swap};
-use crate::planner::{group_ids, local_containers, plan_rules, PlanOptions};
-
-const POLICIES: &str = r#"{
-  "total_policies": 3,
-  "policies": [
-    {"source": {"id": "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f", "tag": "0001"},
-     "destination": {"id": "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13", "tag": "0002",
-                     "protocol": "tcp", "ports": {"start": 8080, "end": 8080}}},
-    {"source": {"id": "9e4d2c1b-6a5f-4e3d-8c2b-1a0f9e8d7c6b", "tag": "0003"},
-     "destination": {"id": "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13", "tag": "0002",
-                     "protocol": "udp", "ports": {"start": 9000, "end": 9100}}},
-    {"source": {"id": "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13", "tag": "0002"},
-     "destination": {"id": "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f", "tag": "0001",
-                     "protocol": "tcp", "ports": {"start": 5432, "end": 5432}}}
-  ]
-}"#;
-
-const STORE: &str = r#"{
-  "h-backend": {"handle": "h-backend", "ip": "10.255.7.4", "ipv6": "",
-    "metadata": {"policy_group_id": "c3f1a2b4-77e0-4d2f-9a61-5e8b2c9d0f13", "space_id": "sp1", "ports": "8080, 9000"}},
-  "h-frontend": {"handle": "h-frontend", "ip": "10.255.7.3",
-    "metadata": {"policy_group_id": "0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f", "space_id": "sp1"}}
-}"#;
+use crate::planner::tests::{store, BACKEND, POLICIES};
+use crate::planner::{group_ids, local_containers, plan_rules, PlanError, PlanOptions};
 
 const SAVED: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
     :vpa--1700000000123456 - [0:0]\n-A FORWARD -j vpa--1700000000123456\n\
     -A vpa--1700000000123456 -s 10.255.7.3/32 -j MARK --set-xmark 0x1/0xffffffff\nCOMMIT\n";
 
-const KEYS: &[&str] = &[
-    "total_policies",
-    "policies",
-    "source",
-    "destination",
-    "id",
-    "tag",
-    "protocol",
-    "ports",
-    "start",
-    "end",
-    "handle",
-    "ip",
-    "metadata",
-    "policy_group_id",
-    "space_id",
-];
-
-const CONFIG: &str = r#"{
-  "poll_interval": 5, "cni_datastore_path": "/var/vcap/data/container-metadata/store.json",
-  "policy_server_url": "https://policy-server.service.cf.internal:4003",
-  "vni": 1, "metron_address": "127.0.0.1:3457", "ca_cert_file": "/c/ca.crt",
-  "client_cert_file": "/c/client.crt", "client_key_file": "/c/client.key",
-  "iptables_lock_file": "/var/vcap/data/garden-cni/iptables.lock", "debug_server_host": "127.0.0.1",
-  "debug_server_port": 8721, "log_level": "info", "log_prefix": "cfnetworking",
-  "iptables_c2c_logging": true, "iptables_accepted_udp_logs_per_sec": 100,
-  "enable_overlay_ingress_rules": true, "force_policy_poll_cycle_host": "127.0.0.1",
-  "force_policy_poll_cycle_port": 8722, "disable_container_network_policy": false,
-  "overlay_network": "10.255.0.0/16", "enable_asg_syncing": false,
-  "client_timeout_seconds": 5, "underlay_ips": ["10.0.16.15"]
-}"#;
-
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
+}
+
+fn store_json() -> Value {
+    serde_json::to_value(store()).unwrap()
+}
+
+/// Every key of the policies answer and of the store: the fields the generators hit.
+fn keys() -> &'static [&'static str] {
+    fuzz::keys_of(&Value::Array(vec![json(POLICIES), store_json()]))
+}
+
+fn opts(c2c_logging: bool, ingress_tag: Option<String>) -> PlanOptions {
+    PlanOptions {
+        c2c_logging,
+        accepted_udp_logs_per_sec: 100,
+        ingress_tag,
+    }
 }
 
 proptest! {
@@ -84,8 +49,8 @@ proptest! {
 
     #[test]
     fn any_policy_answer_and_store_plan_exactly_their_rules(
-        policies in fuzz::json_input(json(POLICIES), KEYS),
-        store in prop_oneof![fuzz::mutated_json(json(STORE), KEYS), Just(json(STORE))],
+        policies in fuzz::json_input(json(POLICIES), keys()),
+        store in prop_oneof![fuzz::mutated_json(store_json(), keys()), Just(store_json())],
         saved in prop_oneof![Just(SAVED.to_string()), fuzz::text_or_mutated(SAVED)],
         logging in any::<bool>(),
         ingress_tag in proptest::option::of(prop_oneof![Just("ffff0000".to_string()), fuzz::interesting_string()]),
@@ -99,7 +64,7 @@ proptest! {
         };
         let containers = local_containers(&entries);
         let _ = group_ids(&containers);
-        let opts = PlanOptions { c2c_logging: logging, accepted_udp_logs_per_sec: 100, ingress_tag };
+        let opts = opts(logging, ingress_tag);
         let Ok(rules) = plan_rules(&containers, &policies.policies, &opts) else {
             return Ok(());
         };
@@ -123,12 +88,7 @@ proptest! {
     }
 
     #[test]
-    fn any_config_parses_or_lists_its_problems(text in prop_oneof![
-        fuzz::json_input(json(CONFIG), &["poll_interval", "vni", "overlay_network", "underlay_ips", "log_level",
-            "debug_server_port", "client_timeout_seconds", "iptables_accepted_udp_logs_per_sec"])
-            .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-        fuzz::text_or_mutated(CONFIG),
-    ]) {
+    fn any_config_parses_or_lists_its_problems(text in fuzz::config_text(CONFIG)) {
         let _ = Config::parse(&text);
     }
 }
@@ -137,18 +97,16 @@ proptest! {
 mod regressions {
     use super::*;
 
-    /// Plans the §1.3 policies with one field of the first policy replaced, against the store.
-    fn plan_with(pointer: &str, value: &str) -> Result<Vec<String>, crate::planner::PlanError> {
+    /// Plans the §1.3 policies with one field replaced, against the §3.12 cell.
+    fn plan_with(pointer: &str, value: &str) -> Result<Vec<String>, PlanError> {
         let mut v = json(POLICIES);
         *v.pointer_mut(pointer).unwrap() = Value::String(value.into());
         let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
-        let entries: Entries = serde_json::from_str(STORE).unwrap();
-        let opts = PlanOptions {
-            c2c_logging: true,
-            accepted_udp_logs_per_sec: 100,
-            ingress_tag: None,
-        };
-        plan_rules(&local_containers(&entries), &policies.policies, &opts)
+        plan_rules(
+            &local_containers(&store()),
+            &policies.policies,
+            &opts(true, None),
+        )
     }
 
     fn swap_text(rules: &[String]) -> (String, Vec<String>) {
@@ -190,17 +148,16 @@ mod regressions {
         for p in ["/policies/0/destination/id", "/policies/1/destination/id"] {
             *v.pointer_mut(p).unwrap() = "c3f1\"x\n-A FORWARD -j ACCEPT".into();
         }
-        let mut entries: Value = json(STORE);
-        entries["h-backend"]["metadata"]["policy_group_id"] =
-            "c3f1\"x\n-A FORWARD -j ACCEPT".into();
+        let mut entries = store_json();
+        entries[BACKEND]["metadata"]["policy_group_id"] = "c3f1\"x\n-A FORWARD -j ACCEPT".into();
         let policies: PoliciesResponse = serde_json::from_value(v).unwrap();
         let entries: Entries = serde_json::from_value(entries).unwrap();
-        let opts = PlanOptions {
-            c2c_logging: true,
-            accepted_udp_logs_per_sec: 100,
-            ingress_tag: None,
-        };
-        let rules = plan_rules(&local_containers(&entries), &policies.policies, &opts).unwrap();
+        let rules = plan_rules(
+            &local_containers(&entries),
+            &policies.policies,
+            &opts(true, None),
+        )
+        .unwrap();
         assert!(rules.iter().any(|r| r.contains("--comment \"src:0a9d7c2e-5f1b-4c8a-9e3d-7b6a5c4d3e2f_dst:c3f1_x_-A_FORWARD_-j_ACCEPT\"")), "{rules:#?}");
         let (text, appended) = swap_text(&rules);
         fuzz::check_restore_text(&text, &appended).unwrap();
