@@ -5,5 +5,7 @@
 
 pub mod plan;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 
 pub use plugin::Bandwidth;

@@ -52,13 +52,22 @@ fn config(args: &CmdArgs) -> Result<Config, CniError> {
     })
 }
 
-/// The host end of the container's veth: the result's interface without a sandbox.
-fn host_interface(prev: &CniResult) -> Result<String, CniError> {
-    prev.interfaces
+/// The host end of the container's veth: the result's interface without a sandbox. Its name
+/// goes into the `tc -batch` text, so it must be an interface name (no whitespace or newline
+/// that would make tc read another command).
+pub(crate) fn host_interface(prev: &CniResult) -> Result<String, CniError> {
+    let name = prev
+        .interfaces
         .iter()
         .find(|i| i.sandbox.is_empty())
         .map(|i| i.name.clone())
-        .ok_or_else(|| err("failed to find host interface in prevResult"))
+        .ok_or_else(|| err("failed to find host interface in prevResult"))?;
+    silk_cni_skel::env::validate_ifname(&name).map_err(|_| {
+        err(format!(
+            "invalid host interface name {name:?} in prevResult"
+        ))
+    })?;
+    Ok(name)
 }
 
 /// A link attribute (`mtu`, `address`, `ifindex`) through netlink (`ip -j`): /sys/class/net

@@ -6,6 +6,8 @@ pub mod handover;
 pub mod host;
 pub mod netrules;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 pub mod teardown;
 
 pub use plugin::Wrapper;

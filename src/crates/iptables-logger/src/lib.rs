@@ -12,6 +12,8 @@ pub mod config;
 pub mod containers;
 pub mod follow;
 pub mod parse;
+#[cfg(test)]
+mod proptests;
 pub mod record;
 pub mod sink;
 

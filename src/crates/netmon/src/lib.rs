@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod poller;
+#[cfg(test)]
+mod proptests;
 pub mod stats;
 
 use std::io::Write;

@@ -5,6 +5,8 @@
 pub mod controller;
 pub mod mtls;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 pub mod tls;
 
 pub use controller::ControllerClient;

@@ -44,10 +44,10 @@ pub fn keeps(valid: &[Attachment], id: &str, ifname: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn args(config: serde_json::Value) -> CmdArgs {
+    pub(crate) fn args(config: serde_json::Value) -> CmdArgs {
         CmdArgs {
             command: crate::env::Command::Gc,
             container_id: String::new(),

@@ -52,7 +52,7 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpEr
     parse_response(&raw).ok_or_else(|| HttpError::Malformed(addr.into(), path.into()))
 }
 
-fn parse_response(raw: &[u8]) -> Option<Response> {
+pub(crate) fn parse_response(raw: &[u8]) -> Option<Response> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head

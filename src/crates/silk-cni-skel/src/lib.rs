@@ -11,6 +11,8 @@ pub mod error;
 pub mod filelog;
 pub mod gc;
 pub mod http;
+#[cfg(test)]
+mod proptests;
 pub mod result;
 pub mod run;
 pub mod version;

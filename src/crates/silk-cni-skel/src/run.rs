@@ -192,13 +192,13 @@ fn dispatch<P: CniPlugin>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::result::IpConfig;
     use std::cell::RefCell;
 
     #[derive(Default)]
-    struct Probe {
+    pub(crate) struct Probe {
         seen: RefCell<Vec<(Command, String, Option<CniResult>)>>,
         fail: Option<CniError>,
     }
@@ -231,7 +231,7 @@ mod tests {
         }
     }
 
-    fn env(cmd: &str) -> BTreeMap<String, String> {
+    pub(crate) fn env(cmd: &str) -> BTreeMap<String, String> {
         [
             ("CNI_COMMAND", cmd),
             ("CNI_CONTAINERID", "h1"),

@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 pub mod veth;
 
 pub use plugin::SilkCni;

@@ -183,6 +183,12 @@ impl CniPlugin for SilkCni {
                 );
             }
         }
+        silk_cni_skel::filelog::append(
+            LOG_FILE,
+            SOURCE,
+            "del",
+            serde_json::json!({"container_id": args.container_id, "netns": args.netns}),
+        );
         Ok(())
     }
 

@@ -297,7 +297,7 @@ fn database(p: &mut Problems, db: &RawDatabase) -> DatabaseConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The document the job template renders with its defaults.

@@ -9,5 +9,7 @@ pub mod db;
 pub mod health;
 pub mod leaser;
 pub mod pool;
+#[cfg(test)]
+mod proptests;
 pub mod server;
 pub mod tls;

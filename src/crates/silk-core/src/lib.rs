@@ -5,6 +5,8 @@ pub mod asg;
 pub mod lease;
 pub mod network;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 
 pub use lease::{HardwareAddr, Lease, LeaseError};
 pub use network::{NetworkError, NetworkSpec, OverlayNetworks};

@@ -219,7 +219,7 @@ impl TryFrom<RawConfig> for Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub const RENDERED: &str = r#"{

@@ -9,6 +9,8 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod datastore;
+#[cfg(test)]
+mod proptests;
 pub mod retention;
 pub mod shutdown;
 pub mod startup;

@@ -51,14 +51,14 @@ pub struct Container {
 
 pub type Entries = BTreeMap<String, Container>;
 
-fn decode(text: &str) -> Result<Entries, StoreError> {
+pub(crate) fn decode(text: &str) -> Result<Entries, StoreError> {
     if text.trim().is_empty() {
         return Ok(Entries::new());
     }
     serde_json::from_str(text).map_err(StoreError::Decode)
 }
 
-fn encode(entries: &Entries) -> Vec<u8> {
+pub(crate) fn encode(entries: &Entries) -> Vec<u8> {
     // A map of plain structs always serialises.
     let mut out = serde_json::to_vec(entries).unwrap_or_else(|_| b"{}".to_vec());
     out.push(b'\n');

@@ -8,4 +8,6 @@ pub mod filelock;
 pub mod hostlocal;
 pub mod iptables;
 pub mod netlink;
+#[cfg(test)]
+mod proptests;
 pub mod vtep;

@@ -21,6 +21,20 @@ pub enum GardenError {
     Malformed(String, String),
 }
 
+/// `s` as one URL path segment: every byte but RFC 3986's unreserved ones percent-encoded,
+/// so a handle from garden's list can never end the request line or add a header.
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Garden {
     pub network: String,
@@ -89,7 +103,7 @@ impl Garden {
     }
 
     pub fn properties(&self, handle: &str) -> Result<BTreeMap<String, String>, GardenError> {
-        let path = format!("/containers/{handle}/properties");
+        let path = format!("/containers/{}/properties", path_segment(handle));
         let body = self.get(&path)?;
         serde_json::from_str(&body).map_err(|e| GardenError::Malformed(path, e.to_string()))
     }

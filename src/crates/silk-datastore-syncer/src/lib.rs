@@ -3,4 +3,6 @@
 //! vxlan-policy-agent can send app logs for security-group changes.
 
 pub mod garden;
+#[cfg(test)]
+mod proptests;
 pub mod sync;

@@ -1,12 +1,14 @@
 //! Fixtures for the gated test tiers and the lab: network namespaces, the multi-cell test bed,
 //! certificates, PostgreSQL and MySQL databases ([`db`] for tests that run on both engines),
-//! private throwaway database servers ([`dbserver`]) and a Loggregator v2 agent (gRPC, mutual
-//! TLS). A dev-dependency of the other crates, never shipped.
+//! private throwaway database servers ([`dbserver`]), a Loggregator v2 agent (gRPC, mutual
+//! TLS) and generators for the parsers' property tests ([`fuzz`]). A dev-dependency of the
+//! other crates, never shipped.
 
 pub mod certs;
 pub mod cni;
 pub mod db;
 pub mod dbserver;
+pub mod fuzz;
 pub mod loggregator;
 pub mod mysql;
 pub mod netns;

@@ -313,7 +313,7 @@ impl TryFrom<RawConfig> for Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// What the job template renders with default properties (rspec-checked key set).

@@ -14,4 +14,6 @@ pub mod config;
 pub mod cycle;
 pub mod enforcer;
 pub mod planner;
+#[cfg(test)]
+mod proptests;
 pub mod server;

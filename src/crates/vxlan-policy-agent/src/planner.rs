@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use silk_core::policy::Policy;
 use silk_dataplane::datastore::Entries;
-use silk_dataplane::iptables::chain::log_prefix;
+use silk_dataplane::iptables::chain::{log_prefix, quotable};
 
 /// The options of a plan, from the config (and the runtime logging switch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -252,7 +252,10 @@ fn host(c_handle: &str, ip: &str) -> Result<String, PlanError> {
 }
 
 fn comment(text: &str) -> String {
-    format!("-m comment --comment \"{}\"", text.replace(' ', "_"))
+    format!(
+        "-m comment --comment \"{}\"",
+        quotable(text).replace(' ', "_")
+    )
 }
 
 fn dports(start: u32, end: u32) -> String {
@@ -582,7 +585,7 @@ pub fn allow_overlay_rules(overlay: &[ipnetwork::Ipv4Network]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use silk_core::policy::PoliciesResponse;
 

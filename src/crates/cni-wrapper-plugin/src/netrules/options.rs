@@ -26,6 +26,8 @@ pub enum OptionsError {
     IngressTag(String),
     #[error("invalid no_masquerade_cidr_range: {0}")]
     NoMasq(String),
+    #[error("invalid interface name {0:?}")]
+    InterfaceName(String),
 }
 
 pub use silk_dataplane::iptables::egress::DenyLists;
@@ -138,6 +140,13 @@ impl RuleOptions {
                 if v4.is_link_local() {
                     dns_link_local.push(v4);
                 }
+            }
+        }
+        // Interface names go into the restore payload as written: one with whitespace or a
+        // newline would change what iptables-restore reads (upstream's per-rule exec failed).
+        for name in std::iter::once(&c.vtep_name).chain(&c.temporary_underlay_interface_names) {
+            if silk_cni_skel::env::validate_ifname(name).is_err() {
+                return Err(OptionsError::InterfaceName(name.clone()));
             }
         }
         let instance_address = c

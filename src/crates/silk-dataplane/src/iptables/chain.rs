@@ -97,9 +97,25 @@ impl fmt::Display for ChainName {
     }
 }
 
-/// A log prefix: `text` cut to 28 bytes, then one space (the kernel keeps 29).
+/// A log prefix: `text` cut to 28 bytes, then one space (the kernel keeps 29). Quotes,
+/// backslashes and control characters become `_`: the prefix is written quoted into a restore
+/// payload, and parts of it (policy ids) come from outside.
 pub fn log_prefix(text: &str) -> String {
-    format!("{} ", cut(text, MAX_CHAIN_LEN))
+    format!("{} ", cut(&quotable(text), MAX_CHAIN_LEN))
+}
+
+/// `text` with every character that would end or break a quoted restore argument (`"`, `\`,
+/// control characters such as a newline) replaced by `_`.
+pub fn quotable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -225,8 +225,11 @@ pub fn egress_rules(
         } else {
             reject(family).to_string()
         };
+        // ceil(burst / rate) seconds in ms; huge values saturate instead of overflowing
+        // (iptables then refuses the number).
         let rate = oc.rate_per_sec.max(1);
-        let expire = ((oc.burst + rate - 1) / rate) * 1000;
+        let secs = oc.burst / rate + i64::from(oc.burst % rate != 0);
+        let expire = secs.saturating_mul(1000);
         out.push(format!(
             "-p tcp -m conntrack --ctstate NEW -m hashlimit --hashlimit-above {}/sec --hashlimit-burst {} \
              --hashlimit-mode dstip,dstport --hashlimit-name {handle} --hashlimit-htable-expire {expire} {target}",
