@@ -2,6 +2,8 @@
 //! gives up, the command silk-daemon's monit file execs (`if 1 restarts within 1 cycles then
 //! exec ...`) is run as monit runs it, with a monit shim that records its calls.
 
+#![allow(clippy::unwrap_used)] // test code: panics are the failure report
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
