@@ -176,3 +176,20 @@ db_stop() {
   pg_stop
   mysql_stop
 }
+
+# find_bosh: prints the bosh CLI to use: $BOSH_CLI, else `bosh` on PATH, else ../shared/tools/bosh
+# next to the repository (a team-wide tool directory). Fails with a clear message without one.
+find_bosh() {
+  local candidate
+  if [ -n "${BOSH_CLI:-}" ]; then
+    candidate="$(command -v "${BOSH_CLI}" 2>/dev/null)" && [ -x "${candidate}" ] \
+      || die "BOSH_CLI=${BOSH_CLI} is not an executable bosh CLI"
+  elif candidate="$(command -v bosh 2>/dev/null)"; then
+    :
+  elif [ -x "${REPO_ROOT}/../shared/tools/bosh" ]; then
+    candidate="$(cd "${REPO_ROOT}/../shared/tools" && pwd)/bosh"
+  else
+    die "bosh CLI not found: install it (https://bosh.io/docs/cli-v2-install/), put it on PATH or set BOSH_CLI=<path to bosh>"
+  fi
+  echo "${candidate}"
+}

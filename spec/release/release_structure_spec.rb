@@ -51,28 +51,38 @@ module BoshTemplate
                                   'silk-healthchecker', 'netmon', 'iptables-logger', 'silk-datastore-syncer')
     end
 
-    it 'ships every workspace crate, Cargo.lock and the vendored crates with each Rust package' do
-      Dir.children(File.join(RELEASE_DIR, 'packages')).each do |pkg|
+    it 'ships every workspace crate and Cargo.lock with each Rust package, the vendored crates once' do
+      rust = Dir.children(File.join(RELEASE_DIR, 'packages')).select do |pkg|
+        (BoshPackage.spec(RELEASE_DIR, pkg)['dependencies'] || []).include?('rust-toolchain')
+      end
+      expect(rust).to include('silk-cni', 'silk-controller', 'silk-daemon', 'vxlan-policy-agent', 'silk-healthchecker')
+      rust.each do |pkg|
         spec = BoshPackage.spec(RELEASE_DIR, pkg)
-        next unless (spec['dependencies'] || []).include?('rust-toolchain')
-
-        expect(spec['files']).to include('Cargo.toml', 'Cargo.lock', 'crates/**/*', 'rust-vendor/cargo-vendor.tar.gz')
-        files = Dir.mktmpdir do |blobs|
-          FileUtils.mkdir_p(File.join(blobs, 'rust-vendor'))
-          FileUtils.touch(File.join(blobs, 'rust-vendor', 'cargo-vendor.tar.gz'))
-          BoshPackage.files(RELEASE_DIR, pkg, blobs)
-        end
-        expect(files).to have_key('rust-vendor/cargo-vendor.tar.gz')
+        expect(spec['dependencies']).to include('rust-vendor')
+        expect(spec['files']).to include('Cargo.toml', 'Cargo.lock', 'crates/**/*')
+        files = BoshPackage.files(RELEASE_DIR, pkg, '/nonexistent')
+        expect(files.keys.grep(/\.tar\.(gz|xz)\z/)).to eq([]), "#{pkg} carries a blob of its own"
         crates = Dir.children(File.join(RELEASE_DIR, 'src', 'crates'))
                     .select { |c| File.exist?(File.join(RELEASE_DIR, 'src', 'crates', c, 'Cargo.toml')) }
         crates.each { |c| expect(files).to have_key("crates/#{c}/Cargo.toml"), "#{pkg} misses crate #{c}" }
         expect(files.keys.grep(%r{(\A|/)target/})).to eq([])
       end
+      Dir.mktmpdir do |blobs|
+        FileUtils.mkdir_p(File.join(blobs, 'rust-vendor'))
+        FileUtils.touch(File.join(blobs, 'rust-vendor', 'cargo-vendor.tar.xz'))
+        expect(BoshPackage.files(RELEASE_DIR, 'rust-vendor', blobs).keys).to eq(['rust-vendor/cargo-vendor.tar.xz'])
+      end
+    end
+
+    it 'keeps compile-time packages off the VMs: no job lists rust-toolchain or rust-vendor' do
+      release.job_names.each do |name|
+        expect(release.job(name).spec['packages'] || []).not_to include('rust-toolchain', 'rust-vendor')
+      end
     end
 
     it 'reports a files pattern that matches nothing, as create-release does' do
-      expect { BoshPackage.files(RELEASE_DIR, 'silk-cni', '/nonexistent') }
-        .to raise_error(BoshPackage::MissingFiles, "Missing files for pattern 'rust-vendor/cargo-vendor.tar.gz'")
+      expect { BoshPackage.files(RELEASE_DIR, 'rust-vendor', '/nonexistent') }
+        .to raise_error(BoshPackage::MissingFiles, "Missing files for pattern 'rust-vendor/cargo-vendor.tar.xz'")
     end
 
     it 'has a final.yml naming the release silk and a blob index without committed blobs' do

@@ -43,13 +43,28 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpEr
     let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: silk\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).map_err(io)?;
+    exchange(&mut s, addr, path, &[])
+        .map_err(io)?
+        .ok_or_else(|| HttpError::Malformed(addr.into(), path.into()))
+}
+
+/// `GET <path>` over an open `stream` (TCP or unix socket, its timeouts already set) with `host`
+/// as the Host header and `headers` added; `None` when the answer is not HTTP.
+pub fn exchange<S: Read + Write>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Option<Response>> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: silk\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(io)?;
-    parse_response(&raw).ok_or_else(|| HttpError::Malformed(addr.into(), path.into()))
+    stream.read_to_end(&mut raw)?;
+    Ok(parse_response(&raw))
 }
 
 pub(crate) fn parse_response(raw: &[u8]) -> Option<Response> {

@@ -39,7 +39,13 @@ pub fn init(prefix: &str, job: &str, level: LevelFilter) {
 /// As [`init`], writing to `sink` (tests, files).
 pub fn init_with_sink(prefix: &str, job: &str, level: LevelFilter, sink: Box<dyn Write + Send>) {
     let logger = LOGGER.get_or_init(|| LagerLogger {
-        source: format!("{prefix}.{job}"),
+        // An empty prefix leaves the bare component name, as lager programs that are not
+        // cfnetworking jobs (the healthchecker) write it.
+        source: if prefix.is_empty() {
+            job.to_string()
+        } else {
+            format!("{prefix}.{job}")
+        },
         sink: Mutex::new(sink),
     });
     // A second init (tests in one process) finds the logger already set; that is fine.
