@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, setup, Settings};
+use common::{free_port, setup, Engine, Settings};
 use silk_ops::loggregator::proto::Envelope;
 use silk_testkit::certs::TestCerts;
 use silk_testkit::loggregator::{
@@ -61,7 +61,7 @@ async fn controller_metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
         loggregator: Some(block(&lcerts, agent.port())),
         ..Settings::default()
     };
-    let (_db, certs, controller) = setup(settings).await;
+    let (_db, certs, controller) = setup(Engine::Postgres, settings).await;
     let client = controller.client(&certs);
     client.acquire("10.0.16.1", false).await.unwrap();
     client.list().await.unwrap();
@@ -112,7 +112,7 @@ async fn controller_runs_with_the_agent_down_and_delivers_once_it_is_up() {
         ..Settings::default()
     };
     // setup waits for /health: the controller starts although nothing listens on `port`.
-    let (_db, certs, controller) = setup(settings).await;
+    let (_db, certs, controller) = setup(Engine::Postgres, settings).await;
     let client = controller.client(&certs);
     client.acquire("10.0.16.1", false).await.unwrap();
     log_eventually(&controller, "loggregator-v2-send-failed").await;

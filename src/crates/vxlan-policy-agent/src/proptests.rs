@@ -15,9 +15,11 @@ use silk_testkit::fuzz;
 
 use crate::config::tests::RENDERED as CONFIG;
 use crate::config::Config;
-use crate::enforcer::{chain_number, plan_swap};
+use crate::enforcer::{chain_number, plan_kernel, Actual};
 use crate::planner::tests::{store, BACKEND, POLICIES};
-use crate::planner::{group_ids, local_containers, plan_rules, PlanError, PlanOptions};
+use crate::planner::{
+    group_ids, local_containers, plan_c2c, plan_rules, C2cPlan, PlanError, PlanOptions,
+};
 
 const SAVED: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
     :vpa--1700000000123456 - [0:0]\n-A FORWARD -j vpa--1700000000123456\n\
@@ -34,6 +36,21 @@ fn store_json() -> Value {
 /// Every key of the policies answer and of the store: the fields the generators hit.
 fn keys() -> &'static [&'static str] {
     fuzz::keys_of(&Value::Array(vec![json(POLICIES), store_json()]))
+}
+
+/// The payload that brings `saved` to `plan`, and the `-A` lines it must hold: every chain
+/// that differs from the saved one, in chain name order, with exactly its planned rules.
+fn kernel_text(saved: &SavedTable, plan: &C2cPlan, now: u64) -> Option<(String, Vec<String>)> {
+    let actual = Actual::from_saved(saved);
+    let (main, payload) = plan_kernel(plan, &[], &actual, now).ok()?;
+    let mut want = plan.groups.clone();
+    want.insert(main.to_string(), plan.main.clone());
+    let appended = want
+        .iter()
+        .filter(|(c, r)| actual.chains.get(c.as_str()) != Some(*r))
+        .flat_map(|(c, rules)| rules.iter().map(move |r| format!("-A {c} {r}")))
+        .collect();
+    Some((payload.render(), appended))
 }
 
 fn opts(c2c_logging: bool, ingress_tag: Option<String>) -> PlanOptions {
@@ -65,15 +82,13 @@ proptest! {
         let containers = local_containers(&entries);
         let _ = group_ids(&containers);
         let opts = opts(logging, ingress_tag);
-        let Ok(rules) = plan_rules(&containers, &policies.policies, &opts) else {
-            return Ok(());
-        };
+        let _ = plan_rules(&containers, &policies.policies, &opts);
+        let plan = plan_c2c(&containers, &policies.policies, &opts);
         let saved = SavedTable::parse(&saved, silk_dataplane::iptables::Table::Filter);
-        let Ok((chain, payload)) = plan_swap(&saved, now, &[], &rules) else {
+        let Some((text, appended)) = kernel_text(&saved, &plan, now) else {
             return Ok(());
         };
-        let appended: Vec<String> = rules.iter().map(|r| format!("-A {chain} {r}")).collect();
-        fuzz::check_restore_text(&payload.render(), &appended).map_err(TestCaseError::fail)?;
+        fuzz::check_restore_text(&text, &appended).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -109,16 +124,19 @@ mod regressions {
         )
     }
 
+    /// The payload of `rules` as one main chain (upstream's flat layout) on the saved table.
     fn swap_text(rules: &[String]) -> (String, Vec<String>) {
         let saved = SavedTable::parse(SAVED, silk_dataplane::iptables::Table::Filter);
-        let (chain, payload) = plan_swap(&saved, 1_800_000_000_000_000, &[], rules).unwrap();
-        let appended = rules.iter().map(|r| format!("-A {chain} {r}")).collect();
-        (payload.render(), appended)
+        let plan = C2cPlan {
+            main: rules.to_vec(),
+            ..C2cPlan::default()
+        };
+        kernel_text(&saved, &plan, 1_800_000_000_000_000).unwrap()
     }
 
     /// A policy's protocol, or an id or tag text with a quote or newline, from the policy server
     /// went into the restore payload as written: `"tcp\n-A FORWARD -j ACCEPT"` added a rule of
-    /// its own. Protocols must be a protocol name now; ids are written safely into comments and
+    /// its own. Protocols must be tcp or udp now; ids are written safely into comments and
     /// log prefixes.
     #[test]
     fn policy_texts_cannot_add_lines_to_the_payload() {
@@ -127,7 +145,7 @@ mod regressions {
             "tcp\n-A FORWARD -j ACCEPT",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("invalid protocol"), "{e}");
+        assert!(e.to_string().contains("want tcp or udp"), "{e}");
         for (pointer, value) in [
             ("/policies/0/source/id", "0a9d7c2e\"\n-A FORWARD -j ACCEPT"),
             (
