@@ -381,6 +381,16 @@ fn cf_deployment_defaults_render_start_and_sync() {
     ] {
         std::fs::copy(from, job.join("certs").join(to)).unwrap();
     }
+    // The loggregator v2 certificates the rendered config names (no agent listens: the
+    // policy agent retries in the background and enforces meanwhile).
+    std::fs::create_dir_all(job.join("certs/loggregator")).unwrap();
+    for (from, to) in [
+        (&certs.ca_cert, "ca.crt"),
+        (&certs.client_cert, "client.crt"),
+        (&certs.client_key, "client.key"),
+    ] {
+        std::fs::copy(from, job.join("certs/loggregator").join(to)).unwrap();
+    }
     let config = job.join("vxlan-policy-agent.json");
     std::fs::write(&config, &text).unwrap();
     std::fs::create_dir_all(root.path().join("data/container-metadata")).unwrap();
