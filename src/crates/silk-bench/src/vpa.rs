@@ -485,6 +485,7 @@ async fn asgs(dir: &std::path::Path) -> Result<()> {
     let victim = ChainName::asg(entries.keys().next().context("no container")?);
     let netout = ChainName::netout(entries.keys().next().context("no container")?);
     sh(&["iptables", "-w", "-F", netout.as_str()], None)?;
+    sh(&["iptables", "-w", "-F", victim.as_str()], None)?;
     sh(&["iptables", "-w", "-X", victim.as_str()], None)?;
     asg_row("repair cycle (chain deleted)", asg_cycle(&cycle).await?);
     asg_row("no-change cycle after repair", asg_cycle(&cycle).await?);
