@@ -463,6 +463,9 @@ enum Plan {
     Known(Vec<String>, Option<Verified>),
 }
 
+/// The plan applied in each family.
+type FamilyPlans = Vec<(Family, AsgPlan)>;
+
 /// The generation after a cycle and the planned chains of every family.
 type Known = (
     u64,
@@ -502,7 +505,7 @@ fn apply_plans<I: Iptables + ?Sized>(
     scope: Scope<'_>,
     saved: impl Fn(Family) -> Result<String, IptablesError>,
     plan: impl Fn(&str, Family, Scope<'_>) -> AsgPlan,
-) -> Result<(Vec<(Family, AsgPlan)>, Option<u64>), AsgCycleError> {
+) -> Result<(FamilyPlans, Option<u64>), AsgCycleError> {
     let mut out = Vec::new();
     let mut known = true;
     let mut expected: Option<u64> = None;

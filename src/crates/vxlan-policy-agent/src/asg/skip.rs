@@ -238,14 +238,15 @@ mod tests {
             .remove("h1");
         let g_other = [g1[0].clone(), g1[1].clone(), group("c", &["s9"], "[]")];
         use Decision::*;
-        let cases: Vec<(
-            &str,
-            Option<&Verified>,
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Verified>,
             Option<u64>,
-            &[SecurityGroup],
-            &Entries,
+            &'a [SecurityGroup],
+            &'a Entries,
             Decision,
-        )> = vec![
+        );
+        let cases: Vec<Case<'_>> = vec![
             ("nothing verified yet", None, Some(7), &g1, &e, Full),
             (
                 "no generation (iptables-legacy)",
