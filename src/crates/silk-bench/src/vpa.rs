@@ -4,8 +4,9 @@
 //! policies with 100 local containers, and times beside it a bare `iptables-restore` of the
 //! same first payload (the kernel's floor) and of upstream's single-chain payload.
 //!
-//! The ASG loop is timed as its iptables work: `iptables-save`, the agent's pure ASG planner
-//! and one restore, for 100 ASGs of 10 rules over the same 100 containers.
+//! The ASG loop is timed as the agent's real periodic ASG poll (store on disk, groups answered
+//! in process, the skip decision, `iptables-save`, the ASG planner and one restore as the
+//! cycle decides), for 100 ASGs of 10 rules over the same 100 containers.
 //!
 //! Must run as root inside a network namespace of its own (scripts/bench.d/vpa does
 //! `unshare -n`): it flushes the namespace's filter table between sizes.
@@ -25,7 +26,7 @@ use silk_core::policy::{PoliciesResponse, Policy};
 use silk_dataplane::datastore::{Container, Entries, MetadataStore};
 use silk_dataplane::iptables::{ChainName, Family, SystemIptables};
 use silk_ops::Metrics;
-use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
+use vxlan_policy_agent::asg::{plan_asgs, AsgApi, AsgCycle, AsgOptions, Scope};
 use vxlan_policy_agent::cycle::{C2cCycle, CycleOptions, Outcome, PolicyApi};
 use vxlan_policy_agent::enforcer::{plan_kernel, Actual};
 use vxlan_policy_agent::planner::{local_containers, plan_c2c, plan_rules, PlanOptions};
@@ -316,7 +317,7 @@ async fn main() -> Result<()> {
     for n in sizes {
         size(n, dir.path()).await?;
     }
-    asgs(dir.path())?;
+    asgs(dir.path()).await?;
     Ok(())
 }
 
@@ -382,41 +383,58 @@ fn netout_chains(entries: &Entries) -> Result<()> {
     Ok(())
 }
 
-/// One ASG cycle's iptables work: save, plan with the ASG planner, restore when not empty.
-fn asg_cycle(
-    groups: &[SecurityGroup],
-    entries: &Entries,
-) -> Result<(usize, usize, Duration, Duration)> {
-    let (w, c) = (Instant::now(), cpu());
-    let saved = sh(&["iptables-save", "-t", "filter"], None)?;
-    let plan = plan_asgs(
-        groups,
-        entries,
-        &saved,
-        Family::V4,
-        &AsgOptions::default(),
-        Scope::All,
-    );
-    if !plan.failed.is_empty() {
-        bail!("asg plan failed: {:?}", plan.failed);
+/// The policy server's security groups as the ASG cycle sees them (in process).
+#[derive(Clone)]
+struct Groups(Arc<Mutex<Vec<SecurityGroup>>>);
+
+impl AsgApi for Groups {
+    async fn security_groups(&self, _spaces: &[String]) -> Result<Vec<SecurityGroup>, ClientError> {
+        Ok(self.0.lock().map(|g| g.clone()).unwrap_or_default())
     }
-    if !plan.payload.is_empty() {
-        sh(
-            &["iptables-restore", "--noflush", "-w"],
-            Some(&plan.payload.render()),
-        )?;
+
+    async fn security_groups_last_updated(&self) -> Result<i64, ClientError> {
+        Err(ClientError::Status {
+            code: 404,
+            text: "not served: every poll fetches".into(),
+        })
+    }
+}
+
+/// One periodic poll of the agent's ASG cycle (store read, groups, skip decision, save,
+/// planner, restore as the cycle decides).
+async fn asg_cycle(
+    cycle: &AsgCycle<Groups, SystemIptables>,
+) -> Result<(usize, usize, bool, Duration, Duration)> {
+    let (w, c) = (Instant::now(), cpu());
+    let out = cycle.poll().await?;
+    if !out.failed.is_empty() {
+        bail!("asg plan failed: {:?}", out.failed);
     }
     Ok((
-        plan.updated.len(),
-        plan.payload.rule_count(),
+        out.updated.len(),
+        out.planned,
+        out.read,
         w.elapsed(),
         cpu().saturating_sub(c),
     ))
 }
 
-fn asgs(_dir: &std::path::Path) -> Result<()> {
+async fn asgs(dir: &std::path::Path) -> Result<()> {
     clean_filter()?;
     let entries = asg_entries();
+    let store = MetadataStore::new(dir.join("store-asg.json"), None);
+    for e in entries.values() {
+        store.add(&e.handle, &e.ip, None, e.metadata.clone())?;
+    }
+    let api = Groups(Arc::new(Mutex::new(security_groups(false))));
+    let cycle = AsgCycle::new(
+        api.clone(),
+        Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
+        store,
+        Metrics::new("vxlan-policy-agent", 0),
+        AsgOptions::default(),
+        false,
+    );
     netout_chains(&entries)?;
     let groups = security_groups(false);
     let saved = sh(&["iptables-save", "-t", "filter"], None)?;
@@ -439,17 +457,18 @@ fn asgs(_dir: &std::path::Path) -> Result<()> {
     clean_filter()?;
     netout_chains(&entries)?;
     println!(
-        "ASG loop: 100 ASGs of 10 rules over 10 spaces, {CONTAINERS} containers (save + ASG planner + restore; no policy server)"
+        "ASG loop: 100 ASGs of 10 rules over 10 spaces, {CONTAINERS} containers (the agent's ASG poll: store, in-process groups, skip decision, save + planner + restore as decided)"
     );
-    let asg_row = |what: &str, (chains, rules, w, c): (usize, usize, Duration, Duration)| {
-        println!(
-            "  {what:<34} {:>9} ms  cpu {:>9} ms  chains written {chains:>4}  rules written {rules:>6}",
+    let asg_row =
+        |what: &str, (chains, planned, read, w, c): (usize, usize, bool, Duration, Duration)| {
+            println!(
+            "  {what:<34} {:>9} ms  cpu {:>9} ms  chains written {chains:>4}  containers planned {planned:>4}  table read {read}",
             ms(w),
             ms(c)
         );
-    };
-    let first = asg_cycle(&groups, &entries)?;
-    let (first_wall, first_cpu) = (first.2, first.3);
+        };
+    let first = asg_cycle(&cycle).await?;
+    let (first_wall, first_cpu) = (first.3, first.4);
     asg_row("first cycle", first);
     println!(
         "  {:<34} {:>9} ms  cpu {:>9} ms  first/floor {:.2} (cpu {:.2})",
@@ -459,11 +478,17 @@ fn asgs(_dir: &std::path::Path) -> Result<()> {
         first_wall.as_secs_f64() / floor.as_secs_f64(),
         first_cpu.as_secs_f64() / floor_cpu.as_secs_f64()
     );
-    asg_row("no-change cycle", asg_cycle(&groups, &entries)?);
-    asg_row(
-        "one-change cycle",
-        asg_cycle(&security_groups(true), &entries)?,
-    );
+    asg_row("no-change cycle", asg_cycle(&cycle).await?);
+    *api.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = security_groups(true);
+    asg_row("one-change cycle (one ASG)", asg_cycle(&cycle).await?);
+    // Someone else deletes one container's asg- chain: the generation moved, the table is read.
+    let victim = ChainName::asg(entries.keys().next().context("no container")?);
+    let netout = ChainName::netout(entries.keys().next().context("no container")?);
+    sh(&["iptables", "-w", "-F", netout.as_str()], None)?;
+    sh(&["iptables", "-w", "-F", victim.as_str()], None)?;
+    sh(&["iptables", "-w", "-X", victim.as_str()], None)?;
+    asg_row("repair cycle (chain deleted)", asg_cycle(&cycle).await?);
+    asg_row("no-change cycle after repair", asg_cycle(&cycle).await?);
     clean_filter()?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use silk_ops::Metrics;
 use super::planner::{
     asg_containers, plan_asgs, plan_cleanup, space_guids, AsgOptions, AsgPlan, AsgPlanError, Scope,
 };
+use super::skip::{decide, remembered_table, Decision, FamilyKey, Verified};
 
 /// Counted whenever a periodic or forced sync fails before writing (policy server, store,
 /// iptables).
@@ -81,6 +82,10 @@ pub struct AsgOutcome {
     pub restores: usize,
     /// Containers without an IPv4 netout chain (not wired by cni-wrapper-plugin).
     pub without_netout: Vec<String>,
+    /// Whether the filter table was read (`iptables-save`); false when the kernel was known.
+    pub read: bool,
+    /// Containers planned (0 when the cycle was skipped).
+    pub planned: usize,
 }
 
 #[derive(Default)]
@@ -97,8 +102,15 @@ pub struct AsgCycle<A, I: ?Sized> {
     metrics: Metrics,
     opts: Arc<AsgOptions>,
     enable_ipv6: bool,
-    /// The last successful periodic fetch; the lock serialises every ASG operation.
-    state: tokio::sync::Mutex<Option<Fetched>>,
+    /// The last successful periodic fetch and what the kernel is known to hold; the lock
+    /// serialises every ASG operation.
+    state: tokio::sync::Mutex<AsgState>,
+}
+
+#[derive(Default)]
+struct AsgState {
+    fetched: Option<Fetched>,
+    verified: Option<Verified>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -121,7 +133,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
             metrics,
             opts: Arc::new(opts),
             enable_ipv6,
-            state: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(AsgState::default()),
         }
     }
 
@@ -160,7 +172,11 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 
     async fn poll_inner(&self) -> Result<AsgOutcome, AsgCycleError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let AsgState {
+            fetched: state,
+            verified,
+        } = &mut *guard;
         let start = Instant::now();
         let entries = self.read_store().await?;
         let spaces = space_guids(&asg_containers(&entries));
@@ -202,7 +218,50 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let groups = state.as_ref().map(|f| f.groups.clone()).unwrap_or_default();
 
         let t = Instant::now();
-        let outcome = self.apply(groups, entries, None).await?;
+        let families = self.families();
+        let generation = self.iptables.generation(Family::V4);
+        let outcome = match decide(verified.as_ref(), generation, &groups, &entries, &families) {
+            Decision::Skip => {
+                silk_ops::log::debug("asg-chains-unchanged", json!({ "read": false }));
+                AsgOutcome::default()
+            }
+            Decision::Containers(handles) => {
+                let last = verified.take();
+                let (outcome, known) = self
+                    .apply(
+                        groups.clone(),
+                        entries.clone(),
+                        Plan::Known(handles, last.clone()),
+                    )
+                    .await?;
+                *verified = match (last, known) {
+                    (Some(mut v), Some((generation, chains))) => {
+                        v.generation = generation;
+                        for (family, planned) in chains {
+                            v.chains.entry(family).or_default().extend(planned);
+                        }
+                        v.groups = groups;
+                        v.entries = entries;
+                        Some(v)
+                    }
+                    _ => None,
+                };
+                outcome
+            }
+            Decision::Full => {
+                *verified = None;
+                let (outcome, known) = self
+                    .apply(groups.clone(), entries.clone(), Plan::All)
+                    .await?;
+                *verified = known.map(|(generation, chains)| Verified {
+                    generation,
+                    groups,
+                    entries,
+                    chains,
+                });
+                outcome
+            }
+        };
         self.metrics.value("asgIptablesEnforceTime", ms(t), "ms");
         // The sweep is part of the same restore; there is no separate cleanup step to time.
         self.metrics.value("asgIptablesCleanupTime", 0.0, "ms");
@@ -232,7 +291,9 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 .map_err(AsgCycleError::SecurityGroups)?
         };
         self.metrics.value("policyServerASGPollTime", ms(t), "ms");
-        let outcome = self.apply(groups, entries, Some(handle)).await?;
+        let (outcome, _) = self
+            .apply(groups, entries, Plan::One(handle.to_string()))
+            .await?;
         if !outcome.failed.is_empty() {
             return Err(AsgCycleError::Container {
                 handle: handle.to_string(),
@@ -272,11 +333,12 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let iptables = Arc::clone(&self.iptables);
         let families = self.families();
         let h = handle.to_string();
-        let plans = tokio::task::spawn_blocking(move || {
+        let (plans, _) = tokio::task::spawn_blocking(move || {
             apply_plans(
                 iptables.as_ref(),
                 &families,
                 Scope::Container(&h),
+                |family| iptables.save(family, Some(Table::Filter)),
                 |saved, _family, _scope| plan_cleanup(&h, &entries, saved),
             )
         })
@@ -291,29 +353,62 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         Ok(outcome)
     }
 
-    /// Plans and applies every container (`one`: `None`, the periodic cycle with the sweep) or
-    /// one container in every family under the iptables lock.
+    /// Plans and applies in every family under the iptables lock; returns the outcome and,
+    /// when the kernel is known afterwards (see [`apply_plans`]; no container failed), the
+    /// generation and the planned chains of every family.
     async fn apply(
         &self,
         groups: Vec<SecurityGroup>,
         entries: Entries,
-        one: Option<&str>,
-    ) -> Result<AsgOutcome, AsgCycleError> {
+        what: Plan,
+    ) -> Result<(AsgOutcome, Option<Known>), AsgCycleError> {
         let iptables = Arc::clone(&self.iptables);
         let opts = Arc::clone(&self.opts);
         let families = self.families();
-        let one = one.map(str::to_string);
-        let plans = tokio::task::spawn_blocking(move || {
-            let scope = match &one {
-                None => Scope::All,
-                Some(h) => Scope::Container(h),
+        let (plans, generation, read) = tokio::task::spawn_blocking(move || {
+            let planner = |saved: &str, family: Family, scope: Scope<'_>| {
+                plan_asgs(&groups, &entries, saved, family, &opts, scope)
             };
-            apply_plans(
-                iptables.as_ref(),
-                &families,
-                scope,
-                |saved, family, scope| plan_asgs(&groups, &entries, saved, family, &opts, scope),
-            )
+            let save = |family| iptables.save(family, Some(Table::Filter));
+            match &what {
+                Plan::All => apply_plans(iptables.as_ref(), &families, Scope::All, save, planner)
+                    .map(|(p, g)| (p, g, true)),
+                Plan::One(h) => apply_plans(
+                    iptables.as_ref(),
+                    &families,
+                    Scope::Container(h),
+                    save,
+                    planner,
+                )
+                .map(|(p, g)| (p, g, true)),
+                Plan::Known(handles, last) => {
+                    // Each changed container planned alone against its remembered chains; the
+                    // parts of one family go in one restore.
+                    let remembered = |family: Family| {
+                        let chains = last
+                            .as_ref()
+                            .and_then(|v| v.chains.get(&FamilyKey::from(family)));
+                        Ok(chains
+                            .map_or_else(String::new, |c| remembered_table(c, handles, family)))
+                    };
+                    let planner = |saved: &str, family: Family, _scope: Scope<'_>| {
+                        let mut out = AsgPlan::default();
+                        for h in handles {
+                            let p = planner(saved, family, Scope::Container(h));
+                            merge(&mut out, p);
+                        }
+                        out
+                    };
+                    apply_plans(
+                        iptables.as_ref(),
+                        &families,
+                        Scope::Sweep,
+                        remembered,
+                        planner,
+                    )
+                    .map(|(p, g)| (p, g, false))
+                }
+            }
         })
         .await??;
         for (family, plan) in &plans {
@@ -337,51 +432,113 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 );
             }
         }
-        let outcome = summarize(&plans);
+        let mut outcome = summarize(&plans);
+        outcome.read = read;
         if outcome.restores > 0 {
             silk_ops::log::info(
                 "asg-chains-synced",
-                json!({ "updated": outcome.updated, "removed": outcome.removed }),
+                json!({ "updated": outcome.updated, "removed": outcome.removed, "read": read }),
             );
         } else {
-            silk_ops::log::debug("asg-chains-unchanged", json!({}));
+            silk_ops::log::debug("asg-chains-unchanged", json!({ "read": read }));
         }
-        Ok(outcome)
+        let known = generation.filter(|_| outcome.failed.is_empty()).map(|g| {
+            let chains = plans
+                .into_iter()
+                .map(|(family, p)| (FamilyKey::from(family), p.chains))
+                .collect();
+            (g, chains)
+        });
+        Ok((outcome, known))
     }
 }
 
-/// For each family: takes the lock, saves the filter table, plans `scope`, restores when the
-/// plan is not empty; the lock is held from save to restore. When the restore of a periodic
-/// cycle fails (one rule iptables refuses fails the whole commit), each container's part is
-/// applied alone, so the failure stays with the container that caused it.
+/// What [`AsgCycle::apply`] plans.
+enum Plan {
+    /// Every container and the sweep, against the saved table.
+    All,
+    /// One container, against the saved table.
+    One(String),
+    /// These containers, against the chains remembered from the last verified cycle.
+    Known(Vec<String>, Option<Verified>),
+}
+
+/// The plan applied in each family.
+type FamilyPlans = Vec<(Family, AsgPlan)>;
+
+/// The generation after a cycle and the planned chains of every family.
+type Known = (
+    u64,
+    std::collections::BTreeMap<FamilyKey, std::collections::BTreeMap<String, Vec<String>>>,
+);
+
+/// Adds the plan of one container to `out` (one table section, one commit).
+fn merge(out: &mut AsgPlan, p: AsgPlan) {
+    for t in p.payload.tables {
+        let f = out.payload.table(t.table);
+        f.declare.extend(t.declare);
+        f.delete.extend(t.delete);
+        f.insert_first.extend(t.insert_first);
+        f.append.extend(t.append);
+        f.remove.extend(t.remove);
+    }
+    out.updated.extend(p.updated);
+    out.removed.extend(p.removed);
+    out.failed.extend(p.failed);
+    out.skipped_rules.extend(p.skipped_rules);
+    out.without_netout.extend(p.without_netout);
+    out.chains.extend(p.chains);
+}
+
+/// For each family: takes the lock, reads the filter table (`saved`), plans `scope`, restores
+/// when the plan is not empty; the lock is held from read to restore. When the restore of a
+/// periodic cycle fails (one rule iptables refuses fails the whole commit), each container's
+/// part is applied alone, so the failure stays with the container that caused it.
+///
+/// Also returns the backend generation after the last family when only these restores moved
+/// it (each restore is one commit: the generation moves by exactly one), i.e. when the kernel
+/// holds what was planned; `None` without a generation, after a failed batch or when someone
+/// else wrote in between.
 fn apply_plans<I: Iptables + ?Sized>(
     iptables: &I,
     families: &[Family],
     scope: Scope<'_>,
+    saved: impl Fn(Family) -> Result<String, IptablesError>,
     plan: impl Fn(&str, Family, Scope<'_>) -> AsgPlan,
-) -> Result<Vec<(Family, AsgPlan)>, AsgCycleError> {
+) -> Result<(FamilyPlans, Option<u64>), AsgCycleError> {
     let mut out = Vec::new();
+    let mut known = true;
+    let mut expected: Option<u64> = None;
     for &family in families {
         let _lock = iptables.lock()?;
-        let saved = iptables.save(family, Some(Table::Filter))?;
-        let p = plan(&saved, family, scope);
+        let before = iptables.generation(family);
+        known &= before.is_some() && expected.is_none_or(|e| Some(e) == before);
+        let text = saved(family)?;
+        let p = plan(&text, family, scope);
         if p.payload.is_empty() {
+            expected = before;
             out.push((family, p));
             continue;
         }
         match iptables.restore(family, &p.payload.render()) {
-            Ok(()) => out.push((family, p)),
+            Ok(()) => {
+                let after = iptables.generation(family);
+                known &= after.is_some() && after == before.map(|b| b.wrapping_add(1));
+                expected = after;
+                out.push((family, p));
+            }
             Err(e) if scope == Scope::All => {
                 silk_ops::log::error(
                     "asg-batch-restore-failed",
                     json!({ "family": format!("{family:?}"), "error": e.to_string(), "action": "applying container by container" }),
                 );
-                out.push((family, one_by_one(iptables, family, &saved, p, &plan)));
+                known = false;
+                out.push((family, one_by_one(iptables, family, &text, p, &plan)));
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(out)
+    Ok((out, expected.filter(|_| known)))
 }
 
 /// Applies the containers of a failed `batch` one restore each, then the sweep.
@@ -435,6 +592,7 @@ fn summarize(plans: &[(Family, AsgPlan)]) -> AsgOutcome {
         o.removed.extend(p.removed.iter().cloned());
         o.failed.extend(p.failed.iter().map(|(h, _)| h.clone()));
         o.restores += usize::from(!p.payload.is_empty());
+        o.planned += p.chains.len();
     }
     o.updated.sort();
     o.updated.dedup();

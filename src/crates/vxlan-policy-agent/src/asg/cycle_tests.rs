@@ -144,7 +144,13 @@ async fn forced_sync_and_cleanup() {
     );
     // Unknown handles: nothing to fetch or write.
     let out = cycle.sync_container("nope").await.unwrap();
-    assert_eq!(out, AsgOutcome::default());
+    assert_eq!(
+        out,
+        AsgOutcome {
+            read: true,
+            ..AsgOutcome::default()
+        }
+    );
     // A container the wrapper has not wired (no netout chain) is an error.
     *ipt.saved.lock().unwrap() = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into();
     let err = cycle.sync_container(H).await.unwrap_err().to_string();
@@ -224,4 +230,54 @@ async fn a_restore_iptables_refuses_fails_only_its_container() {
     assert!(written[0]
         .1
         .contains(&format!(":{} - [0:0]", netout(other))));
+}
+
+#[tokio::test]
+async fn with_a_generation_unchanged_polls_skip_the_read_and_a_change_plans_only_its_containers() {
+    let (_dir, api, ipt, cycle) = setup();
+    *ipt.generation.lock().unwrap() = Some(40);
+    let out = cycle.poll().await.unwrap();
+    assert_eq!((out.read, out.restores, out.planned), (true, 1, 1));
+    assert_eq!(ipt.saves.load(Ordering::SeqCst), 1);
+    // The agent's own restore moved the generation by one: the kernel is known.
+    let out = cycle.poll().await.unwrap();
+    assert_eq!((out.read, out.restores, out.planned), (false, 0, 0));
+    assert_eq!(ipt.saves.load(Ordering::SeqCst), 1);
+    // A change of the container's groups: planned alone against the remembered chains, no read.
+    let first = ipt.payloads()[0].1.clone();
+    api.groups.lock().unwrap().truncate(1);
+    let out = cycle.poll().await.unwrap();
+    assert_eq!((out.read, out.restores, out.planned), (false, 1, 1));
+    assert_eq!(out.updated, vec![H]);
+    assert_eq!(ipt.saves.load(Ordering::SeqCst), 1);
+    let p = ipt.payloads()[1].1.clone();
+    assert!(p.starts_with("*filter\n:asg-"), "{p}");
+    assert!(
+        !p.contains(":netout--"),
+        "the parent is known as planned: {p}"
+    );
+    assert_ne!(p, first);
+    // The same groups again: nothing to do.
+    let out = cycle.poll().await.unwrap();
+    assert_eq!((out.read, out.restores), (false, 0));
+    // Someone else changed a table (the generation moved): read, reconcile, known again.
+    *ipt.generation.lock().unwrap() = Some(100);
+    let out = cycle.poll().await.unwrap();
+    assert!(out.read);
+    assert_eq!(ipt.saves.load(Ordering::SeqCst), 2);
+    // (The recorded table never changes, so the read found the chain missing and wrote it.)
+    assert_eq!(out.restores, 1);
+    assert!(!cycle.poll().await.unwrap().read);
+    // A forced sync writes: the next poll reads.
+    cycle.sync_container(H).await.unwrap();
+    assert!(cycle.poll().await.unwrap().read);
+}
+
+#[tokio::test]
+async fn without_a_generation_every_poll_reads() {
+    let (_dir, _api, ipt, cycle) = setup();
+    cycle.poll().await.unwrap();
+    cycle.poll().await.unwrap();
+    assert!(cycle.poll().await.unwrap().read);
+    assert_eq!(ipt.saves.load(Ordering::SeqCst), 3);
 }

@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod cycle;
 pub mod planner;
+pub mod skip;
 
 pub use cycle::{AsgApi, AsgCycle, AsgCycleError, AsgOutcome};
 pub use planner::{plan_asgs, plan_cleanup, AsgOptions, AsgPlan, Scope};

@@ -141,6 +141,9 @@ pub struct AsgPlan {
     pub skipped_rules: Vec<(String, String)>,
     /// Containers without a netout chain in this family (not wired yet, or being deleted).
     pub without_netout: Vec<String>,
+    /// The planned `asg-` rules of every container planned (written or already as planned):
+    /// what the kernel holds once the payload is applied.
+    pub chains: BTreeMap<String, Vec<String>>,
 }
 
 /// Converted ASG rules (match text, logged) and the descriptions of skipped rules.
@@ -150,7 +153,7 @@ type RuleSets = HashMap<(String, bool), Result<RuleSet, AsgPlanError>>;
 
 /// The rules of the groups that apply to a container in `space` (`staging` or running):
 /// default groups first, then the groups bound to the space, each in response order.
-fn applicable<'a>(
+pub(crate) fn applicable<'a>(
     groups: &'a [SecurityGroup],
     space: &str,
     staging: bool,
@@ -277,6 +280,11 @@ fn same(saved: Option<&Vec<String>>, planned: &[String]) -> bool {
     })
 }
 
+/// The rules of a container's `netout--` chain once its `asg-` chain is wired.
+pub fn parent_rules(asg: &ChainName, family: Family) -> Vec<String> {
+    vec![format!("-j {asg}"), egress::reject(family).to_string()]
+}
+
 /// `^c?asg-[A-Za-z0-9]+$`: the agent's chains.
 pub fn is_asg_chain(name: &str) -> bool {
     let base = name.strip_prefix('c').unwrap_or(name);
@@ -333,11 +341,12 @@ pub fn plan_asgs(
             }
         };
         let asg = ChainName::asg(&c.handle);
-        let parent = vec![format!("-j {asg}"), egress::reject(family).to_string()];
+        let parent = parent_rules(&asg, family);
         let asg_ok = same(chains.get(asg.as_str()), &rules);
         let parent_ok = same(chains.get(netout.as_str()), &parent);
         let stale_candidate = candidate(&asg).filter(|c| chains.contains_key(c.as_str()));
         if asg_ok && parent_ok && stale_candidate.is_none() {
+            plan.chains.insert(c.handle.clone(), rules);
             continue;
         }
         if !asg_ok {
@@ -345,6 +354,7 @@ pub fn plan_asgs(
             f.append
                 .extend(rules.iter().map(|r| Rule::new(&asg, r.as_str())));
         }
+        plan.chains.insert(c.handle.clone(), rules);
         if !parent_ok || stale_candidate.is_some() {
             f.declare.push(netout.clone());
             f.append
