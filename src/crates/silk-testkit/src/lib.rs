@@ -1,5 +1,4 @@
-//! Fixtures for the gated test tiers and the lab: network namespaces, the multi-cell test bed,
-//! certificates, PostgreSQL and MySQL databases ([`db`] for tests that run on both engines)
+//! Fixtures for the gated test tiers and the lab: network namespaces, certificates, PostgreSQL and MySQL databases ([`db`] for tests that run on both engines)
 //! and private throwaway database servers ([`dbserver`]). A dev-dependency of the other crates, never shipped.
 
 pub mod certs;
@@ -10,7 +9,6 @@ pub mod mysql;
 pub mod netns;
 pub mod postgres;
 pub mod tcp;
-pub mod testbed;
 
 /// Fails the calling test unless it runs as root under `scripts/test` (`SILK_TEST_ROOT=1`).
 pub fn require_root() {
