@@ -31,6 +31,14 @@ fn ok(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The matrix row of app `name` in `out`.
+fn row(out: &str, name: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|w| w.len() > 3 && w[1] == name && w[0].parse::<usize>().is_ok())
+        .unwrap_or_else(|| panic!("no matrix row for {name} in:\n{out}"))
+}
+
 fn root_view() -> (String, String) {
     let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
     let rules = Command::new("iptables-save").output().unwrap();
@@ -91,18 +99,18 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
         // frontend -> orders is not in the demo policies: add it, then remove it.
         let out = ok(&bin, &["policy", "add", "frontend", "orders", "8080", "--state-dir", sd]);
         assert!(out.contains("matrix equals policies"), "{out}");
-        let line = out.lines().find(|l| l.contains(" frontend ")).unwrap().to_string();
-        assert_eq!(line.split_whitespace().nth(5), Some("+"), "frontend reaches orders: {line}");
+        let line = row(&out, "frontend");
+        assert_eq!(line[5], "+", "frontend reaches orders: {line:?}");
         let out = ok(&bin, &["policy", "remove", "frontend", "orders", "8080", "--state-dir", sd]);
-        let line = out.lines().find(|l| l.contains(" frontend ")).unwrap().to_string();
-        assert_eq!(line.split_whitespace().nth(5), Some("."), "revoked: {line}");
+        let line = row(&out, "frontend");
+        assert_eq!(line[5], ".", "revoked: {line:?}");
         // dev may not reach the outside host; a rule lets it, removing it stops it.
         let out = ok(&bin, &["asg", "add", "dev", "tcp", "192.0.2.200", "80", "--state-dir", sd]);
-        let line = out.lines().find(|l| l.contains(" backend ")).unwrap().to_string();
-        assert!(line.ends_with(" +"), "backend (dev) reaches outside: {line}");
+        let line = row(&out, "backend");
+        assert_eq!(line.last().unwrap(), "+", "backend (dev) reaches outside: {line:?}");
         let out = ok(&bin, &["asg", "remove", "dev", "tcp", "192.0.2.200", "80", "--state-dir", sd]);
-        let line = out.lines().find(|l| l.contains(" backend ")).unwrap().to_string();
-        assert!(line.ends_with(" ."), "backend (dev) blocked again: {line}");
+        let line = row(&out, "backend");
+        assert_eq!(line.last().unwrap(), ".", "backend (dev) blocked again: {line:?}");
         // a crash of one cell's daemon and another cell's agent
         ok(&bin, &["restart", "silk-daemon-c1", "--state-dir", sd]);
         ok(&bin, &["restart", "vxlan-policy-agent-c2", "--state-dir", sd]);
