@@ -216,9 +216,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Restart { name, state_dir } => {
             tokio::task::block_in_place(|| lab::restart(&state_dir, &name))
         }
-        Cmd::Status { state_dir, wait } => {
-            lab::status(&state_dir, Duration::from_secs(wait)).await
-        }
+        Cmd::Status { state_dir, wait } => lab::status(&state_dir, Duration::from_secs(wait)).await,
         Cmd::Down { state_dir } => {
             let path = state_file(&state_dir);
             let state =

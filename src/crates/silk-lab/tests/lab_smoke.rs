@@ -40,7 +40,10 @@ fn row(out: &str, name: &str) -> Vec<String> {
 }
 
 fn root_view() -> (String, String) {
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
     let rules = Command::new("iptables-save").output().unwrap();
     let strip = |o: Output| {
         String::from_utf8_lossy(&o.stdout)
@@ -73,7 +76,11 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
     ] {
         sibling_binary(&dir, pkg, b).unwrap();
     }
-    let created_vcap = Command::new("id").arg("vcap").output().map(|o| !o.status.success()).unwrap();
+    let created_vcap = Command::new("id")
+        .arg("vcap")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap();
     if created_vcap {
         let st = Command::new("useradd")
             .args(["--system", "--user-group", "--no-create-home", "vcap"])
@@ -87,33 +94,103 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
     let sd = state_dir.to_str().unwrap();
     let up = lab(
         &bin,
-        &["up", "--cells", "3", "--apps", "6", "--state-dir", sd, "--bin-dir", dir.to_str().unwrap()],
+        &[
+            "up",
+            "--cells",
+            "3",
+            "--apps",
+            "6",
+            "--state-dir",
+            sd,
+            "--bin-dir",
+            dir.to_str().unwrap(),
+        ],
     );
     let state = LabState::read(&state_dir.join("lab.json"));
     let result = std::panic::catch_unwind(|| {
         assert!(up.status.success(), "up failed");
         let text = String::from_utf8_lossy(&up.stdout);
-        assert!(text.contains("matrix equals policies and ASGs (36 connections tested)"), "{text}");
+        assert!(
+            text.contains("matrix equals policies and ASGs (36 connections tested)"),
+            "{text}"
+        );
         let demo = LabDemo::read(&state_dir).unwrap();
         assert_eq!(demo.containers.len(), 6);
         // frontend -> orders is not in the demo policies: add it, then remove it.
-        let out = ok(&bin, &["policy", "add", "frontend", "orders", "8080", "--state-dir", sd]);
+        let out = ok(
+            &bin,
+            &[
+                "policy",
+                "add",
+                "frontend",
+                "orders",
+                "8080",
+                "--state-dir",
+                sd,
+            ],
+        );
         assert!(out.contains("matrix equals policies"), "{out}");
         let line = row(&out, "frontend");
         assert_eq!(line[5], "+", "frontend reaches orders: {line:?}");
-        let out = ok(&bin, &["policy", "remove", "frontend", "orders", "8080", "--state-dir", sd]);
+        let out = ok(
+            &bin,
+            &[
+                "policy",
+                "remove",
+                "frontend",
+                "orders",
+                "8080",
+                "--state-dir",
+                sd,
+            ],
+        );
         let line = row(&out, "frontend");
         assert_eq!(line[5], ".", "revoked: {line:?}");
         // dev may not reach the outside host; a rule lets it, removing it stops it.
-        let out = ok(&bin, &["asg", "add", "dev", "tcp", "192.0.2.200", "80", "--state-dir", sd]);
+        let out = ok(
+            &bin,
+            &[
+                "asg",
+                "add",
+                "dev",
+                "tcp",
+                "192.0.2.200",
+                "80",
+                "--state-dir",
+                sd,
+            ],
+        );
         let line = row(&out, "backend");
-        assert_eq!(line.last().unwrap(), "+", "backend (dev) reaches outside: {line:?}");
-        let out = ok(&bin, &["asg", "remove", "dev", "tcp", "192.0.2.200", "80", "--state-dir", sd]);
+        assert_eq!(
+            line.last().unwrap(),
+            "+",
+            "backend (dev) reaches outside: {line:?}"
+        );
+        let out = ok(
+            &bin,
+            &[
+                "asg",
+                "remove",
+                "dev",
+                "tcp",
+                "192.0.2.200",
+                "80",
+                "--state-dir",
+                sd,
+            ],
+        );
         let line = row(&out, "backend");
-        assert_eq!(line.last().unwrap(), ".", "backend (dev) blocked again: {line:?}");
+        assert_eq!(
+            line.last().unwrap(),
+            ".",
+            "backend (dev) blocked again: {line:?}"
+        );
         // a crash of one cell's daemon and another cell's agent
         ok(&bin, &["restart", "silk-daemon-c1", "--state-dir", sd]);
-        ok(&bin, &["restart", "vxlan-policy-agent-c2", "--state-dir", sd]);
+        ok(
+            &bin,
+            &["restart", "vxlan-policy-agent-c2", "--state-dir", sd],
+        );
         let out = ok(&bin, &["status", "--wait", "60", "--state-dir", sd]);
         assert!(out.contains("matrix equals policies"), "{out}");
         assert!(!out.contains("NOT RUNNING"), "{out}");
@@ -128,7 +205,10 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
     assert!(down.status.success(), "down failed");
     let state = state.expect("lab.json was written");
     for ns in &state.namespaces {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left");
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} left"
+        );
     }
     for p in &state.processes {
         assert!(!LabState::alive(p), "process {} ({}) left", p.name, p.pid);
@@ -137,27 +217,42 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
         assert!(!d.exists(), "{} left", d.display());
     }
     assert!(!state_dir.join("lab.json").exists());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cluster = PgCluster::from_env();
     let left = rt.block_on(async {
         let c = cluster.connect("postgres").await.unwrap();
-        c.query("SELECT 1 FROM pg_database WHERE datname = $1", &[&state.database])
-            .await
-            .unwrap()
-            .len()
+        c.query(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&state.database],
+        )
+        .await
+        .unwrap()
+        .len()
     });
     assert_eq!(left, 0, "database {} left", state.database);
     // Other programs on the machine may change the root namespace meanwhile: compare only
     // what could be ours (silk's interface and chain names).
     let after = root_view();
     let ours = |l: &&str| {
-        ["silk", "s-0", "netout", "netin", "vpa--", "asg-", "istio", "overlay", "input--"]
-            .iter()
-            .any(|k| l.contains(k))
+        [
+            "silk", "s-0", "netout", "netin", "vpa--", "asg-", "istio", "overlay", "input--",
+        ]
+        .iter()
+        .any(|k| l.contains(k))
     };
-    for (b, a, what) in [(&before.0, &after.0, "link"), (&before.1, &after.1, "iptables line")] {
+    for (b, a, what) in [
+        (&before.0, &after.0, "link"),
+        (&before.1, &after.1, "iptables line"),
+    ] {
         let old: std::collections::BTreeSet<&str> = b.lines().collect();
-        let new: Vec<&str> = a.lines().filter(|l| !old.contains(l)).filter(ours).collect();
+        let new: Vec<&str> = a
+            .lines()
+            .filter(|l| !old.contains(l))
+            .filter(ours)
+            .collect();
         assert!(new.is_empty(), "root namespace gained {what}s: {new:?}");
     }
 }

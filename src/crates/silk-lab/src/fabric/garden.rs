@@ -200,8 +200,9 @@ impl Garden {
                 },
             );
             let out = self.run("ADD", &c.handle, &c.netns, &conf)?;
-            let result: Value = serde_json::from_str(&out)
-                .map_err(|e| GardenError::Result(format!("ADD {}: not JSON ({e}): {out}", c.handle)))?;
+            let result: Value = serde_json::from_str(&out).map_err(|e| {
+                GardenError::Result(format!("ADD {}: not JSON ({e}): {out}", c.handle))
+            })?;
             prev = Some(result);
         }
         let result = prev.unwrap_or(Value::Null);
@@ -229,7 +230,13 @@ impl Garden {
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .map(|v| v["result"].clone());
         for plugin in plugins.iter().rev() {
-            let conf = conf_for(&list, plugin, Call::Del { prev: prev.as_ref() });
+            let conf = conf_for(
+                &list,
+                plugin,
+                Call::Del {
+                    prev: prev.as_ref(),
+                },
+            );
             self.run("DEL", handle, netns, &conf)?;
         }
         let _ = std::fs::remove_file(cache);
@@ -278,7 +285,10 @@ mod tests {
         );
         assert_eq!(second["name"], "cni-wrapper", "the list's name wins");
         assert_eq!(second["prevResult"], prev);
-        assert!(second.get("metadata").is_none(), "no metadata when garden has none");
+        assert!(
+            second.get("metadata").is_none(),
+            "no metadata when garden has none"
+        );
         assert!(second.get("plugins").is_none() && second.get("disableCheck").is_none());
     }
 
@@ -290,6 +300,9 @@ mod tests {
         assert!(conf.get("metadata").is_none() && conf.get("runtimeConfig").is_none());
         assert_eq!(conf["prevResult"], prev);
         assert_eq!(result_ipv4(&prev), Some(Ipv4Addr::new(10, 255, 1, 2)));
-        assert_eq!(result_ipv4(&json!({"ips": [{"address": "fd00::1/128"}]})), None);
+        assert_eq!(
+            result_ipv4(&json!({"ips": [{"address": "fd00::1/128"}]})),
+            None
+        );
     }
 }

@@ -49,7 +49,10 @@ impl LabProcess {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         if self.argv.is_empty() {
-            return Err(std::io::Error::other(format!("{}: no command line recorded", self.name)));
+            return Err(std::io::Error::other(format!(
+                "{}: no command line recorded",
+                self.name
+            )));
         }
         if LabState::alive(self) {
             kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL).map_err(std::io::Error::from)?;

@@ -27,15 +27,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::netns::{run_ok, unique_token, NamedNetns};
-use silk_testkit::postgres::TestDb;
 use process::Proc;
 use render::{
     agent_json, controller_json, daemon_json, AgentSettings, Database, Timing, AGENT_DEBUG_PORT,
     CONTROLLER_NAME, DAEMON_PORT, POLICY_SERVER_CONTROL_PORT, POLICY_SERVER_NAME,
     POLICY_SERVER_PORT,
 };
+use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::netns::{run_ok, unique_token, NamedNetns};
+use silk_testkit::postgres::TestDb;
 
 pub use render::CONTROLLER_HEALTH_PORT;
 
@@ -285,7 +285,8 @@ impl Testbed {
         etc_dirs.push(write_hosts(api.name())?);
 
         let controller_root = dir.join("controller");
-        let controller_config = job_file(&controller_root, "silk-controller", "silk-controller.json");
+        let controller_config =
+            job_file(&controller_root, "silk-controller", "silk-controller.json");
         install_certs(
             &controller_root,
             "silk-controller",
@@ -862,9 +863,10 @@ fn wait_http(p: &mut Proc, ns: &Path, url: &str, timeout: Duration) -> Result<()
                 log: p.log_text(),
             });
         }
-        let ok = silk_testkit::netns::run_in(ns, &["curl", "-sf", "-m", "1", "-o", "/dev/null", url])
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let ok =
+            silk_testkit::netns::run_in(ns, &["curl", "-sf", "-m", "1", "-o", "/dev/null", url])
+                .map(|o| o.status.success())
+                .unwrap_or(false);
         if ok {
             return Ok(());
         }

@@ -84,9 +84,11 @@ impl Default for Timing {
 }
 
 /// The lab's contexts (manifests/lab/), embedded at build time.
-pub const CONTROLLER_CONTEXT: &str = include_str!("../../../../../manifests/lab/silk-controller.json");
+pub const CONTROLLER_CONTEXT: &str =
+    include_str!("../../../../../manifests/lab/silk-controller.json");
 pub const DAEMON_CONTEXT: &str = include_str!("../../../../../manifests/lab/silk-daemon.json");
-pub const AGENT_CONTEXT: &str = include_str!("../../../../../manifests/lab/vxlan-policy-agent.json");
+pub const AGENT_CONTEXT: &str =
+    include_str!("../../../../../manifests/lab/vxlan-policy-agent.json");
 pub const CNI_CONTEXT: &str = include_str!("../../../../../manifests/lab/silk-cni.json");
 pub const LOGGER_CONTEXT: &str = include_str!("../../../../../manifests/lab/iptables-logger.json");
 
@@ -161,7 +163,10 @@ pub fn render(template: &'static str, ctx: &Value) -> Result<String, RenderError
 
 /// Whole hours, rounded up (BOSH properties in hours), and whether `seconds` was exact.
 fn hours(seconds: u64) -> (u64, bool) {
-    (seconds.div_ceil(3600).max(1), seconds % 3600 == 0 && seconds > 0)
+    (
+        seconds.div_ceil(3600).max(1),
+        seconds.is_multiple_of(3600) && seconds > 0,
+    )
 }
 
 /// Renders `template`, then replaces `key` with `seconds` unless the hours were exact.
@@ -208,7 +213,11 @@ pub fn controller_json(
     set(&mut ctx, "properties/listen_ip", json!("0.0.0.0"));
     set(&mut ctx, "properties/network", json!(overlay));
     set(&mut ctx, "properties/subnet_prefix_length", json!(prefix));
-    set(&mut ctx, "properties/subnet_lease_expiration_hours", json!(h));
+    set(
+        &mut ctx,
+        "properties/subnet_lease_expiration_hours",
+        json!(h),
+    );
     set(
         &mut ctx,
         "properties/database",
@@ -219,7 +228,11 @@ pub fn controller_json(
     render_with_seconds(
         CONTROLLER_TEMPLATE,
         &ctx,
-        &[("lease_expiration_seconds", t.lease_expiration_seconds, exact)],
+        &[(
+            "lease_expiration_seconds",
+            t.lease_expiration_seconds,
+            exact,
+        )],
     )
 }
 
@@ -249,7 +262,11 @@ pub fn daemon_json(
     render_with_seconds(
         DAEMON_TEMPLATE,
         &ctx,
-        &[("partition_tolerance_seconds", t.partition_tolerance_seconds, exact)],
+        &[(
+            "partition_tolerance_seconds",
+            t.partition_tolerance_seconds,
+            exact,
+        )],
     )
 }
 
@@ -261,8 +278,17 @@ pub fn agent_json(
     overlay: &str,
     s: &AgentSettings,
 ) -> Result<String, RenderError> {
-    let mut ctx = context("vxlan-policy-agent.json", AGENT_CONTEXT, root, Some(underlay_ip))?;
-    set(&mut ctx, "links/cf_network/properties/network", json!(overlay));
+    let mut ctx = context(
+        "vxlan-policy-agent.json",
+        AGENT_CONTEXT,
+        root,
+        Some(underlay_ip),
+    )?;
+    set(
+        &mut ctx,
+        "links/cf_network/properties/network",
+        json!(overlay),
+    );
     set(
         &mut ctx,
         "properties/policy_poll_interval_seconds",
@@ -273,9 +299,17 @@ pub fn agent_json(
         "properties/asg_poll_interval_seconds",
         json!(s.asg_poll_interval_seconds),
     );
-    set(&mut ctx, "properties/enable_asg_syncing", json!(s.enable_asg_syncing));
+    set(
+        &mut ctx,
+        "properties/enable_asg_syncing",
+        json!(s.enable_asg_syncing),
+    );
     if let Some(logging) = s.asg_logging {
-        set(&mut ctx, "links/cni_config/properties/iptables_logging", json!(logging));
+        set(
+            &mut ctx,
+            "links/cni_config/properties/iptables_logging",
+            json!(logging),
+        );
     }
     render(AGENT_TEMPLATE, &ctx)
 }
@@ -315,15 +349,25 @@ mod tests {
             partition_tolerance_seconds: 7200,
         };
         let v = parse(
-            &daemon_json(root, Ipv4Addr::new(192, 0, 2, 10), "10.255.0.0/16", 24, &t, "debug")
-                .unwrap(),
+            &daemon_json(
+                root,
+                Ipv4Addr::new(192, 0, 2, 10),
+                "10.255.0.0/16",
+                24,
+                &t,
+                "debug",
+            )
+            .unwrap(),
         );
         assert_eq!(v["underlay_ip"], "192.0.2.10");
         assert_eq!(v["overlay_network"], json!(["10.255.0.0/16"]));
         assert_eq!(v["poll_interval"], 2);
         assert_eq!(v["partition_tolerance_seconds"], 7200);
         assert_eq!(v["datastore"], "/lab/c0/data/silk/store.json");
-        assert_eq!(v["ca_cert_file"], "/lab/c0/jobs/silk-daemon/config/certs/ca.crt");
+        assert_eq!(
+            v["ca_cert_file"],
+            "/lab/c0/jobs/silk-daemon/config/certs/ca.crt"
+        );
         assert_eq!(
             v["connectivity_server_url"],
             format!("https://{CONTROLLER_NAME}:{CONTROLLER_PORT}")
@@ -345,15 +389,24 @@ mod tests {
             password: "",
             name: "silk_x",
         };
-        let c = parse(&controller_json(Path::new("/lab/controller"), "10.255.0.0/16", 24, &db, &t).unwrap());
+        let c = parse(
+            &controller_json(Path::new("/lab/controller"), "10.255.0.0/16", 24, &db, &t).unwrap(),
+        );
         assert_eq!(c["lease_expiration_seconds"], 6);
         assert_eq!(c["listen_host"], "0.0.0.0");
         assert_eq!(c["database"]["host"], "/run/pg");
         assert_eq!(c["database"]["port"], 5433);
         assert_eq!(c["database"]["database_name"], "silk_x");
         let d = parse(
-            &daemon_json(Path::new("/lab/c1"), Ipv4Addr::new(192, 0, 2, 11), "10.255.0.0/16", 24, &t, "info")
-                .unwrap(),
+            &daemon_json(
+                Path::new("/lab/c1"),
+                Ipv4Addr::new(192, 0, 2, 11),
+                "10.255.0.0/16",
+                24,
+                &t,
+                "info",
+            )
+            .unwrap(),
         );
         assert_eq!(d["partition_tolerance_seconds"], 4);
     }

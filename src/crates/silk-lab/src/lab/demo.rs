@@ -130,7 +130,10 @@ pub fn asg_allows(file: &PolicyFile, app: &App, to: SocketAddrV4) -> bool {
 /// comma-separated list of IPs, CIDRs and `a-b` ranges; ports `N` or `N-M`, comma-separated).
 pub fn rule_allows(r: &AsgRule, to: SocketAddrV4) -> bool {
     let proto = matches!(r.protocol.as_str(), "tcp" | "all");
-    let dest = r.destination.split(',').any(|d| dest_contains(d.trim(), *to.ip()));
+    let dest = r
+        .destination
+        .split(',')
+        .any(|d| dest_contains(d.trim(), *to.ip()));
     let port = r.protocol == "all"
         || r.ports.split(',').any(|p| {
             let p = p.trim();
@@ -211,7 +214,10 @@ mod tests {
         let r = |p: &str, d: &str, ports: &str| AsgRule::new(p, d, ports);
         assert!(rule_allows(&r("tcp", "192.0.2.200", "80"), to));
         assert!(rule_allows(&r("tcp", "192.0.2.0/24", "79-81"), to));
-        assert!(rule_allows(&r("tcp", "10.0.0.1, 192.0.2.190-192.0.2.210", "443, 80"), to));
+        assert!(rule_allows(
+            &r("tcp", "10.0.0.1, 192.0.2.190-192.0.2.210", "443, 80"),
+            to
+        ));
         assert!(rule_allows(&r("all", "0.0.0.0/0", ""), to));
         assert!(!rule_allows(&r("udp", "192.0.2.200", "80"), to));
         assert!(!rule_allows(&r("tcp", "192.0.2.201", "80"), to));

@@ -85,7 +85,13 @@ fn mark(expected: bool, got: &Probe) -> &'static str {
 /// then the outside host; `+` reached as allowed, `.` blocked as denied, `!.` allowed but
 /// blocked, `!+` denied but reached; then the differences spelt out.
 pub fn render(d: &Demo, file: &PolicyFile, rows: &[Row]) -> String {
-    let width = d.apps.iter().map(|a| a.name.len()).max().unwrap_or(4).max(4);
+    let width = d
+        .apps
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let col = if d.apps.len() >= 10 { 3 } else { 2 };
     let mut s = String::new();
     let _ = writeln!(
@@ -123,7 +129,10 @@ pub fn render(d: &Demo, file: &PolicyFile, rows: &[Row]) -> String {
         "  + reached, allowed   . blocked, denied   !. allowed but blocked   !+ denied but reached"
     );
     if diffs.is_empty() {
-        let _ = writeln!(s, "matrix equals policies and ASGs ({checks} connections tested)");
+        let _ = writeln!(
+            s,
+            "matrix equals policies and ASGs ({checks} connections tested)"
+        );
     } else {
         let _ = writeln!(
             s,
@@ -171,9 +180,15 @@ mod tests {
         let d = demo(3, 6);
         let f = demo_file(&d);
         let text = render(&d, &f, &live(&d, &f));
-        assert!(text.contains("matrix equals policies and ASGs (36 connections tested)"), "{text}");
+        assert!(
+            text.contains("matrix equals policies and ASGs (36 connections tested)"),
+            "{text}"
+        );
         let frontend = text.lines().find(|l| l.contains("frontend")).unwrap();
-        assert_eq!(frontend.split_whitespace().collect::<Vec<_>>(), ["1", "frontend", "prod", "-", "+", ".", ".", ".", ".", "+"]);
+        assert_eq!(
+            frontend.split_whitespace().collect::<Vec<_>>(),
+            ["1", "frontend", "prod", "-", "+", ".", ".", ".", ".", "+"]
+        );
     }
 
     #[test]
@@ -185,11 +200,24 @@ mod tests {
         rows[1].to_outside = Probe::Reached;
         let diffs = differences(&d, &f, &rows);
         assert_eq!(diffs.len(), 2);
-        assert_eq!((diffs[0].from.as_str(), diffs[0].to.as_str(), diffs[0].expected), ("frontend", "backend", true));
-        assert_eq!((diffs[1].to.as_str(), diffs[1].expected), ("outside", false));
+        assert_eq!(
+            (
+                diffs[0].from.as_str(),
+                diffs[0].to.as_str(),
+                diffs[0].expected
+            ),
+            ("frontend", "backend", true)
+        );
+        assert_eq!(
+            (diffs[1].to.as_str(), diffs[1].expected),
+            ("outside", false)
+        );
         let text = render(&d, &f, &rows);
         assert!(text.contains("DIFFERENCES: 2 of 36"), "{text}");
-        assert!(text.contains("frontend -> backend: allowed, got Timeout"), "{text}");
+        assert!(
+            text.contains("frontend -> backend: allowed, got Timeout"),
+            "{text}"
+        );
         let backend = text.lines().find(|l| l.contains(" backend ")).unwrap();
         assert!(backend.ends_with("!+"), "{backend}");
     }

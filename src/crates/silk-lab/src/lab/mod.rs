@@ -151,12 +151,8 @@ pub async fn up(o: UpOptions) -> anyhow::Result<()> {
         ..Options::default()
     };
     let t = Instant::now();
-    let mut bed = Testbed::build_in(
-        Binaries::in_dir(&o.bin_dir)?,
-        options,
-        o.state_dir.clone(),
-    )
-    .await?;
+    let mut bed =
+        Testbed::build_in(Binaries::in_dir(&o.bin_dir)?, options, o.state_dir.clone()).await?;
     println!(
         "[{:>6.1}s] database, certificates, underlay bridge, api + {} cell namespaces, every config rendered from templates/ with manifests/lab/: ok ({:.1}s)",
         progress.start.elapsed().as_secs_f64(),
@@ -269,7 +265,11 @@ fn create_container(
     lab_bin: &Path,
     plugin_dir: &Path,
 ) -> anyhow::Result<Container> {
-    let handle = format!("{:08x}-1ab0-4000-8000-{:012x}", 0xc0de_0000_u32 + k as u32, k);
+    let handle = format!(
+        "{:08x}-1ab0-4000-8000-{:012x}",
+        0xc0de_0000_u32 + k as u32,
+        k
+    );
     let ns = bed.add_container_ns()?;
     let (ns_name, ns_path) = (ns.name().to_string(), ns.path().to_path_buf());
     let cell = &bed.cells[app.cell];

@@ -71,7 +71,12 @@ pub fn probe_in(dst: SocketAddrV4, name: &str) -> Probe {
     let mut text = String::new();
     match s.read_to_string(&mut text) {
         Ok(_) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             return Probe::Timeout
         }
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Probe::Refused,

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::fabric::lab::LabState;
 use serde_json::Value;
 use silk_testkit::netns::run_in_ok;
-use crate::fabric::lab::LabState;
 
 /// Entries in the JSON array `argv` prints that carry `key` (routes with a gateway, neighbours
 /// with a link-layer address, FDB entries with a remote).
