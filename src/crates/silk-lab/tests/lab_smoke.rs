@@ -116,75 +116,46 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
         );
         let demo = LabDemo::read(&state_dir).unwrap();
         assert_eq!(demo.containers.len(), 6);
-        // frontend -> orders is not in the demo policies: add it, then remove it.
-        let out = ok(
-            &bin,
-            &[
-                "policy",
-                "add",
-                "frontend",
-                "orders",
-                "8080",
-                "--state-dir",
-                sd,
-            ],
-        );
-        assert!(out.contains("matrix equals policies"), "{out}");
-        let line = row(&out, "frontend");
-        assert_eq!(line[5], "+", "frontend reaches orders: {line:?}");
-        let out = ok(
-            &bin,
-            &[
-                "policy",
-                "remove",
-                "frontend",
-                "orders",
-                "8080",
-                "--state-dir",
-                sd,
-            ],
-        );
-        let line = row(&out, "frontend");
-        assert_eq!(line[5], ".", "revoked: {line:?}");
-        // dev may not reach the outside host; a rule lets it, removing it stops it.
-        let out = ok(
-            &bin,
-            &[
+        // frontend -> orders is not in the demo policies: add it, then remove it; space dev may
+        // not reach the outside host: a rule lets it, removing the rule stops it again.
+        for (action, mark) in [("add", "+"), ("remove", ".")] {
+            let out = ok(
+                &bin,
+                &[
+                    "policy",
+                    action,
+                    "frontend",
+                    "orders",
+                    "8080",
+                    "--state-dir",
+                    sd,
+                ],
+            );
+            assert!(out.contains("matrix equals policies"), "{out}");
+            let line = row(&out, "frontend");
+            assert_eq!(
+                line[5], mark,
+                "policy {action}: frontend -> orders {line:?}"
+            );
+            let asg = [
                 "asg",
-                "add",
+                action,
                 "dev",
                 "tcp",
                 "192.0.2.200",
                 "80",
                 "--state-dir",
                 sd,
-            ],
-        );
-        let line = row(&out, "backend");
-        assert_eq!(
-            line.last().unwrap(),
-            "+",
-            "backend (dev) reaches outside: {line:?}"
-        );
-        let out = ok(
-            &bin,
-            &[
-                "asg",
-                "remove",
-                "dev",
-                "tcp",
-                "192.0.2.200",
-                "80",
-                "--state-dir",
-                sd,
-            ],
-        );
-        let line = row(&out, "backend");
-        assert_eq!(
-            line.last().unwrap(),
-            ".",
-            "backend (dev) blocked again: {line:?}"
-        );
+            ];
+            let out = ok(&bin, &asg);
+            assert!(out.contains("matrix equals policies"), "{out}");
+            let line = row(&out, "backend");
+            assert_eq!(
+                line.last().unwrap(),
+                mark,
+                "asg {action}: backend (dev) -> outside {line:?}"
+            );
+        }
         // a crash of one cell's daemon and another cell's agent
         ok(&bin, &["restart", "silk-daemon-c1", "--state-dir", sd]);
         ok(
