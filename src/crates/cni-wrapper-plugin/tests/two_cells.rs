@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use silk_dataplane::iptables::save::normalize;
+use silk_lab::fabric::render::DAEMON_PORT;
+use silk_lab::fabric::{Binaries, Options, Testbed};
 use silk_testkit::cni::CniRunner;
 use silk_testkit::netns::{command_in, output_with_stdin, run_in_ok, NsHolder};
-use silk_testkit::testbed::render::DAEMON_PORT;
-use silk_testkit::testbed::{Binaries, Options, Testbed};
 
 /// The host on the underlay segment that containers reach through NetOut.
 const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);

@@ -555,7 +555,7 @@ fn epoch_now() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and postgres: run via scripts/test"]
 async fn bbr_with_running_silk_daemons_on_postgres() {
-    use silk_testkit::testbed::{Binaries, Options, Testbed};
+    use silk_lab::fabric::{Binaries, Options, Testbed};
     silk_testkit::require_root_and_pg();
     let dir = Path::new(env!("CARGO_BIN_EXE_silk-controller"))
         .parent()

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use silk_testkit::testbed::render::Timing;
-use silk_testkit::testbed::{Binaries, Options, Testbed};
+use silk_lab::fabric::render::Timing;
+use silk_lab::fabric::{Binaries, Options, Testbed};
 
 /// How long steady cycles are watched (about 20 cycles at the 1 s poll interval).
 const STEADY_WINDOW: Duration = Duration::from_secs(20);

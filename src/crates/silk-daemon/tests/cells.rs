@@ -1,5 +1,5 @@
 //! netns tier: real silk-controller, real silk-daemons, real PostgreSQL, real kernel, in the
-//! multi-cell test bed (silk_testkit::testbed). Kernel state is checked by parsing `ip -j` /
+//! multi-cell test bed (silk_lab::fabric). Kernel state is checked by parsing `ip -j` /
 //! `bridge -j` output inside the cell namespaces.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use silk_testkit::testbed::render::Timing;
-use silk_testkit::testbed::{Binaries, Options, Testbed, OVERLAY};
+use silk_lab::fabric::render::Timing;
+use silk_lab::fabric::{Binaries, Options, Testbed, OVERLAY};
 
 async fn bed(cells: usize, timing: Timing) -> Testbed {
     silk_testkit::require_root_and_pg();

@@ -14,7 +14,7 @@ use silk_testkit::loggregator::{
     agent_certs, assert_identity, config_block, counter, gauge, metric_names, TestAgent,
 };
 use silk_testkit::netns::in_netns;
-use silk_testkit::testbed::{Binaries, Options, Testbed};
+use silk_lab::fabric::{Binaries, Options, Testbed};
 
 const WAIT: Duration = Duration::from_secs(30);
 const WANT: [&str; 4] = ["numberLeases", "renewSuccess", "convergeSuccess", "uptime"];

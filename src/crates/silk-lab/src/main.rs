@@ -1,54 +1,89 @@
-//! `silk-lab`: the fabric on one machine, built on the test bed.
+//! `silk-lab`: the whole fabric on one machine with apps and policies (docs/lab.md).
 //!
 //! ```text
-//! silk-lab up --cells N --state-dir DIR [--poll-interval S] [--bin-dir DIR]
-//! silk-lab status --state-dir DIR
+//! silk-lab up --cells N --apps M --state-dir DIR [--bin-dir DIR]
+//! silk-lab status --state-dir DIR [--wait S]
+//! silk-lab policy add|remove SRC DST PORT --state-dir DIR
+//! silk-lab asg add|remove SPACE PROTOCOL DESTINATION PORTS --state-dir DIR
+//! silk-lab restart NAME --state-dir DIR
 //! silk-lab down --state-dir DIR
+//! silk-lab responder --port P --name NAME
 //! silk-lab policy-server --listen ADDR --file FILE --ca-cert F --server-cert F --server-key F
 //!                        [--control 127.0.0.1:PORT] [--page-size N] [--tag-length 2]
 //! ```
 //!
 //! `up` needs root and a PostgreSQL cluster (SILK_TEST_PG_HOST socket dir, SILK_TEST_PG_PORT,
-//! SILK_TEST_PG_USER); it starts the controller and N daemons detached, prints the status and
-//! exits, leaving them running. `down` removes every namespace, process, database and file
-//! `up` recorded in `DIR/lab.json`.
-
-mod status;
+//! SILK_TEST_PG_USER); it leaves every process running detached and exits. `down` removes every
+//! namespace, process, database and file `up` recorded in `DIR/lab.json`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use silk_testkit::testbed::lab::{destroy, LabState};
-use silk_testkit::testbed::render::Timing;
-use silk_testkit::testbed::{Binaries, Options, Testbed};
+use clap::{Parser, Subcommand, ValueEnum};
+use silk_lab::fabric::lab::{destroy, LabState};
+use silk_lab::lab::{self, state_file};
 
 #[derive(Parser)]
 #[command(
     name = "silk-lab",
-    about = "silk-controller and N cells with silk-daemon in network namespaces"
+    about = "The whole silk fabric with apps and policies in network namespaces on this machine"
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Action {
+    Add,
+    Remove,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the namespaces, start controller and daemons, print the status, leave them running.
+    /// Build and start the fabric, the demo apps and policies; print the matrix; leave it running.
     Up {
         #[arg(long, default_value_t = 3)]
         cells: usize,
+        #[arg(long, default_value_t = 6)]
+        apps: usize,
         #[arg(long)]
         state_dir: PathBuf,
-        #[arg(long, default_value_t = 5)]
-        poll_interval: u64,
-        /// Where silk-controller and silk-daemon are (default: beside this binary).
+        /// Where the release's binaries are (default: beside this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
-    /// Print the lease table, per-cell entry counts and a cross-cell ping.
+    /// Print leases, processes, cells, containers and the matrix, re-tested live.
     Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Re-test for up to this many seconds until the matrix equals the policies.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Add or remove a c2c policy (tcp) between two demo apps; show the matrix after the poll.
+    Policy {
+        action: Action,
+        src: String,
+        dst: String,
+        port: u16,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Add or remove a rule of a space's running security group `lab-<space>`.
+    Asg {
+        action: Action,
+        space: String,
+        protocol: String,
+        destination: String,
+        ports: String,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Kill a lab process (SIGKILL, by its recorded pid) and start it again.
+    Restart {
+        name: String,
         #[arg(long)]
         state_dir: PathBuf,
     },
@@ -56,6 +91,13 @@ enum Cmd {
     Down {
         #[arg(long)]
         state_dir: PathBuf,
+    },
+    /// The app stand-in: answer HTTP on 0.0.0.0:PORT with NAME and the peer's address.
+    Responder {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        name: String,
     },
     /// Serve policy-server-internal's API (mutual TLS) from a policies-and-ASGs file until
     /// SIGTERM or SIGINT (docs/lab.md).
@@ -78,10 +120,6 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         tag_length: u32,
     },
-}
-
-fn state_file(dir: &std::path::Path) -> PathBuf {
-    dir.join("lab.json")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -126,17 +164,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Up {
             cells,
+            apps,
             state_dir,
-            poll_interval,
             bin_dir,
         } => {
-            if state_file(&state_dir).exists() {
-                bail!(
-                    "{} exists: run `silk-lab down --state-dir {}` first",
-                    state_file(&state_dir).display(),
-                    state_dir.display()
-                );
-            }
             let bin_dir = match bin_dir {
                 Some(d) => d,
                 None => std::env::current_exe()?
@@ -144,37 +175,48 @@ async fn main() -> anyhow::Result<()> {
                     .context("binary has no directory")?
                     .to_path_buf(),
             };
-            let daemon = bin_dir.join("silk-daemon");
-            if !daemon.exists() || !bin_dir.join("silk-controller").exists() {
-                bail!(
-                    "silk-daemon and silk-controller not found in {}: build them first",
-                    bin_dir.display()
-                );
-            }
-            let bins = Binaries::beside(&daemon.display().to_string())?;
-            let timing = Timing {
-                poll_interval_seconds: poll_interval,
-                ..Timing::default()
-            };
-            let options = Options {
+            lab::up(lab::UpOptions {
                 cells,
-                timing,
-                detach: true,
-                ..Options::default()
-            };
-            let mut bed = Testbed::build_in(bins, options, state_dir.clone()).await?;
-            let started = bed.start_controller().and_then(|_| bed.start_daemons());
-            // Record the state before reporting, so `down` can clean up even after a failure.
-            let state = bed.leak();
-            state.write(&state_file(&state_dir))?;
-            started?;
-            tokio::time::sleep(std::time::Duration::from_secs(poll_interval + 1)).await;
-            status::print(&state).await
+                apps,
+                state_dir,
+                bin_dir,
+            })
+            .await
         }
-        Cmd::Status { state_dir } => {
-            let state = LabState::read(&state_file(&state_dir)).context("read lab state")?;
-            status::print(&state).await
+        Cmd::Responder { port, name } => {
+            lab::probe::serve((std::net::Ipv4Addr::UNSPECIFIED, port).into(), &name)?;
+            Ok(())
         }
+        Cmd::Policy {
+            action,
+            src,
+            dst,
+            port,
+            state_dir,
+        } => tokio::task::block_in_place(|| {
+            lab::policy(&state_dir, matches!(action, Action::Add), &src, &dst, port)
+        }),
+        Cmd::Asg {
+            action,
+            space,
+            protocol,
+            destination,
+            ports,
+            state_dir,
+        } => tokio::task::block_in_place(|| {
+            lab::asg(
+                &state_dir,
+                matches!(action, Action::Add),
+                &space,
+                &protocol,
+                &destination,
+                &ports,
+            )
+        }),
+        Cmd::Restart { name, state_dir } => {
+            tokio::task::block_in_place(|| lab::restart(&state_dir, &name))
+        }
+        Cmd::Status { state_dir, wait } => lab::status(&state_dir, Duration::from_secs(wait)).await,
         Cmd::Down { state_dir } => {
             let path = state_file(&state_dir);
             let state =
@@ -184,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
                 bail!("down left things behind:\n  {}", errors.join("\n  "));
             }
             std::fs::remove_file(&path)?;
+            let _ = std::fs::remove_file(lab::demo_file(&state_dir));
             println!(
                 "removed {} namespaces, {} processes, database {}",
                 state.namespaces.len(),

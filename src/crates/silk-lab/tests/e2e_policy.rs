@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use silk_lab::fabric::render::{AgentSettings, AGENT_FORCE_PORT, DAEMON_PORT};
+use silk_lab::fabric::{sibling_binary, Binaries, Options, Testbed};
 use silk_lab::policy_server::data::{
     AsgRule, FilePolicy, FileRules, FileSecurityGroup, PolicyFile,
 };
@@ -28,8 +30,6 @@ use silk_lab::policy_server::write_file;
 use silk_testkit::cni::CniRunner;
 use silk_testkit::netns::{run_in_ok, NsHolder};
 use silk_testkit::tcp::{echo_answer, talk, Conn, EchoServer};
-use silk_testkit::testbed::render::{AgentSettings, AGENT_FORCE_PORT, DAEMON_PORT};
-use silk_testkit::testbed::{sibling_binary, Binaries, Options, Testbed};
 
 const APP_A: &str = "a0a0a0a0-1111-4222-8333-000000000001";
 const APP_B: &str = "b0b0b0b0-1111-4222-8333-000000000002";
@@ -198,6 +198,7 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
         poll_interval_seconds: POLL,
         asg_poll_interval_seconds: POLL,
         enable_asg_syncing: true,
+        asg_logging: Some(false),
     };
     for i in 0..2 {
         bed.start_agent(i, &bins.agent, &settings)
@@ -350,6 +351,7 @@ fn upgrade_from_static_to_dynamic_asgs_moves_a_running_container() {
         poll_interval_seconds: POLL,
         asg_poll_interval_seconds: POLL,
         enable_asg_syncing: false,
+        asg_logging: Some(false),
     };
     bed.start_agent(0, &bins.agent, &static_agent).unwrap();
     let cell = Garden::new(&bed, 0, &bins.wrapper);

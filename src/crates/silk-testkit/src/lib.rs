@@ -1,8 +1,8 @@
-//! Fixtures for the gated test tiers and the lab: network namespaces, the multi-cell test bed,
-//! certificates, PostgreSQL and MySQL databases ([`db`] for tests that run on both engines),
-//! private throwaway database servers ([`dbserver`]), a Loggregator v2 agent (gRPC, mutual
-//! TLS) and generators for the parsers' property tests ([`fuzz`]). A dev-dependency of the
-//! other crates, never shipped.
+//! Fixtures for the gated test tiers: network namespaces, certificates, PostgreSQL and MySQL
+//! databases ([`db`] for tests that run on both engines), private throwaway database servers
+//! ([`dbserver`]), a Loggregator v2 agent (gRPC, mutual TLS) and generators for the parsers'
+//! property tests ([`fuzz`]). A dev-dependency of the other crates, never shipped; the fabric
+//! assembly (cells, processes, rendering) lives in the lab crate (`silk_lab::fabric`).
 
 pub mod certs;
 pub mod cni;
@@ -14,7 +14,6 @@ pub mod mysql;
 pub mod netns;
 pub mod postgres;
 pub mod tcp;
-pub mod testbed;
 
 /// Fails the calling test unless it runs as root under `scripts/test` (`SILK_TEST_ROOT=1`).
 pub fn require_root() {

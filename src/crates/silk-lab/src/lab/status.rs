@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::fabric::lab::LabState;
 use serde_json::Value;
 use silk_testkit::netns::run_in_ok;
-use silk_testkit::testbed::lab::LabState;
 
 /// Entries in the JSON array `argv` prints that carry `key` (routes with a gateway, neighbours
 /// with a link-layer address, FDB entries with a remote).
@@ -86,7 +86,7 @@ pub async fn print(state: &LabState) -> anyhow::Result<()> {
         );
     }
     if let [a, b, ..] = state.cells.as_slice() {
-        let ip = |c: &silk_testkit::testbed::lab::LabCell| {
+        let ip = |c: &crate::fabric::lab::LabCell| {
             subnets
                 .get(&c.underlay_ip)
                 .and_then(|s| s.split('/').next().map(str::to_string))

@@ -12,13 +12,16 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::netns::wait_deadline;
+use silk_testkit::netns::wait_deadline;
 
 /// A process the test bed started; killed and reaped on drop.
 #[derive(Debug)]
 pub struct Proc {
     pub name: String,
     pub log: PathBuf,
+    /// The namespace it runs in and its command line, to start it again.
+    pub ns: String,
+    pub argv: Vec<String>,
     child: Child,
 }
 
@@ -45,6 +48,8 @@ impl Proc {
         Ok(Proc {
             name: name.to_string(),
             log: log.to_path_buf(),
+            ns: ns.to_string(),
+            argv: argv.to_vec(),
             child,
         })
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Testbed;
-use crate::netns::run_cmd;
-use crate::postgres::PgCluster;
+use silk_testkit::netns::run_cmd;
+use silk_testkit::postgres::PgCluster;
 
 /// One detached process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +19,52 @@ pub struct LabProcess {
     pub pid: u32,
     pub binary: PathBuf,
     pub log: PathBuf,
+    /// Where and how it was started ([`LabProcess::restart`]).
+    #[serde(default)]
+    pub ns: String,
+    #[serde(default)]
+    pub argv: Vec<String>,
+}
+
+impl LabProcess {
+    /// Records a running process and writes `<dir>/<name>.pid`.
+    pub fn record(dir: &Path, p: super::process::Proc, binary: &Path) -> LabProcess {
+        let name = p.name.replace(' ', "-");
+        let (log, ns, argv) = (p.log.clone(), p.ns.clone(), p.argv.clone());
+        let pid = p.detach();
+        let _ = std::fs::write(dir.join(format!("{name}.pid")), pid.to_string());
+        LabProcess {
+            name,
+            pid,
+            binary: binary.to_path_buf(),
+            log,
+            ns,
+            argv,
+        }
+    }
+
+    /// SIGKILL (a crash), then the same command line again in the same namespace, detached;
+    /// the pid changes. Only a process that is still the one we started is killed.
+    pub fn restart(&mut self, dir: &Path) -> std::io::Result<()> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if self.argv.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "{}: no command line recorded",
+                self.name
+            )));
+        }
+        if LabState::alive(self) {
+            kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL).map_err(std::io::Error::from)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while LabState::alive(self) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let p = super::process::Proc::spawn(&self.name, &self.ns, &self.argv, &self.log, true)?;
+        *self = LabProcess::record(dir, p, &self.binary);
+        Ok(())
+    }
 }
 
 /// One cell as the lab reports it.
@@ -75,17 +121,9 @@ impl Testbed {
     /// returned state lists them for [`destroy`]. Pid files go to `<dir>/<name>.pid`.
     pub fn leak(mut self) -> LabState {
         let mut processes = Vec::new();
+        let dir = self.dir.clone();
         let mut record = |p: super::process::Proc, binary: &Path| {
-            let name = p.name.replace(' ', "-");
-            let log = p.log.clone();
-            let pid = p.detach();
-            let _ = std::fs::write(self.dir.join(format!("{name}.pid")), pid.to_string());
-            processes.push(LabProcess {
-                name,
-                pid,
-                binary: binary.to_path_buf(),
-                log,
-            });
+            processes.push(LabProcess::record(&dir, p, binary));
         };
         if let Some(p) = self.controller.take() {
             record(p, &self.binaries.controller);
@@ -100,8 +138,20 @@ impl Testbed {
             if let Some((p, bin)) = c.agent.take() {
                 record(p, &bin);
             }
+            if let Some((p, bin)) = c.logger.take() {
+                record(p, &bin);
+            }
+        }
+        for (p, bin) in std::mem::take(&mut self.others) {
+            record(p, &bin);
         }
         let namespaces = self.namespaces();
+        for c in self.containers.drain(..) {
+            c.leak();
+        }
+        for x in self.extras.drain(..) {
+            x.leak();
+        }
         let cells = self
             .cells
             .drain(..)

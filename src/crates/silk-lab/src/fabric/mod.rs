@@ -18,6 +18,7 @@
 //! `/etc/netns/<ns>/hosts` maps the controller's and the policy server's DNS names for
 //! `ip netns exec`.
 
+pub mod garden;
 pub mod lab;
 pub mod process;
 pub mod render;
@@ -26,15 +27,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::certs::{ServerKey, TestCerts};
-use crate::netns::{run_ok, unique_token, NamedNetns};
-use crate::postgres::TestDb;
 use process::Proc;
 use render::{
-    agent_json, controller_json, daemon_json, AgentSettings, Timing, AGENT_DEBUG_PORT,
+    agent_json, controller_json, daemon_json, AgentSettings, Database, Timing, AGENT_DEBUG_PORT,
     CONTROLLER_NAME, DAEMON_PORT, POLICY_SERVER_CONTROL_PORT, POLICY_SERVER_NAME,
     POLICY_SERVER_PORT,
 };
+use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::netns::{run_ok, unique_token, NamedNetns};
+use silk_testkit::postgres::TestDb;
 
 pub use render::CONTROLLER_HEALTH_PORT;
 
@@ -54,7 +55,9 @@ pub enum TestbedError {
         source: std::io::Error,
     },
     #[error("certificates: {0}")]
-    Certs(#[from] crate::certs::CertsError),
+    Certs(#[from] silk_testkit::certs::CertsError),
+    #[error("config: {0}")]
+    Render(#[from] render::RenderError),
     #[error("{0}")]
     Timeout(String),
     #[error("{name} exited early ({status}); log:\n{log}")]
@@ -162,21 +165,42 @@ pub struct Cell {
     pub daemon: Option<Proc>,
     /// vxlan-policy-agent and the binary it runs.
     pub agent: Option<(Proc, PathBuf)>,
+    /// iptables-logger and the binary it runs.
+    pub logger: Option<(Proc, PathBuf)>,
 }
 
 impl Cell {
     /// The container metadata store the cell's cni-wrapper-plugin writes and its agent reads.
     pub fn metadata_store(&self) -> PathBuf {
-        self.dir.join("container-metadata/store.json")
+        self.dir.join("data/container-metadata/store.json")
     }
 
     /// The iptables lock file shared by the cell's plugins and agent.
     pub fn iptables_lock(&self) -> PathBuf {
-        self.dir.join("garden-cni/iptables.lock")
+        self.dir.join("data/garden-cni/iptables.lock")
     }
 
     pub fn agent_log(&self) -> PathBuf {
         self.dir.join("vxlan-policy-agent.log")
+    }
+
+    /// The conflist garden-external-networker loads (rendered from the silk-cni job's template).
+    pub fn conflist(&self) -> PathBuf {
+        job_file(&self.dir, "silk-cni", "cni/cni-wrapper-plugin.conflist")
+    }
+
+    /// The cell's garden-external-networker, running the plugins found in `plugin_dir`.
+    pub fn garden(&self, plugin_dir: &Path) -> garden::Garden {
+        garden::Garden {
+            cell_ns: self.ns.path().to_path_buf(),
+            conflist: self.conflist(),
+            plugin_dir: plugin_dir.to_path_buf(),
+            cache_dir: self.dir.join("data/garden-cni/results"),
+        }
+    }
+
+    pub fn logger_log(&self) -> PathBuf {
+        self.dir.join("iptables-logger.log")
     }
 }
 
@@ -199,6 +223,10 @@ pub struct Testbed {
     etc_dirs: Vec<PathBuf>,
     /// Extra hosts on the underlay segment ([`Testbed::add_underlay_host`]).
     extras: Vec<NamedNetns>,
+    /// Container namespaces ([`Testbed::add_container_ns`]).
+    containers: Vec<NamedNetns>,
+    /// Other processes ([`Testbed::spawn_other`]) and their binaries.
+    others: Vec<(Proc, PathBuf)>,
     // Dropped last: the bridge namespace.
     underlay: Option<NamedNetns>,
     _tmp: Option<tempfile::TempDir>,
@@ -256,16 +284,34 @@ impl Testbed {
         attach(&ul, "u0", &api, API_IP).map_err(io("wire api netns"))?;
         etc_dirs.push(write_hosts(api.name())?);
 
-        let controller_config = dir.join("silk-controller.json");
+        let controller_root = dir.join("controller");
+        let controller_config =
+            job_file(&controller_root, "silk-controller", "silk-controller.json");
+        install_certs(
+            &controller_root,
+            "silk-controller",
+            &[
+                (&certs.ca_cert, "ca.crt"),
+                (&certs.server_cert, "server.crt"),
+                (&certs.server_key, "server.key"),
+            ],
+        )?;
         let pg = &db.cluster;
         let text = controller_json(
-            &certs,
+            &controller_root,
             &options.overlay,
             options.prefix,
-            (&pg.socket_dir, pg.port, &pg.user, &db.name),
+            &Database {
+                kind: "postgres",
+                host: &pg.socket_dir,
+                port: pg.port,
+                user: &pg.user,
+                password: "",
+                name: &db.name,
+            },
             &options.timing,
-        );
-        std::fs::write(&controller_config, text).map_err(io("write controller config"))?;
+        )?;
+        write_file(&controller_config, &text)?;
         let controller_log = dir.join("silk-controller.log");
 
         let mut bed = Testbed {
@@ -283,6 +329,8 @@ impl Testbed {
             controller_log,
             etc_dirs,
             extras: Vec::new(),
+            containers: Vec::new(),
+            others: Vec::new(),
             underlay: Some(underlay),
             _tmp: None,
         };
@@ -331,18 +379,32 @@ impl Testbed {
         self.etc_dirs.push(write_hosts(ns.name())?);
         let cell_dir = self.dir.join(format!("c{i}"));
         std::fs::create_dir_all(&cell_dir).map_err(io("create cell dir"))?;
-        let datastore = cell_dir.join("silk/store.json");
-        let config = cell_dir.join("client-config.json");
+        let datastore = cell_dir.join("data/silk/store.json");
+        let config = job_file(&cell_dir, "silk-daemon", "client-config.json");
+        let certs = self.certs();
+        install_certs(
+            &cell_dir,
+            "silk-daemon",
+            &[
+                (&certs.ca_cert, "ca.crt"),
+                (&certs.client_cert, "client.crt"),
+                (&certs.client_key, "client.key"),
+            ],
+        )?;
         let text = daemon_json(
-            self.certs(),
+            &cell_dir,
             underlay_ip,
             &self.options.overlay,
             self.options.prefix,
-            &datastore,
             &self.options.timing,
             &self.options.log_level,
-        );
-        std::fs::write(&config, text).map_err(io("write daemon config"))?;
+        )?;
+        write_file(&config, &text)?;
+        let conflist = render::cni_conflist(&cell_dir, underlay_ip)?;
+        write_file(
+            &job_file(&cell_dir, "silk-cni", "cni/cni-wrapper-plugin.conflist"),
+            &conflist,
+        )?;
         self.cells.push(Cell {
             index: i,
             ns,
@@ -353,6 +415,7 @@ impl Testbed {
             dir: cell_dir,
             daemon: None,
             agent: None,
+            logger: None,
         });
         Ok(i)
     }
@@ -368,6 +431,27 @@ impl Testbed {
             .map_err(io(format!("wire underlay host {ip}")))?;
         self.extras.push(ns);
         Ok(&self.extras[k])
+    }
+
+    /// A fresh namespace for a container (`<token>-k<n>`), removed with the bed; the CNI
+    /// plugins wire it to a cell.
+    pub fn add_container_ns(&mut self) -> Result<&NamedNetns> {
+        let k = self.containers.len();
+        let ns = NamedNetns::create(&format!("{}-k{k}", self.token))
+            .map_err(io("create container netns"))?;
+        self.containers.push(ns);
+        Ok(&self.containers[k])
+    }
+
+    /// Starts `argv` (binary `argv[0]`) in namespace `ns` as one of the bed's processes, logging
+    /// to `<dir>/<name>.log`; stopped with the bed, recorded by [`Testbed::leak`].
+    pub fn spawn_other(&mut self, name: &str, ns: &str, argv: &[String]) -> Result<u32> {
+        let log = self.dir.join(format!("{}.log", name.replace(' ', "-")));
+        let p = Proc::spawn(name, ns, argv, &log, self.options.detach)
+            .map_err(io(format!("spawn {name}")))?;
+        let pid = p.pid();
+        self.others.push((p, PathBuf::from(&argv[0])));
+        Ok(pid)
     }
 
     /// Starts the controller in the api namespace and waits for its health endpoint.
@@ -495,7 +579,7 @@ impl Testbed {
     pub fn run_helper(&self, i: usize, argv: &[&str]) -> std::io::Result<std::process::Output> {
         let mut full = vec!["ip", "netns", "exec", self.cells[i].ns.name()];
         full.extend_from_slice(argv);
-        crate::netns::run_cmd(&full, Duration::from_secs(120))
+        silk_testkit::netns::run_cmd(&full, Duration::from_secs(120))
     }
 
     /// The unexpired leases of the `subnets` table (the controller's `GET /leases` view):
@@ -561,18 +645,21 @@ impl Testbed {
                     std::fs::create_dir_all(parent).map_err(io("create cell state dir"))?;
                 }
             }
-            agent_json(
-                self.certs(),
-                cell.underlay_ip,
-                &self.options.overlay,
-                &cell.metadata_store(),
-                &cell.iptables_lock(),
-                settings,
-            )
+            let certs = self.certs();
+            install_certs(
+                &cell.dir,
+                "vxlan-policy-agent",
+                &[
+                    (&certs.ca_cert, "ca.crt"),
+                    (&certs.client_cert, "client.crt"),
+                    (&certs.client_key, "client.key"),
+                ],
+            )?;
+            agent_json(&cell.dir, cell.underlay_ip, &self.options.overlay, settings)?
         };
         let cell = &mut self.cells[i];
-        let config = cell.dir.join("vxlan-policy-agent.json");
-        std::fs::write(&config, text).map_err(io("write agent config"))?;
+        let config = job_file(&cell.dir, "vxlan-policy-agent", "vxlan-policy-agent.json");
+        write_file(&config, &text)?;
         let argv = vec![
             bin.display().to_string(),
             format!("-config-file={}", config.display()),
@@ -588,6 +675,54 @@ impl Testbed {
         let url = format!("http://127.0.0.1:{AGENT_DEBUG_PORT}/metrics");
         wait_http(&mut p, cell.ns.path(), &url, Duration::from_secs(30))?;
         cell.agent = Some((p, bin.to_path_buf()));
+        Ok(())
+    }
+
+    /// Starts iptables-logger (binary `bin`) in cell `i`, tailing the fabric's shared kernel log
+    /// file (`<dir>/kern.log`) and writing `<cell>/sys/log/iptables-logger/iptables.log`;
+    /// waits until it has opened both (it exits when it cannot).
+    pub fn start_logger(&mut self, i: usize, bin: &Path) -> Result<()> {
+        let kern = self.dir.join(render::KERNEL_LOG);
+        if !kern.exists() {
+            write_file(&kern, "")?;
+        }
+        let cell = &mut self.cells[i];
+        let text = render::logger_json(&self.dir, &cell.dir, cell.underlay_ip)?;
+        let config = job_file(&cell.dir, "iptables-logger", "iptables-logger.json");
+        write_file(&config, &text)?;
+        let out = cell.dir.join("sys/log/iptables-logger");
+        std::fs::create_dir_all(&out).map_err(io(format!("create {}", out.display())))?;
+        let argv = vec![
+            bin.display().to_string(),
+            format!("-config-file={}", config.display()),
+        ];
+        let mut p = Proc::spawn(
+            &format!("iptables-logger c{i}"),
+            cell.ns.name(),
+            &argv,
+            &cell.logger_log(),
+            self.options.detach,
+        )
+        .map_err(io("spawn iptables-logger"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !p.log_text().contains("started tailing file") {
+            if let Ok(Some(status)) = p.exited() {
+                return Err(TestbedError::Exited {
+                    name: p.name.clone(),
+                    status: status.to_string(),
+                    log: p.log_text(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(TestbedError::Timeout(format!(
+                    "{} did not start within 10s; log:\n{}",
+                    p.name,
+                    p.log_text()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cell.logger = Some((p, bin.to_path_buf()));
         Ok(())
     }
 
@@ -625,6 +760,7 @@ impl Testbed {
         ];
         v.extend(self.cells.iter().map(|c| c.ns.name().to_string()));
         v.extend(self.extras.iter().map(|n| n.name().to_string()));
+        v.extend(self.containers.iter().map(|n| n.name().to_string()));
         v
     }
 }
@@ -635,8 +771,14 @@ impl Drop for Testbed {
             if let Some((mut p, _)) = c.agent.take() {
                 let _ = p.kill();
             }
+            if let Some((mut p, _)) = c.logger.take() {
+                let _ = p.kill();
+            }
         }
         if let Some((mut p, _)) = self.policy_server.take() {
+            let _ = p.kill();
+        }
+        for (mut p, _) in self.others.drain(..) {
             let _ = p.kill();
         }
         for c in &mut self.cells {
@@ -651,6 +793,30 @@ impl Drop for Testbed {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// `<root>/jobs/<job>/config/<name>`: where BOSH puts a job's rendered file.
+pub fn job_file(root: &Path, job: &str, name: &str) -> PathBuf {
+    root.join("jobs").join(job).join("config").join(name)
+}
+
+/// Writes `text` to `path`, creating its directory.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+    }
+    std::fs::write(path, text).map_err(io(format!("write {}", path.display())))
+}
+
+/// Copies certificates to `<root>/jobs/<job>/config/certs/<name>`, where the job's rendered
+/// config names them.
+fn install_certs(root: &Path, job: &str, files: &[(&Path, &str)]) -> Result<()> {
+    let dir = job_file(root, job, "certs");
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    for (from, name) in files {
+        std::fs::copy(from, dir.join(name)).map_err(io(format!("copy {}", from.display())))?;
+    }
+    Ok(())
 }
 
 /// Connects `host` to the bridge: veth `port` in the underlay namespace, `eth0` inside `host`.
@@ -697,9 +863,10 @@ fn wait_http(p: &mut Proc, ns: &Path, url: &str, timeout: Duration) -> Result<()
                 log: p.log_text(),
             });
         }
-        let ok = crate::netns::run_in(ns, &["curl", "-sf", "-m", "1", "-o", "/dev/null", url])
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let ok =
+            silk_testkit::netns::run_in(ns, &["curl", "-sf", "-m", "1", "-o", "/dev/null", url])
+                .map(|o| o.status.success())
+                .unwrap_or(false);
         if ok {
             return Ok(());
         }
