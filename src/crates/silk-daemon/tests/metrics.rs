@@ -10,11 +10,11 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use silk_lab::fabric::{Binaries, Options, Testbed};
 use silk_testkit::loggregator::{
     agent_certs, assert_identity, config_block, counter, gauge, metric_names, TestAgent,
 };
 use silk_testkit::netns::in_netns;
-use silk_lab::fabric::{Binaries, Options, Testbed};
 
 const WAIT: Duration = Duration::from_secs(30);
 const WANT: [&str; 4] = ["numberLeases", "renewSuccess", "convergeSuccess", "uptime"];
