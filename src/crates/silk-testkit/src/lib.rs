@@ -49,3 +49,21 @@ pub fn server_env_port(key: &str, what: &str) -> u16 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} is not a port"))
 }
+
+/// Runs `cleanup` to completion on a thread of its own with its own runtime, for `Drop`
+/// impls that may run inside a runtime (where `block_on` would panic). Best effort: a
+/// runtime that cannot be built skips the cleanup.
+pub fn block_on_cleanup<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
+}

@@ -81,22 +81,13 @@ impl Drop for MysqlDb {
     fn drop(&mut self) {
         let server = self.server.clone();
         let name = self.name.clone();
-        // Drop may run inside a runtime; use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    if let Ok(mut admin) = server.connect(None).await {
-                        let _ = admin
-                            .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
-                            .await;
-                        let _ = admin.disconnect().await;
-                    }
-                });
+        crate::block_on_cleanup(async move {
+            if let Ok(mut admin) = server.connect(None).await {
+                let _ = admin
+                    .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                    .await;
+                let _ = admin.disconnect().await;
             }
-        })
-        .join();
+        });
     }
 }

@@ -91,21 +91,12 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let cluster = self.cluster.clone();
         let name = self.name.clone();
-        // Drop may run inside a runtime; use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    if let Ok(admin) = cluster.connect("postgres").await {
-                        let _ = admin
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .await;
-                    }
-                });
+        crate::block_on_cleanup(async move {
+            if let Ok(admin) = cluster.connect("postgres").await {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
             }
-        })
-        .join();
+        });
     }
 }
