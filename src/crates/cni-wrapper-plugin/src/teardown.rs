@@ -5,14 +5,23 @@
 //! but only when no container's host veth end exists: chains with live owners are never swept.
 
 use serde::Deserialize;
+use silk_ops::config::{nonempty, ConfigError};
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// `teardown-config.json` as rendered (jobs/silk-cni/templates/teardown-config.json.erb).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TeardownConfig {
+pub struct RawTeardownConfig {
     pub paths_to_delete: Vec<String>,
     /// The lock shared with cni-wrapper-plugin and vxlan-policy-agent (not in upstream's file,
     /// which therefore gets the default).
     #[serde(default = "default_lock_file")]
+    pub iptables_lock_file: String,
+}
+
+/// A checked teardown config: every path to delete is absolute and not `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeardownConfig {
+    pub paths_to_delete: Vec<String>,
     pub iptables_lock_file: String,
 }
 
@@ -21,8 +30,35 @@ fn default_lock_file() -> String {
 }
 
 impl TeardownConfig {
-    pub fn parse(text: &str) -> Result<TeardownConfig, serde_json::Error> {
-        serde_json::from_str(text)
+    /// Decodes and checks the config text (silk-ops's loader), listing every problem.
+    pub fn parse(text: &str) -> Result<TeardownConfig, ConfigError> {
+        silk_ops::config::parse::<RawTeardownConfig, TeardownConfig>(text)
+    }
+}
+
+impl TryFrom<RawTeardownConfig> for TeardownConfig {
+    type Error = ConfigError;
+
+    fn try_from(r: RawTeardownConfig) -> Result<TeardownConfig, ConfigError> {
+        let mut errors = Vec::new();
+        for (i, p) in r.paths_to_delete.iter().enumerate() {
+            // The paths are removed recursively: a relative path would depend on the working
+            // directory pre-start runs in, and `/` would wipe the cell.
+            let path = std::path::Path::new(p);
+            if !path.is_absolute() || path.parent().is_none() {
+                errors.push(format!(
+                    "paths_to_delete[{i}]: must be an absolute path below /, got {p:?}"
+                ));
+            }
+        }
+        nonempty(&mut errors, "iptables_lock_file", &r.iptables_lock_file);
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors));
+        }
+        Ok(TeardownConfig {
+            paths_to_delete: r.paths_to_delete,
+            iptables_lock_file: r.iptables_lock_file,
+        })
     }
 }
 
@@ -61,6 +97,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rejects_paths_that_are_not_absolute_and_below_root_listing_all() {
+        let err = TeardownConfig::parse(
+            r#"{"paths_to_delete": ["/var/vcap/data/silk", "relative/dir", "/", "", "//"],
+                "iptables_lock_file": " "}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid config: paths_to_delete[1]: must be an absolute path below /, got \"relative/dir\"; \
+             paths_to_delete[2]: must be an absolute path below /, got \"/\"; \
+             paths_to_delete[3]: must be an absolute path below /, got \"\"; \
+             paths_to_delete[4]: must be an absolute path below /, got \"//\"; \
+             iptables_lock_file: must not be empty"
+        );
+        let ok = TeardownConfig::parse(r#"{"paths_to_delete": [], "iptables_lock_file": "/l"}"#)
+            .unwrap();
+        assert_eq!(ok.iptables_lock_file, "/l");
+    }
+
+    #[test]
     fn parses_config_and_picks_legacy_ifbs_only() {
         let c =
             TeardownConfig::parse(r#"{"paths_to_delete": ["/var/vcap/data/host-local"]}"#).unwrap();
@@ -69,7 +125,14 @@ mod tests {
             c.iptables_lock_file,
             "/var/vcap/data/garden-cni/iptables.lock"
         );
-        assert!(TeardownConfig::parse("{}").is_err());
+        assert!(matches!(
+            TeardownConfig::parse("{}"),
+            Err(ConfigError::Json(_))
+        ));
+        assert!(matches!(
+            TeardownConfig::parse(r#"{"paths_to_delete": [], "extra": 1}"#),
+            Err(ConfigError::Json(_))
+        ));
         let links = r#"[{"ifname":"i-010255030002","linkinfo":{"info_kind":"ifb"}},
                         {"ifname":"bwp3fe8b8fb7e62","linkinfo":{"info_kind":"ifb"}},
                         {"ifname":"ifb0x","linkinfo":{"info_kind":"veth"}}, {"ifname":"lo"}]"#;

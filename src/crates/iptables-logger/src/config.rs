@@ -76,7 +76,7 @@ impl TryFrom<RawConfig> for Config {
         };
         let log_timestamp_format = match r.log_timestamp_format.as_str() {
             "" | "rfc3339" => TimestampFormat::Rfc3339,
-            "deprecated" => TimestampFormat::Deprecated,
+            "deprecated" => TimestampFormat::Epoch,
             other => {
                 e.push(format!(
                     "log_timestamp_format: {other:?} is not 'rfc3339' or 'deprecated'"
@@ -123,7 +123,7 @@ mod tests {
         let dep = RENDERED.replace("\"rfc3339\"", "\"deprecated\"");
         assert_eq!(
             Config::parse(&dep).unwrap().log_timestamp_format,
-            TimestampFormat::Deprecated
+            TimestampFormat::Epoch
         );
     }
 
@@ -153,7 +153,7 @@ mod tests {
     fn parses_what_the_job_template_renders() {
         for (format, want) in [
             (None, TimestampFormat::Rfc3339),
-            (Some("deprecated"), TimestampFormat::Deprecated),
+            (Some("deprecated"), TimestampFormat::Epoch),
         ] {
             let mut props = serde_json::json!({"metron_port": 3458});
             if let Some(f) = format {

@@ -72,7 +72,7 @@ impl Processor {
         container.host_ip.clone_from(&self.host_ip);
         container.host_guid.clone_from(&self.host_guid);
         let (event, data) = record::merge(&packet, container);
-        let line = record::render(self.format, record::now_nanos(), &event, &data);
+        let line = record::render(self.format, silk_ops::log::line::now_nanos(), &event, &data);
         if let Err(e) = self.sink.write_line(&line) {
             silk_ops::log::error("write-iptables-log", json!({"error": e.to_string()}));
         }

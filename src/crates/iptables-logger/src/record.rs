@@ -10,19 +10,14 @@
 //! `data` is a Go map, so its keys come sorted: `destination` before `packet` before `source`.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::containers::ContainerInfo;
 use crate::parse::{Direction, Packet};
 
 pub const SOURCE: &str = "cfnetworking.iptables";
 
-/// `log_timestamp_format`: lager's "pretty" format or the deprecated epoch one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampFormat {
-    Rfc3339,
-    Deprecated,
-}
+/// `log_timestamp_format`: lager's "pretty" format (`rfc3339`) or the deprecated epoch one.
+pub use silk_ops::log::Format as TimestampFormat;
 
 /// `data` of an output line. Go marshals lager's map with sorted keys and the structs in
 /// field order; this struct gives the same bytes.
@@ -65,30 +60,14 @@ pub fn lookup_ip(packet: &Packet) -> &str {
 
 /// Renders one info line (no newline) at `now` (nanoseconds since the epoch).
 pub fn render(format: TimestampFormat, now_nanos: i128, event: &str, data: &Data) -> String {
-    // A struct of strings and numbers always serialises.
-    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
-    match format {
-        // lager's pretty format.
-        TimestampFormat::Rfc3339 => format!(
-            "{{\"timestamp\":{},\"level\":\"info\",\"source\":{},\"message\":{},\"data\":{}}}",
-            Value::from(silk_ops::log::rfc3339_at(now_nanos)),
-            Value::from(SOURCE),
-            Value::from(format!("{SOURCE}.{event}")),
-            data
-        ),
-        // lager's LogFormat: epoch seconds with nine decimals, numeric log_level (info = 1).
-        TimestampFormat::Deprecated => format!(
-            "{{\"timestamp\":{},\"source\":{},\"message\":{},\"log_level\":1,\"data\":{}}}",
-            Value::from(silk_ops::log::epoch_at(now_nanos)),
-            Value::from(SOURCE),
-            Value::from(format!("{SOURCE}.{event}")),
-            data
-        ),
-    }
-}
-
-pub fn now_nanos() -> i128 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    silk_ops::log::render(
+        format,
+        now_nanos,
+        silk_ops::log::LagerLevel::Info,
+        SOURCE,
+        event,
+        data,
+    )
 }
 
 #[cfg(test)]
@@ -129,7 +108,7 @@ mod tests {
         let p = parse(C2C_DENY_TCP);
         assert_eq!(lookup_ip(&p), "10.255.15.13");
         let (event, data) = merge(&p, ContainerInfo::default());
-        let line = render(TimestampFormat::Deprecated, T, &event, &data);
+        let line = render(TimestampFormat::Epoch, T, &event, &data);
         assert!(
             line.starts_with(r#"{"timestamp":"1764675601.123456789","source":"cfnetworking.iptables","message":"cfnetworking.iptables.ingress-denied","log_level":1,"data":{"destination":{"container_id":"","#),
             "{line}"
@@ -138,10 +117,5 @@ mod tests {
             line.ends_with(r#""host_ip":"","host_guid":""},"packet":{"direction":"ingress","allowed":false,"src_ip":"10.255.15.7","dst_ip":"10.255.15.13","src_port":36004,"dst_port":723,"protocol":"TCP","mark":"0x2","icmp_type":0,"icmp_code":0}}}"#),
             "{line}"
         );
-    }
-
-    #[test]
-    fn epoch_timestamp_keeps_nine_decimals() {
-        assert_eq!(silk_ops::log::epoch_at(1_000_000_005), "1.000000005");
     }
 }

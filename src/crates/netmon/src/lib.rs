@@ -118,14 +118,14 @@ fn write_telemetry(
     if agg.count == 0 {
         agg.update(count);
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let now = silk_ops::log::line::now_nanos();
     let data = poller::telemetry_data(
         &silk_ops::log::rfc3339_at(now),
         count,
         every.as_secs(),
         &agg,
     );
-    let line = poller::telemetry_line(&silk_ops::log::epoch_at(now), &data);
+    let line = poller::telemetry_line(now, &data);
     if let Err(e) = writeln!(file, "{line}") {
         silk_ops::log::error("write-telemetry-log", json!({"error": e.to_string()}));
     }

@@ -114,12 +114,16 @@ pub fn telemetry_data(time: &str, count: u64, interval_secs: u64, agg: &Aggregat
     })
 }
 
-/// One telemetry line in lager's epoch format from logger `netmon` (no newline).
-pub fn telemetry_line(epoch_seconds: &str, data: &Value) -> String {
-    format!(
-        "{{\"timestamp\":{},\"source\":\"netmon\",\"message\":\"netmon.count-iptables-rules\",\"log_level\":1,\"data\":{}}}",
-        Value::from(epoch_seconds),
-        data
+/// One telemetry line (no newline) at `now_nanos`: lager's epoch format from logger `netmon`,
+/// level info, message `netmon.count-iptables-rules`.
+pub fn telemetry_line(now_nanos: i128, data: &Value) -> String {
+    silk_ops::log::render(
+        silk_ops::log::Format::Epoch,
+        now_nanos,
+        silk_ops::log::LagerLevel::Info,
+        "netmon",
+        "count-iptables-rules",
+        data,
     )
 }
 
@@ -223,8 +227,16 @@ mod tests {
         a.update(5);
         a.update(8);
         let line = telemetry_line(
-            "1764675601.123456789",
+            1_764_675_601_123_456_789,
             &telemetry_data("2025-12-02T11:40:01.123456789Z", 8, 600, &a),
+        );
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"timestamp":"1764675601.123456789","source":"netmon","message":"netmon.count-iptables-rules","log_level":1,"#,
+                r#""data":{"IPTablesRuleAverage":6,"IPTablesRuleCount":8,"IPTablesRuleCountInterval":600,"IPTablesRuleMaxiumum":8,"#,
+                r#""IPTablesRuleMinimum":5,"telemetry-source":"netmon","telemetry-time":"2025-12-02T11:40:01.123456789Z"}}"#
+            )
         );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(

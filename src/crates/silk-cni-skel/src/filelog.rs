@@ -5,10 +5,12 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Appends `{"timestamp","source","message","log_level":1,"data":{...}}` to `path`, creating
-/// the file (0644) when its directory exists and it does not.
+use silk_ops::log::{line, Format, LagerLevel};
+
+/// Appends one lager line (`{"timestamp","source","message","log_level":1,"data":{...}}`,
+/// lager's epoch format, level info, rendered by [`silk_ops::log::render`]) to `path`,
+/// creating the file (0644) when its directory exists and it does not.
 pub fn append(path: &str, source: &str, event: &str, data: serde_json::Value) {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .append(true)
@@ -18,18 +20,10 @@ pub fn append(path: &str, source: &str, event: &str, data: serde_json::Value) {
     else {
         return;
     };
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let line = serde_json::json!({
-        "timestamp": format!("{ts:.9}"),
-        "source": source,
-        "message": format!("{source}.{event}"),
-        "log_level": 1,
-        "data": data,
-    });
-    let _ = writeln!(f, "{line}");
+    let mut text = line::render_now(Format::Epoch, LagerLevel::Info, source, event, &data);
+    text.push('\n');
+    // One write, so lines of concurrent plugin runs do not interleave.
+    let _ = f.write_all(text.as_bytes());
 }
 
 #[cfg(test)]
@@ -46,6 +40,12 @@ mod tests {
             append(p.to_str().unwrap(), "cfnetworking.silk-cni", "del", data);
         }
         let text = std::fs::read_to_string(&p).unwrap();
+        // lager's epoch format, keys in lager's order.
+        assert!(
+            text.lines().all(|l| l.starts_with(r#"{"timestamp":""#)
+                && l.contains(r#"","source":"cfnetworking.silk-cni","message":"cfnetworking.silk-cni.del","log_level":1,"data":{"container_id":"h"#)),
+            "{text}"
+        );
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

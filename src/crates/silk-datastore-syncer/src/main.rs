@@ -1,81 +1,71 @@
 //! `silk-datastore-syncer -n <secs> -gardenNetwork <unix|tcp> -gardenAddr <addr> -silkFile <path>
-//! -silkFileOwner <user> -silkFileGroup <group> -logLevel <level>` (upstream's flags).
+//! -silkFileOwner <user> -silkFileGroup <group> -logLevel <level>` (upstream's flags, read by
+//! [`silk_datastore_syncer::config`]). Exits 64 on invalid flags or an unknown owner, before
+//! garden is dialled or the store touched; 1 when garden never answers.
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use serde_json::json;
 use silk_dataplane::datastore::MetadataStore;
-use silk_datastore_syncer::{garden::Garden, sync};
+use silk_datastore_syncer::{config::Config, garden::Garden, sync};
+use silk_ops::log::{error, fatal, info};
 
-fn log(event: &str, data: serde_json::Value) {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    println!(
-        "{}",
-        serde_json::json!({"timestamp": format!("{ts:.9}"), "source": "cfnetworking.silk-datastore-syncer",
-                           "message": format!("cfnetworking.silk-datastore-syncer.{event}"), "log_level": 1, "data": data})
-    );
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.windows(2)
-        .find(|w| w[0] == format!("-{name}") || w[0] == format!("--{name}"))
-        .map(|w| w[1].clone())
-}
-
-fn owner(user: &str, group: &str) -> anyhow::Result<Option<(u32, u32)>> {
-    if user.is_empty() || group.is_empty() {
+fn owner(names: &Option<(String, String)>) -> anyhow::Result<Option<(u32, u32)>> {
+    let Some((user, group)) = names else {
         return Ok(None);
-    }
+    };
     let u = nix::unistd::User::from_name(user)?.with_context(|| format!("unknown user {user}"))?;
     let g =
         nix::unistd::Group::from_name(group)?.with_context(|| format!("unknown group {group}"))?;
     Ok(Some((u.uid.as_raw(), g.gid.as_raw())))
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let interval: u64 = flag(&args, "n")
-        .unwrap_or_else(|| "30".into())
-        .parse()
-        .context("-n")?;
-    if interval == 0 {
-        bail!("-n must be at least 1");
-    }
+fn main() -> ExitCode {
+    let (cfg, owner) = match Config::from_args(std::env::args())
+        .map_err(anyhow::Error::from)
+        .and_then(|c| owner(&c.silk_file_owner).map(|o| (c, o)))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cfnetworking.silk-datastore-syncer error: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    // Upstream logs through lager.NewWriterSink: the epoch format.
+    silk_ops::log::init_with(
+        "cfnetworking",
+        "silk-datastore-syncer",
+        cfg.log_level,
+        silk_ops::log::Format::Epoch,
+        Box::new(std::io::stdout()),
+    );
     let garden = Garden {
-        network: flag(&args, "gardenNetwork").unwrap_or_else(|| "unix".into()),
-        address: flag(&args, "gardenAddr")
-            .unwrap_or_else(|| "/var/vcap/data/garden/garden.sock".into()),
+        network: cfg.garden_network.clone(),
+        address: cfg.garden_addr.clone(),
         timeout: Duration::from_secs(30),
     };
-    let store = MetadataStore::new(
-        flag(&args, "silkFile")
-            .unwrap_or_else(|| "/var/vcap/data/container-metadata/store.json".into()),
-        owner(
-            &flag(&args, "silkFileOwner").unwrap_or_default(),
-            &flag(&args, "silkFileGroup").unwrap_or_default(),
-        )?,
-    );
+    let store = MetadataStore::new(cfg.silk_file.clone(), owner);
     // Wait for garden (bounded retries, then fail so monit restarts us).
     let mut tries = 0;
     while let Err(e) = garden.ping() {
         tries += 1;
         if tries > 60 {
-            bail!("garden did not answer ping: {e}");
+            fatal("garden-ping", json!({"error": e.to_string()}));
+            return ExitCode::from(1);
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    log("started", serde_json::json!({"interval_seconds": interval}));
+    info(
+        "started",
+        json!({"interval_seconds": cfg.interval.as_secs()}),
+    );
     loop {
-        std::thread::sleep(Duration::from_secs(interval));
+        std::thread::sleep(cfg.interval);
         if let Err(e) = cycle(&garden, &store) {
-            log(
-                "sync-failed",
-                serde_json::json!({"error": format!("{e:#}")}),
-            );
+            error("sync-failed", json!({"error": format!("{e:#}")}));
         }
     }
 }
@@ -87,25 +77,25 @@ fn cycle(garden: &Garden, store: &MetadataStore) -> anyhow::Result<()> {
             Ok(p) => {
                 props.insert(h, p);
             }
-            Err(e) => log(
+            Err(e) => error(
                 "get-properties-failed",
-                serde_json::json!({"handle": h, "error": e.to_string()}),
+                json!({"handle": h, "error": e.to_string()}),
             ),
         }
     }
     let entries = store.read_all()?;
     let (updates, missing) = sync::plan(&props, &entries);
     for h in missing {
-        log(
+        info(
             "skipping-container-not-found-in-networking-store",
-            serde_json::json!({"handle": h}),
+            json!({"handle": h}),
         );
     }
     for (handle, meta) in updates {
         store
             .update_metadata(&handle, meta)
             .with_context(|| format!("update {handle}"))?;
-        log("updated-log-config", serde_json::json!({"handle": handle}));
+        info("updated-log-config", json!({"handle": handle}));
     }
     Ok(())
 }

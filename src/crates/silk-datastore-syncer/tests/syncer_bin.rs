@@ -63,7 +63,7 @@ fn copies_log_config_from_garden_into_the_store() {
             "-logLevel",
             "info",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut ok = false;
@@ -76,7 +76,29 @@ fn copies_log_config_from_garden_into_the_store() {
         }
     }
     child.kill().unwrap();
-    let _ = child.wait();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // lager's epoch format, as upstream's writer sink.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["message"], "cfnetworking.silk-datastore-syncer.started",
+        "{stdout}"
+    );
+    assert_eq!(lines[0]["log_level"], 1);
+    assert_eq!(lines[0]["data"]["interval_seconds"], 1);
+    assert!(
+        stdout.lines().next().unwrap().starts_with(r#"{"timestamp":""#),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            == "cfnetworking.silk-datastore-syncer.updated-log-config"
+            && l["data"]["handle"] == "h1"),
+        "{stdout}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&store).unwrap()).unwrap();
     assert!(ok, "store not updated: {v}");
@@ -85,4 +107,33 @@ fn copies_log_config_from_garden_into_the_store() {
         std::fs::read_to_string(dir.path().join("store.json_version")).unwrap(),
         "2"
     );
+}
+
+#[test]
+fn invalid_flags_exit_64_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    for bad in [
+        vec!["-n", "0"],
+        vec!["-gardenNetwork", "udp"],
+        vec!["-logLevel", "verbose"],
+        vec!["-silkFileOwner", "vcap"],
+        vec!["-silkFileOwner", "no-such-user-x", "-silkFileGroup", "root"],
+        vec!["-unknownFlag", "1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_silk-datastore-syncer"))
+            .args(["-silkFile", store.to_str().unwrap(), "-gardenAddr"])
+            .arg(dir.path().join("no-garden.sock"))
+            .args(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{bad:?}: {stderr}");
+        assert!(
+            stderr.starts_with("cfnetworking.silk-datastore-syncer error: "),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{bad:?}");
+    }
+    assert!(!store.exists());
 }

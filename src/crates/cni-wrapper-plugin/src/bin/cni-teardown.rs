@@ -1,39 +1,40 @@
-//! `cni-teardown --config <path>`: the silk-cni job's pre-start cleanup (cni.md §5.1).
+//! `cni-teardown --config <path>` (also `-config=<path>`, as Go's flag package reads it): the
+//! silk-cni job's pre-start cleanup (cni.md §5.1). A config that cannot be read or is invalid
+//! is logged (`read-config-file`) and exits 1 before anything is touched, as upstream.
 
 use std::process::Command;
 
+use clap::Parser;
 use cni_wrapper_plugin::netrules::{ASG_CHAIN_PREFIXES, CONTAINER_CHAIN_PREFIXES};
 use cni_wrapper_plugin::plugin::sweep_rules;
 use cni_wrapper_plugin::teardown::{container_veths, legacy_ifbs, TeardownConfig};
+use serde_json::json;
 use silk_dataplane::iptables::{Family, SystemIptables};
+use silk_ops::log::{error, info};
 
-fn log(event: &str, data: serde_json::Value) {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    println!(
-        "{}",
-        serde_json::json!({"timestamp": format!("{ts:.9}"), "source": "cfnetworking.cni-teardown",
-                           "message": format!("cfnetworking.cni-teardown.{event}"), "log_level": 1, "data": data})
-    );
+#[derive(Parser)]
+#[command(name = "cni-teardown")]
+struct Args {
+    /// Path to teardown-config.json.
+    #[arg(long)]
+    config: String,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let path = args
-        .windows(2)
-        .find(|w| w[0] == "--config" || w[0] == "-config")
-        .map(|w| w[1].clone());
-    log("starting", serde_json::json!({}));
-    let config = path
-        .ok_or_else(|| "missing --config".to_string())
-        .and_then(|p| std::fs::read_to_string(&p).map_err(|e| format!("read {p}: {e}")))
-        .and_then(|t| TeardownConfig::parse(&t).map_err(|e| e.to_string()));
-    let config = match config {
+    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
+    // Upstream logs through lager.NewWriterSink: the epoch format, at info.
+    silk_ops::log::init_with(
+        "cfnetworking",
+        "cni-teardown",
+        log::LevelFilter::Info,
+        silk_ops::log::Format::Epoch,
+        Box::new(std::io::stdout()),
+    );
+    info("starting", json!({}));
+    let config = match silk_ops::config::load(&args.config, TeardownConfig::parse) {
         Ok(c) => c,
         Err(e) => {
-            log("read-config-file", serde_json::json!({"error": e}));
+            error("read-config-file", json!({"error": e.to_string()}));
             std::process::exit(1);
         }
     };
@@ -43,9 +44,9 @@ fn main() {
     {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         Err(e) => {
-            log(
+            error(
                 "list-links-failed",
-                serde_json::json!({"error": e.to_string()}),
+                json!({"error": e.to_string()}),
             );
             String::new()
         }
@@ -53,7 +54,7 @@ fn main() {
     for ifb in legacy_ifbs(&links) {
         let st = Command::new("ip").args(["link", "del", &ifb]).status();
         if !st.is_ok_and(|s| s.success()) {
-            log("delete-ifb-failed", serde_json::json!({"device": ifb}));
+            error("delete-ifb-failed", json!({"device": ifb}));
         }
     }
     sweep_stale_chains(&config, &links);
@@ -61,13 +62,13 @@ fn main() {
         match std::fs::remove_dir_all(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log(
+            Err(e) => error(
                 "remove-path-failed",
-                serde_json::json!({"path": p, "error": e.to_string()}),
+                json!({"path": p, "error": e.to_string()}),
             ),
         }
     }
-    log("complete", serde_json::json!({}));
+    info("complete", json!({}));
 }
 
 /// The chains of containers that vanished without DEL, with their jumps and MASQUERADE rules,
@@ -78,9 +79,9 @@ fn sweep_stale_chains(config: &TeardownConfig, links: &str) {
     }
     let live = container_veths(links);
     if !live.is_empty() {
-        log(
+        info(
             "skip-iptables-sweep",
-            serde_json::json!({"container_veths": live.len()}),
+            json!({"container_veths": live.len()}),
         );
         return;
     }
@@ -95,13 +96,13 @@ fn sweep_stale_chains(config: &TeardownConfig, links: &str) {
         .collect();
     for (family, name) in [(Family::V4, "ipv4"), (Family::V6, "ipv6")] {
         match sweep_rules(&ipt, family, &prefixes, &[]) {
-            Ok(n) => log(
+            Ok(n) => info(
                 "iptables-sweep",
-                serde_json::json!({"family": name, "chains_removed": n}),
+                json!({"family": name, "chains_removed": n}),
             ),
-            Err(e) => log(
+            Err(e) => error(
                 "iptables-sweep-failed",
-                serde_json::json!({"family": name, "error": e.msg}),
+                json!({"family": name, "error": e.msg}),
             ),
         }
     }

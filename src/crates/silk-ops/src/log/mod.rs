@@ -12,6 +12,13 @@
 //! Levels: lager knows debug, info, error and fatal. `warn` records are written as `"error"`
 //! (they are failures, retried); `fatal` is written at `log::Level::Error` with level `"fatal"`.
 //! The filter is `log::max_level()`, changed at runtime by the debug server's `/log-level`.
+//!
+//! Lines are rendered by [`line::render`], the one lager renderer of the release, in the
+//! RFC 3339 format by default or in lager's older epoch format ([`init_with`]).
+
+pub mod line;
+
+pub use line::{epoch_at, render, rfc3339_at, timestamp_now, Format, Level as LagerLevel};
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -25,6 +32,7 @@ type Sink = Box<dyn Write + Send>;
 struct LagerLogger {
     /// `<log_prefix>.<job>`, e.g. `cfnetworking.silk-controller`.
     source: String,
+    format: Format,
     sink: Mutex<Sink>,
 }
 
@@ -38,7 +46,20 @@ pub fn init(prefix: &str, job: &str, level: LevelFilter) {
 
 /// As [`init`], writing to `sink` (tests, files).
 pub fn init_with_sink(prefix: &str, job: &str, level: LevelFilter, sink: Box<dyn Write + Send>) {
+    init_with(prefix, job, level, Format::Rfc3339, sink);
+}
+
+/// As [`init_with_sink`], in `format`: the programs whose upstream twin logs through
+/// `lager.NewWriterSink` (cni-teardown, silk-datastore-syncer) write [`Format::Epoch`].
+pub fn init_with(
+    prefix: &str,
+    job: &str,
+    level: LevelFilter,
+    format: Format,
+    sink: Box<dyn Write + Send>,
+) {
     let logger = LOGGER.get_or_init(|| LagerLogger {
+        format,
         // An empty prefix leaves the bare component name, as lager programs that are not
         // cfnetworking jobs (the healthchecker) write it.
         source: if prefix.is_empty() {
@@ -68,96 +89,41 @@ pub fn parse_level(text: &str) -> Option<(&'static str, LevelFilter)> {
 }
 
 pub fn debug(event: &str, data: Value) {
-    emit(Level::Debug, "debug", event, data);
+    emit(Level::Debug, LagerLevel::Debug, event, data);
 }
 
 pub fn info(event: &str, data: Value) {
-    emit(Level::Info, "info", event, data);
+    emit(Level::Info, LagerLevel::Info, event, data);
 }
 
 /// A failure that will be retried; written with lager level `"error"`.
 pub fn warn(event: &str, data: Value) {
-    emit(Level::Warn, "error", event, data);
+    emit(Level::Warn, LagerLevel::Error, event, data);
 }
 
 pub fn error(event: &str, data: Value) {
-    emit(Level::Error, "error", event, data);
+    emit(Level::Error, LagerLevel::Error, event, data);
 }
 
 /// The last line before a process gives up; written with lager level `"fatal"`.
 pub fn fatal(event: &str, data: Value) {
-    emit(Level::Error, "fatal", event, data);
+    emit(Level::Error, LagerLevel::Fatal, event, data);
 }
 
-fn emit(level: Level, name: &str, event: &str, data: Value) {
+fn emit(level: Level, lager: LagerLevel, event: &str, data: Value) {
     if level > log::max_level() {
         return;
     }
     if let Some(logger) = LOGGER.get() {
-        logger.write(name, event, &data);
+        logger.write(lager, event, &data);
     }
-}
-
-/// Renders one lager line (without the newline). Public for tests of other crates that parse
-/// our output.
-pub fn render_line(
-    timestamp: &str,
-    level: &str,
-    source: &str,
-    event: &str,
-    data: &Value,
-) -> String {
-    let data = match data {
-        Value::Object(_) => data.clone(),
-        Value::Null => Value::Object(Default::default()),
-        other => serde_json::json!({ "value": other }),
-    };
-    format!(
-        "{{\"timestamp\":{},\"level\":{},\"source\":{},\"message\":{},\"data\":{}}}",
-        Value::from(timestamp),
-        Value::from(level),
-        Value::from(source),
-        Value::from(format!("{source}.{event}")),
-        data
-    )
-}
-
-/// RFC 3339 with nanoseconds in UTC, as newer lager writes (`2026-01-02T03:04:05.123456789Z`).
-pub fn timestamp_now() -> String {
-    rfc3339_at(time::OffsetDateTime::now_utc().unix_timestamp_nanos())
-}
-
-/// [`timestamp_now`]'s format for a time given in nanoseconds since the Unix epoch.
-pub fn rfc3339_at(nanos: i128) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
-}
-
-/// Older lager's epoch timestamp (`1464388983.714202881`, seconds with nine decimals) for a time
-/// given in nanoseconds since the Unix epoch; lines in that format carry a numeric `log_level`.
-pub fn epoch_at(nanos: i128) -> String {
-    format!(
-        "{}.{:09}",
-        nanos.div_euclid(1_000_000_000),
-        nanos.rem_euclid(1_000_000_000)
-    )
 }
 
 // === impl LagerLogger ===
 
 impl LagerLogger {
-    fn write(&self, level: &str, event: &str, data: &Value) {
-        let mut line = render_line(&timestamp_now(), level, &self.source, event, data);
+    fn write(&self, level: LagerLevel, event: &str, data: &Value) {
+        let mut line = line::render_now(self.format, level, &self.source, event, data);
         line.push('\n');
         if let Ok(mut sink) = self.sink.lock() {
             // Nothing sensible to do when stdout is gone.
@@ -177,9 +143,9 @@ impl Log for LagerLogger {
             return;
         }
         let level = match record.level() {
-            Level::Error | Level::Warn => "error",
-            Level::Info => "info",
-            Level::Debug | Level::Trace => "debug",
+            Level::Error | Level::Warn => LagerLevel::Error,
+            Level::Info => LagerLevel::Info,
+            Level::Debug | Level::Trace => LagerLevel::Debug,
         };
         let text = record.args().to_string();
         if !text.is_empty() && !text.contains(char::is_whitespace) {
@@ -200,26 +166,6 @@ impl Log for LagerLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn line_has_lager_keys_in_order_and_escapes() {
-        let line = render_line(
-            "2026-01-02T03:04:05.000000001Z",
-            "info",
-            "cfnetworking.silk-controller",
-            "lease-acquired",
-            &json!({"lease": {"underlay_ip": "10.0.0.1"}, "note": "a \"quoted\" word"}),
-        );
-        assert_eq!(
-            line,
-            r#"{"timestamp":"2026-01-02T03:04:05.000000001Z","level":"info","source":"cfnetworking.silk-controller","message":"cfnetworking.silk-controller.lease-acquired","data":{"lease":{"underlay_ip":"10.0.0.1"},"note":"a \"quoted\" word"}}"#
-        );
-        let parsed: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(parsed["data"]["note"], "a \"quoted\" word");
-        let empty = render_line("t", "debug", "s", "e", &Value::Null);
-        assert!(empty.ends_with(r#""data":{}}"#));
-    }
 
     #[test]
     fn levels_parse_like_newer_lager() {
@@ -232,12 +178,5 @@ mod tests {
         assert_eq!(parse_level(""), None);
         assert_eq!(parse_level("5"), None);
         assert_eq!(parse_level("verbose"), None);
-    }
-
-    #[test]
-    fn timestamp_is_rfc3339_with_nanos() {
-        let ts = timestamp_now();
-        assert_eq!(ts.len(), "2026-01-02T03:04:05.123456789Z".len());
-        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
     }
 }
