@@ -3,7 +3,7 @@
 //! also appends the rule count statistics to a telemetry log every `telemetry_interval`.
 //!
 //! - [`config`] holds `netmon.json`;
-//! - [`stats`] holds the sources (`/proc/net/dev`, `iptables -S`, `/sys/class/net`);
+//! - [`stats`] holds the sources (`/proc/net/dev`, the iptables port, `/sys/class/net`);
 //! - [`poller`] holds one measurement cycle, the rule count aggregate and the telemetry line.
 
 pub mod config;

@@ -1,4 +1,4 @@
-//! Property tests of netmon's outside inputs: `/proc/net/dev`, `iptables -S` output and its
+//! Property tests of netmon's outside inputs: `/proc/net/dev`, `iptables-save` output and its
 //! config file. Every input gets a count or a config error, never a panic.
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use silk_testkit::fuzz;
 
 use crate::config::Config;
-use crate::stats::{count_proc_net_dev, count_rules};
+use crate::stats::{count_proc_net_dev, count_saved_rules};
 
 const PROC_NET_DEV: &str = "Inter-|   Receive                                                |  Transmit\n \
     face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
@@ -25,9 +25,9 @@ proptest! {
     #![proptest_config(fuzz::config())]
 
     #[test]
-    fn any_proc_net_dev_and_rule_listing_count(dev in fuzz::text_or_mutated(PROC_NET_DEV), rules in fuzz::text_or_mutated("-P INPUT ACCEPT\n-N netout--h\n-A netout--h -j REJECT\n")) {
+    fn any_proc_net_dev_and_rule_listing_count(dev in fuzz::text_or_mutated(PROC_NET_DEV), rules in fuzz::text_or_mutated("*filter\n:INPUT ACCEPT [0:0]\n:netout--h - [0:0]\n-A netout--h -j REJECT\nCOMMIT\n")) {
         prop_assert!(count_proc_net_dev(&dev) <= dev.lines().count() as u64);
-        prop_assert!(count_rules(&rules) <= rules.lines().count() as u64);
+        prop_assert!(count_saved_rules(&rules) <= rules.lines().count() as u64);
     }
 
     #[test]

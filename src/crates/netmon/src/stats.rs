@@ -1,12 +1,14 @@
 //! Where netmon's numbers come from, behind [`NetworkStats`] so the poller is tested with a
-//! fake: the number of network interfaces, the iptables rule count (`iptables -S` of `filter`
-//! and `nat`, every line including `-P`/`-N`, taken under the lock file shared with the CNI
-//! wrapper and the VPA) and the counters in `/sys/class/net/<interface>/statistics/`.
+//! fake: the number of network interfaces, the iptables rule count (upstream counts the lines
+//! of `iptables -S` of `filter` and `nat`, `-P`/`-N` lines included; we read the same tables
+//! through silk-dataplane's [`Iptables`] port, `iptables-save -t <table>` under the lock file
+//! shared with the CNI wrapper and the VPA, and count the lines that stand for those:
+//! [`count_saved_rules`]) and the counters in `/sys/class/net/<interface>/statistics/`.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use silk_dataplane::filelock::FileLock;
+use silk_dataplane::iptables::{Family, Iptables, IptablesError, SystemIptables, Table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -18,16 +20,18 @@ pub enum StatsError {
     },
     #[error("{path}: not a number: {text:?}")]
     NotANumber { path: String, text: String },
-    #[error("iptables lock {path}: {msg}")]
-    Lock { path: String, msg: String },
-    #[error("iptables -S -t {table}: {msg}")]
-    Iptables { table: &'static str, msg: String },
+    #[error("count iptables rules of {table}: {source}")]
+    Iptables {
+        table: &'static str,
+        #[source]
+        source: IptablesError,
+    },
 }
 
 pub trait NetworkStats: Send + Sync {
     /// Number of network interfaces of this network namespace (as Go's `net.Interfaces`).
     fn interface_count(&self) -> Result<u64, StatsError>;
-    /// Lines of `iptables -S` in the `filter` and `nat` tables together.
+    /// Lines of `iptables -S` in the `filter` and `nat` tables together (IPv4).
     fn iptables_rule_count(&self) -> Result<u64, StatsError>;
     /// One counter of `/sys/class/net/<interface>/statistics/` (`tx_bytes`, `rx_dropped`, ...).
     fn interface_stat(&self, interface: &str, stat: &str) -> Result<u64, StatsError>;
@@ -35,7 +39,7 @@ pub trait NetworkStats: Send + Sync {
 
 /// The real sources.
 pub struct SystemStats {
-    pub iptables_lock_file: PathBuf,
+    pub iptables: Arc<dyn Iptables>,
     /// `/sys/class/net`.
     pub sys_class_net: PathBuf,
     /// `/proc/net/dev`, which lists the interfaces of the reader's network namespace.
@@ -45,7 +49,7 @@ pub struct SystemStats {
 impl SystemStats {
     pub fn new(iptables_lock_file: impl Into<PathBuf>) -> Self {
         SystemStats {
-            iptables_lock_file: iptables_lock_file.into(),
+            iptables: Arc::new(SystemIptables::new(iptables_lock_file)),
             sys_class_net: "/sys/class/net".into(),
             proc_net_dev: "/proc/net/dev".into(),
         }
@@ -64,9 +68,13 @@ pub fn count_proc_net_dev(text: &str) -> u64 {
     text.lines().skip(2).filter(|l| l.contains(':')).count() as u64
 }
 
-/// Counts the non-empty lines of `iptables -S` output.
-pub fn count_rules(text: &str) -> u64 {
-    text.lines().filter(|l| !l.trim().is_empty()).count() as u64
+/// The number of lines `iptables -S` prints for the tables in `iptables-save` text: one per
+/// chain (`:CHAIN POLICY [p:b]` in the save, `-P`/`-N` in `-S`) and one per rule (`-A`).
+/// Table headers, `COMMIT` and comments have no `-S` twin.
+pub fn count_saved_rules(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(':') || l.starts_with("-A "))
+        .count() as u64
 }
 
 impl NetworkStats for SystemStats {
@@ -75,28 +83,23 @@ impl NetworkStats for SystemStats {
     }
 
     fn iptables_rule_count(&self) -> Result<u64, StatsError> {
-        let _lock =
-            FileLock::exclusive(&self.iptables_lock_file, 0o600).map_err(|e| StatsError::Lock {
-                path: self.iptables_lock_file.display().to_string(),
-                msg: e.to_string(),
+        let _lock = self
+            .iptables
+            .lock()
+            .map_err(|source| StatsError::Iptables {
+                table: "filter",
+                source,
             })?;
         let mut total = 0;
-        for table in ["filter", "nat"] {
-            let out = Command::new("iptables")
-                .args(["-w", "-S", "-t", table])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| StatsError::Iptables {
-                    table,
-                    msg: e.to_string(),
+        for table in [Table::Filter, Table::Nat] {
+            let saved = self
+                .iptables
+                .save(Family::V4, Some(table))
+                .map_err(|source| StatsError::Iptables {
+                    table: table.as_str(),
+                    source,
                 })?;
-            if !out.status.success() {
-                return Err(StatsError::Iptables {
-                    table,
-                    msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
-            }
-            total += count_rules(&String::from_utf8_lossy(&out.stdout));
+            total += count_saved_rules(&saved);
         }
         Ok(total)
     }
@@ -125,10 +128,49 @@ mod tests {
         assert_eq!(count_proc_net_dev(text), 3);
     }
 
+    /// `iptables-save -t <table>` text and the number of lines `iptables -S -t <table>` prints
+    /// for the same table (both taken from iptables 1.8.9 in one namespace).
+    const SAVED: [(&str, u64); 4] = [
+        ("", 0),
+        (
+            "# Generated by iptables-save v1.8.9 (nf_tables) on Sat Dec  5 10:20:49 2026\n*filter\n\
+             :INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n\
+             # Completed on Sat Dec  5 10:20:49 2026\n",
+            3,
+        ),
+        (
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [10:600]\n:OUTPUT ACCEPT [0:0]\n\
+             :netout--abc - [0:0]\n-A INPUT -j netout--abc\n\
+             -A netout--abc -p tcp -m tcp --dport 80 -m comment --comment \"a b\" -j ACCEPT\nCOMMIT\n",
+            6,
+        ),
+        (
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :POSTROUTING ACCEPT [0:0]\n:netin--abc - [0:0]\n-A PREROUTING -j netin--abc\n\
+             -A POSTROUTING -s 10.255.30.2/32 ! -d 10.255.0.0/16 -j MASQUERADE\nCOMMIT\n",
+            7,
+        ),
+    ];
+
     #[test]
-    fn counts_every_rule_line_including_policies_and_chains() {
-        let text = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N netout--abc\n-A FORWARD -j netout--abc\n\n";
-        assert_eq!(count_rules(text), 5);
+    fn counts_what_iptables_s_would_print() {
+        for (text, want) in SAVED {
+            assert_eq!(count_saved_rules(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn rule_count_reads_filter_and_nat_through_the_iptables_port() {
+        let ipt = Arc::new(silk_dataplane::iptables::RecordingIptables::default());
+        *ipt.saved.lock().unwrap() = SAVED[2].0.to_string();
+        let s = SystemStats {
+            iptables: ipt.clone(),
+            ..SystemStats::new("/nonexistent")
+        };
+        // The recording port answers every table with the same text: two saves, no writes.
+        assert_eq!(s.iptables_rule_count().unwrap(), 12);
+        assert_eq!(ipt.saves.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(ipt.payloads().is_empty());
     }
 
     #[test]
