@@ -2,32 +2,28 @@
 //! Invalid config exits 64 before anything is bound; start-up failures exit 1 with one line
 //! `<log_prefix>.silk-controller error: <error>` on stderr, as upstream.
 
-use anyhow::Context;
+use clap::Parser;
 use silk_controller::config::{Config, ConfigError};
+use silk_ops::config::LoadError;
 
-fn config_path() -> Option<String> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        for prefix in ["-config=", "--config="] {
-            if let Some(p) = arg.strip_prefix(prefix) {
-                return Some(p.to_string());
-            }
-        }
-        if arg == "-config" || arg == "--config" {
-            return args.next();
-        }
-    }
-    None
+#[derive(Parser)]
+#[command(name = "silk-controller")]
+struct Args {
+    /// Path to the rendered silk-controller.json.
+    #[arg(long)]
+    config: String,
 }
 
 fn load() -> anyhow::Result<Config> {
-    let path = config_path().context("usage: silk-controller -config=<path>")?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read config {path}"))?;
-    Config::parse(&text).map_err(|e| match e {
-        ConfigError::Invalid(problems) => {
+    let args = Args::try_parse_from(silk_ops::flags::normalize(std::env::args()))
+        .map_err(|e| anyhow::anyhow!("usage: silk-controller -config=<path>\n{e}"))?;
+    let path = args.config;
+    silk_ops::config::load(&path, Config::parse).map_err(|e| match e {
+        LoadError::Read { source, .. } => anyhow::anyhow!("read config {path}: {source}"),
+        LoadError::Config(ConfigError::Invalid(problems)) => {
             anyhow::anyhow!("invalid config {path}:\n  - {}", problems.join("\n  - "))
         }
-        other => anyhow::Error::new(other).context(format!("config {path}")),
+        LoadError::Config(other) => anyhow::Error::new(other).context(format!("config {path}")),
     })
 }
 

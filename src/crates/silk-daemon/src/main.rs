@@ -18,14 +18,11 @@ struct Args {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match std::fs::read_to_string(&args.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| Ok(Config::parse(&t)?))
-    {
+    let cfg = match silk_ops::config::load(&args.config, Config::parse) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "cfnetworking.silk-daemon error: load config {}: {e:#}",
+                "cfnetworking.silk-daemon error: load config {}: {e}",
                 args.config
             );
             return ExitCode::from(64);

@@ -20,7 +20,10 @@ pub struct Flags {
     /// `unix` or `tcp`.
     #[arg(long = "gardenNetwork", default_value = "unix")]
     pub garden_network: String,
-    #[arg(long = "gardenAddr", default_value = "/var/vcap/data/garden/garden.sock")]
+    #[arg(
+        long = "gardenAddr",
+        default_value = "/var/vcap/data/garden/garden.sock"
+    )]
     pub garden_addr: String,
     /// The container metadata store.
     #[arg(

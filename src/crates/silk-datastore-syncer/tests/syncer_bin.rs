@@ -90,7 +90,11 @@ fn copies_log_config_from_garden_into_the_store() {
     assert_eq!(lines[0]["log_level"], 1);
     assert_eq!(lines[0]["data"]["interval_seconds"], 1);
     assert!(
-        stdout.lines().next().unwrap().starts_with(r#"{"timestamp":""#),
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with(r#"{"timestamp":""#),
         "{stdout}"
     );
     assert!(

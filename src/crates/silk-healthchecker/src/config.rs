@@ -11,12 +11,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_START_RESPONSE_DELAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_STARTUP_DELAY_BUFFER: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("parse config: {0}")]
-    Yaml(#[from] serde_norway::Error),
-    #[error("invalid config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+pub use silk_ops::config::ConfigError;
+
+fn decode(text: &str) -> Result<Raw, ConfigError> {
+    serde_norway::from_str(text)
+        .map_err(|e: serde_norway::Error| ConfigError::Decode(e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,10 +88,10 @@ pub struct Config {
 impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         // An empty file is an empty mapping, as yaml.v2 reads it; validation then names the keys.
-        let raw: Raw = if text.trim().is_empty() {
-            serde_norway::from_str("{}")?
+        let raw = if text.trim().is_empty() {
+            decode("{}")?
         } else {
-            serde_norway::from_str(text)?
+            decode(text)?
         };
         Config::try_from(raw)
     }

@@ -1,6 +1,9 @@
-//! Loading a job's rendered JSON config, as every program of the release does it: the text
-//! decoded into the crate's raw struct, then validated into its config with every problem
-//! listed at once, before anything is bound or touched.
+//! Loading a job's rendered config, as every program of the release does it: the text
+//! decoded into the crate's raw struct (JSON through [`parse`]; another format, such as the
+//! healthchecker's YAML, reports its decode failure as [`ConfigError::Decode`]), then validated
+//! into its config with every problem listed at once, before anything is bound or touched.
+//! Programs configured by flags alone (silk-datastore-syncer) validate the same way, from a
+//! raw struct of flags read through [`crate::flags`].
 
 use serde::de::DeserializeOwned;
 
@@ -8,6 +11,9 @@ use serde::de::DeserializeOwned;
 pub enum ConfigError {
     #[error("parse config: {0}")]
     Json(#[from] serde_json::Error),
+    /// A config text in a format other than JSON that did not decode.
+    #[error("parse config: {0}")]
+    Decode(String),
     #[error("invalid config: {}", .0.join("; "))]
     Invalid(Vec<String>),
 }

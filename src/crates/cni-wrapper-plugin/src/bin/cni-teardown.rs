@@ -44,10 +44,7 @@ fn main() {
     {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         Err(e) => {
-            error(
-                "list-links-failed",
-                json!({"error": e.to_string()}),
-            );
+            error("list-links-failed", json!({"error": e.to_string()}));
             String::new()
         }
     };

@@ -9,32 +9,37 @@ use silk_healthchecker::config::Config;
 use silk_healthchecker::counter::FailureCounter;
 use silk_healthchecker::probe;
 use silk_healthchecker::watchdog::{Verdict, Watchdog};
+use silk_ops::config::LoadError;
 use tokio::signal::unix::{signal, SignalKind};
 
-fn usage() -> ExitCode {
-    eprintln!("usage: healthchecker -c <config.yml>");
-    ExitCode::from(64)
+/// Go's flag package: `-c <file>`, `-c=<file>`, `--c <file>`, `--c=<file>`.
+#[derive(clap::Parser)]
+#[command(name = "healthchecker")]
+struct Args {
+    /// Path to healthchecker.yml.
+    #[arg(short = 'c', long = "c")]
+    config: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    // Go's flag package: -c <file>, -c=<file>, --c <file>, --c=<file>.
-    let path = match args.get(1..).unwrap_or_default() {
-        [flag, file] if flag == "-c" || flag == "--c" => file.clone(),
-        [one] => match one.strip_prefix("-c=").or_else(|| one.strip_prefix("--c=")) {
-            Some(file) => file.to_string(),
-            None => return usage(),
-        },
-        _ => return usage(),
-    };
-    let cfg = match std::fs::read_to_string(&path)
-        .map_err(|e| format!("read {path}: {e}"))
-        .and_then(|t| Config::parse(&t).map_err(|e| format!("{path}: {e}")))
-    {
-        Ok(c) => c,
+    let args = match <Args as clap::Parser>::try_parse_from(silk_ops::flags::normalize(
+        std::env::args(),
+    )) {
+        Ok(a) => a,
         Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
+    let cfg = match silk_ops::config::load(&args.config, Config::parse) {
+        Ok(c) => c,
+        Err(e @ LoadError::Read { .. }) => {
             eprintln!("healthchecker: {e}");
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            eprintln!("healthchecker: {}: {e}", args.config);
             return ExitCode::from(64);
         }
     };

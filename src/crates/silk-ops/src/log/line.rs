@@ -134,8 +134,12 @@ pub fn epoch_at(nanos: i128) -> String {
 fn data_object<D: Serialize + ?Sized>(data: &D) -> String {
     // A value that cannot be serialised (a map with non-string keys) is written as lager
     // writes a failed marshal of its data: an object naming the problem.
-    let text = serde_json::to_string(data)
-        .unwrap_or_else(|e| format!("{{\"lager serialisation error\":{}}}", json_string(&e.to_string())));
+    let text = serde_json::to_string(data).unwrap_or_else(|e| {
+        format!(
+            "{{\"lager serialisation error\":{}}}",
+            json_string(&e.to_string())
+        )
+    });
     if text == "null" {
         "{}".to_string()
     } else if text.starts_with('{') {
@@ -239,7 +243,9 @@ mod tests {
             );
             assert_eq!(
                 got,
-                format!(r#"{{"timestamp":"1767323045.000000001","source":"cfnetworking.cni-teardown","message":"cfnetworking.cni-teardown.complete","log_level":{n},"data":{{}}}}"#)
+                format!(
+                    r#"{{"timestamp":"1767323045.000000001","source":"cfnetworking.cni-teardown","message":"cfnetworking.cni-teardown.complete","log_level":{n},"data":{{}}}}"#
+                )
             );
         }
     }
