@@ -21,15 +21,13 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load(&args.config_file, Config::parse) {
+    let cfg = match silk_ops::config::load_or_report(
+        "cfnetworking.iptables-logger",
+        &args.config_file,
+        Config::parse,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "cfnetworking.iptables-logger: reading config {}: {e}",
-                args.config_file
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     // The component log is always at debug, as upstream sets its sink.
     silk_ops::log::init("cfnetworking", "iptables-logger", log::LevelFilter::Debug);

@@ -22,15 +22,13 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load(&args.config_file, Config::parse) {
+    let cfg = match silk_ops::config::load_or_report(
+        "cfnetworking.netmon",
+        &args.config_file,
+        Config::parse,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "cfnetworking.netmon: reading config {}: {e}",
-                args.config_file
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     silk_ops::log::init(&cfg.log_prefix, "netmon", cfg.level_filter());
     silk_ops::log::info(

@@ -18,15 +18,13 @@ struct Args {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load(&args.config, Config::parse) {
+    let cfg = match silk_ops::config::load_or_report(
+        "cfnetworking.silk-daemon",
+        &args.config,
+        Config::parse,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "cfnetworking.silk-daemon error: load config {}: {e}",
-                args.config
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     let level = silk_ops::log::parse_level(&cfg.log_level)
         .map(|(_, l)| l)

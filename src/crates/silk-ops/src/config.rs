@@ -52,6 +52,32 @@ pub fn load<C>(
     Ok(parse(&text)?)
 }
 
+/// The exit status of a program whose config is invalid (BSD's `EX_USAGE`), before anything
+/// is bound or touched.
+pub const EXIT_INVALID: u8 = 64;
+
+/// [`load`] for a program's main: on failure writes `<who>: load config <path>: <error>` to
+/// stderr (logging is not set up before the config is read) and returns the exit status
+/// [`EXIT_INVALID`] for main to return.
+pub fn load_or_report<C>(
+    who: &str,
+    path: &str,
+    parse: impl FnOnce(&str) -> Result<C, ConfigError>,
+) -> Result<C, std::process::ExitCode> {
+    load(path, parse).map_err(|e| {
+        eprintln!("{}", report(who, path, &e));
+        std::process::ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// [`load_or_report`]'s line; a read error already names the path.
+fn report(who: &str, path: &str, e: &LoadError) -> String {
+    match e {
+        LoadError::Read { .. } => format!("{who}: load config: {e}"),
+        LoadError::Config(_) => format!("{who}: load config {path}: {e}"),
+    }
+}
+
 /// `v` as a port number 1-65535; otherwise a problem is recorded and 0 returned.
 pub fn port(errors: &mut Vec<String>, name: &str, v: u32) -> u16 {
     match u16::try_from(v) {
@@ -113,5 +139,16 @@ mod tests {
         assert!(missing
             .to_string()
             .starts_with("read /nonexistent/config.json: "));
+        assert!(
+            report("cfnetworking.netmon", "/nonexistent/config.json", &missing)
+                .starts_with("cfnetworking.netmon: load config: read /nonexistent/config.json: ")
+        );
+        let invalid =
+            LoadError::from(parse::<Raw, Cfg>(r#"{"port": 0, "name": "x"}"#).unwrap_err());
+        assert_eq!(
+            report("cfnetworking.netmon", "/c.json", &invalid),
+            "cfnetworking.netmon: load config /c.json: invalid config: port: must be a port number 1-65535, got 0"
+        );
+        assert!(load_or_report("x", "/nonexistent/config.json", parse::<Raw, Cfg>).is_err());
     }
 }

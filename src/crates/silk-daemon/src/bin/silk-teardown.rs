@@ -15,15 +15,13 @@ struct Args {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load(&args.config, Config::parse) {
+    let cfg = match silk_ops::config::load_or_report(
+        "cfnetworking.silk-teardown",
+        &args.config,
+        Config::parse,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "cfnetworking.silk-teardown error: load config {}: {e}",
-                args.config
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     silk_ops::log::init(&cfg.log_prefix, "silk-teardown", log::LevelFilter::Info);
     match silk_daemon::teardown::teardown(&cfg).await {
