@@ -1,8 +1,10 @@
-//! Runtime pieces every silk daemon shares: lager-shaped JSON logging on the `log` facade
-//! ([`log`]), metrics sent as dropsonde v1 envelopes or over Loggregator v2 gRPC and rendered
+//! Runtime pieces every silk program shares: lager-shaped JSON logging on the `log` facade
+//! ([`log`]) and the one renderer of lager lines in both of lager's formats, also used by the
+//! CNI plugins' log files, netmon's telemetry log and iptables-logger's records ([`log::line`]),
+//! metrics sent as dropsonde v1 envelopes or over Loggregator v2 gRPC and rendered
 //! as Prometheus text ([`metrics`], [`dropsonde`], [`loggregator`]), the debug server with `/log-level` and `/metrics`
-//! ([`debug_server`]), signal handling for graceful shutdown ([`shutdown`]) and Go-style
-//! single-dash flags ([`flags`]).
+//! ([`debug_server`]), signal handling for graceful shutdown ([`shutdown`]), Go-style
+//! single-dash flags ([`flags`]) and config loading with every problem listed ([`config`]).
 //!
 //! A daemon's main uses them like this:
 //!
