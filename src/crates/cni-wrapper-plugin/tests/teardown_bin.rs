@@ -125,3 +125,46 @@ fn sweeps_stale_chains_only_when_no_container_veth_exists() {
     teardown(dir.path());
     assert_eq!(rules().len(), 3);
 }
+
+#[test]
+fn invalid_config_exits_1_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("host-local");
+    std::fs::create_dir_all(&kept).unwrap();
+    let conf = dir.path().join("teardown-config.json");
+    std::fs::write(
+        &conf,
+        serde_json::json!({"paths_to_delete": [kept, "relative/dir"]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cni-teardown"))
+        .arg(format!("-config={}", conf.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        kept.exists(),
+        "a valid path of an invalid config was removed"
+    );
+    // lager's epoch format, as upstream's writer sink: `starting`, then the error at level 2.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(r#"{"timestamp":""#)
+            && lines[0].ends_with(
+                r#"","source":"cfnetworking.cni-teardown","message":"cfnetworking.cni-teardown.starting","log_level":1,"data":{}}"#
+            ),
+        "{stdout}"
+    );
+    let err: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(err["message"], "cfnetworking.cni-teardown.read-config-file");
+    assert_eq!(err["log_level"], 2);
+    assert!(
+        err["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("paths_to_delete[1]: must be an absolute path below /"),
+        "{stdout}"
+    );
+}
