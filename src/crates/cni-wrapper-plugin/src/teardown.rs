@@ -143,3 +143,29 @@ mod tests {
         assert_eq!(container_veths(links), vec!["s-010255030002"]);
     }
 }
+
+/// Any config text gives a checked config or a config error, never a panic; a checked config
+/// never names a path that is relative or `/`.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use silk_testkit::fuzz;
+
+    use super::TeardownConfig;
+
+    const CONFIG: &str = r#"{"paths_to_delete": ["/var/vcap/data/container-metadata", "/var/vcap/data/host-local", "/var/vcap/data/silk"], "iptables_lock_file": "/var/vcap/data/garden-cni/iptables.lock"}"#;
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn any_teardown_config_parses_or_fails(text in fuzz::config_text(CONFIG)) {
+            if let Ok(c) = TeardownConfig::parse(&text) {
+                for p in &c.paths_to_delete {
+                    let path = std::path::Path::new(p);
+                    prop_assert!(path.is_absolute() && path.parent().is_some(), "{:?}", p);
+                }
+            }
+        }
+    }
+}

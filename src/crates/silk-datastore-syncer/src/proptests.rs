@@ -2,6 +2,7 @@
 //! container's properties, served on a unix socket as garden serves them, whatever the
 //! answer's status and body; and the handles from that list, which go back into request paths.
 //! Every answer gets a value or an error, never a panic, and every request is one request line.
+//! The command line, too: any argv gives a checked config or a config error.
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
@@ -12,6 +13,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use silk_testkit::fuzz;
 
+use crate::config::Config;
 use crate::garden::Garden;
 
 /// Serves one request on a fresh socket with `status` and `body`; returns the garden client
@@ -32,8 +34,45 @@ fn serve_once(
     (dir, g, t)
 }
 
+/// The job template's command line.
+const ARGV: [&str; 15] = [
+    "silk-datastore-syncer",
+    "-n",
+    "30",
+    "-gardenNetwork",
+    "unix",
+    "-gardenAddr",
+    "/var/vcap/data/garden/garden.sock",
+    "-silkFile",
+    "/var/vcap/data/container-metadata/store.json",
+    "-silkFileOwner",
+    "vcap",
+    "-silkFileGroup",
+    "vcap",
+    "-logLevel",
+    "info",
+];
+
 proptest! {
     #![proptest_config(fuzz::config())]
+
+    #[test]
+    fn any_command_line_is_a_config_or_an_error(
+        edits in proptest::collection::vec((0usize..16, prop_oneof![fuzz::interesting_string(), "-{1,2}[a-zA-Z]{1,14}(=[a-z0-9]{0,4})?"]), 0..4),
+    ) {
+        let mut argv: Vec<String> = ARGV.iter().map(|a| a.to_string()).collect();
+        for (at, text) in edits {
+            // Index 0 stays the program name; the rest are replaced or appended.
+            match argv.get_mut(at.max(1)) {
+                Some(slot) => *slot = text,
+                None => argv.push(text),
+            }
+        }
+        if let Ok(c) = Config::from_args(argv) {
+            prop_assert!(!c.interval.is_zero());
+            prop_assert!(matches!(c.garden_network.as_str(), "unix" | "tcp"));
+        }
+    }
 
     #[test]
     fn any_garden_answer_is_a_value_or_an_error(

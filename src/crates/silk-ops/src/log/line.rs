@@ -300,3 +300,34 @@ mod tests {
         assert!(v["data"]["lager serialisation error"].is_string(), "{got}");
     }
 }
+
+/// Whatever strings a line carries (kernel log text in iptables-logger's records, error texts),
+/// it is one line of JSON that reads back to the same values.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_strings_render_to_one_json_line_that_reads_back(
+            source in ".{0,20}",
+            event in ".{0,20}",
+            text in prop_oneof![".{0,64}", "[<>&\u{2028}\u{2029}\\\"\n\t\u{0}-\u{1f}a]{0,32}"],
+            nanos in any::<i64>(),
+            epoch in any::<bool>(),
+        ) {
+            let format = if epoch { Format::Epoch } else { Format::Rfc3339 };
+            let data = json!({"error": text, "nested": {"k": [text.clone()]}});
+            let line = render(format, i128::from(nanos), Level::Error, &source, &event, &data);
+            prop_assert!(!line.contains('\n') && !line.contains(['<', '>', '&']), "{}", line);
+            let v: Value = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(&v["data"], &data);
+            prop_assert_eq!(v["source"].as_str(), Some(source.as_str()));
+            let message = format!("{source}.{event}");
+            prop_assert_eq!(v["message"].as_str(), Some(message.as_str()));
+        }
+    }
+}
