@@ -6,24 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use iptables_logger::{config::Config, follow::Follower, sink::RotatableSink, Processor};
 use serde_json::json;
 
-#[derive(Parser)]
-#[command(name = "iptables-logger")]
-struct Args {
-    /// Path to iptables-logger.json.
-    #[arg(long = "config-file")]
-    config_file: String,
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load_or_report(
+    let cfg = match silk_ops::config::from_command_line(
         "cfnetworking.iptables-logger",
-        &args.config_file,
+        "iptables-logger",
+        "config-file",
         Config::parse,
     ) {
         Ok(c) => c,

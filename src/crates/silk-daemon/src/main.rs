@@ -3,24 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use silk_daemon::config::Config;
 use silk_daemon::daemon::{run, Exit};
 
-#[derive(Parser)]
-#[command(name = "silk-daemon")]
-struct Args {
-    /// Path to client-config.json.
-    #[arg(long)]
-    config: String,
-}
-
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load_or_report(
+    let cfg = match silk_ops::config::from_command_line(
         "cfnetworking.silk-daemon",
-        &args.config,
+        "silk-daemon",
+        "config",
         Config::parse,
     ) {
         Ok(c) => c,

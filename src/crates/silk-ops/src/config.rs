@@ -70,6 +70,20 @@ pub fn load_or_report<C>(
     })
 }
 
+/// A job program's config, as its main starts: the path from the one flag `--<flag>`
+/// ([`crate::flags::config_path`]; a usage error exits 2 with clap's message), then
+/// [`load_or_report`].
+pub fn from_command_line<C>(
+    who: &str,
+    program: &'static str,
+    flag: &'static str,
+    parse: impl FnOnce(&str) -> Result<C, ConfigError>,
+) -> Result<C, std::process::ExitCode> {
+    let path =
+        crate::flags::config_path(program, flag, std::env::args()).unwrap_or_else(|e| e.exit());
+    load_or_report(who, &path, parse)
+}
+
 /// [`load_or_report`]'s line; a read error already names the path.
 fn report(who: &str, path: &str, e: &LoadError) -> String {
     match e {

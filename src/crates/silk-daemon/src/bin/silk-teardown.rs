@@ -2,22 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use silk_daemon::config::Config;
-
-#[derive(Parser)]
-#[command(name = "silk-teardown")]
-struct Args {
-    #[arg(long)]
-    config: String,
-}
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load_or_report(
+    let cfg = match silk_ops::config::from_command_line(
         "cfnetworking.silk-teardown",
-        &args.config,
+        "silk-teardown",
+        "config",
         Config::parse,
     ) {
         Ok(c) => c,
