@@ -107,6 +107,26 @@ impl TryFrom<Flags> for Config {
     }
 }
 
+/// A command line as jobs/silk-datastore-syncer/templates/start.erb renders it.
+#[cfg(test)]
+pub(crate) const JOB_ARGV: [&str; 15] = [
+    "silk-datastore-syncer",
+    "-n",
+    "5",
+    "-gardenNetwork",
+    "tcp",
+    "-gardenAddr",
+    "127.0.0.1:7777",
+    "-silkFile",
+    "/var/vcap/data/container-metadata/store.json",
+    "-silkFileOwner",
+    "vcap",
+    "-silkFileGroup",
+    "vcap",
+    "-logLevel",
+    "debug",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,23 +140,7 @@ mod tests {
 
     #[test]
     fn reads_the_job_templates_command_line() {
-        let c = Config::from_args(args(&[
-            "-n",
-            "5",
-            "-gardenNetwork",
-            "tcp",
-            "-gardenAddr",
-            "127.0.0.1:7777",
-            "-silkFile",
-            "/var/vcap/data/container-metadata/store.json",
-            "-silkFileOwner",
-            "vcap",
-            "-silkFileGroup",
-            "vcap",
-            "-logLevel",
-            "debug",
-        ]))
-        .unwrap();
+        let c = Config::from_args(JOB_ARGV.map(String::from)).unwrap();
         assert_eq!(
             c,
             Config {

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use silk_testkit::fuzz;
 
-use crate::config::Config;
+use crate::config::{Config, JOB_ARGV};
 use crate::garden::Garden;
 
 /// Serves one request on a fresh socket with `status` and `body`; returns the garden client
@@ -34,25 +34,6 @@ fn serve_once(
     (dir, g, t)
 }
 
-/// The job template's command line.
-const ARGV: [&str; 15] = [
-    "silk-datastore-syncer",
-    "-n",
-    "30",
-    "-gardenNetwork",
-    "unix",
-    "-gardenAddr",
-    "/var/vcap/data/garden/garden.sock",
-    "-silkFile",
-    "/var/vcap/data/container-metadata/store.json",
-    "-silkFileOwner",
-    "vcap",
-    "-silkFileGroup",
-    "vcap",
-    "-logLevel",
-    "info",
-];
-
 proptest! {
     #![proptest_config(fuzz::config())]
 
@@ -60,7 +41,7 @@ proptest! {
     fn any_command_line_is_a_config_or_an_error(
         edits in proptest::collection::vec((0usize..16, prop_oneof![fuzz::interesting_string(), "-{1,2}[a-zA-Z]{1,14}(=[a-z0-9]{0,4})?"]), 0..4),
     ) {
-        let mut argv: Vec<String> = ARGV.iter().map(|a| a.to_string()).collect();
+        let mut argv: Vec<String> = JOB_ARGV.iter().map(|a| a.to_string()).collect();
         for (at, text) in edits {
             // Index 0 stays the program name; the rest are replaced or appended.
             match argv.get_mut(at.max(1)) {
