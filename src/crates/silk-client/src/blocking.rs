@@ -396,7 +396,7 @@ pub fn parse_response(raw: &[u8]) -> Option<Response> {
     }
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Done(Response),
     NeedMore,
     Malformed(String),
@@ -409,7 +409,7 @@ enum Framing {
 }
 
 /// One answer from `raw`; `eof` says the server closed (so a body without framing ends here).
-fn parse(raw: &[u8], eof: bool) -> Parsed {
+pub(crate) fn parse(raw: &[u8], eof: bool) -> Parsed {
     let Some(end) = find(raw, b"\r\n\r\n") else {
         return if raw.len() > MAX_HEAD {
             Parsed::Malformed("response head too long".into())
@@ -448,7 +448,8 @@ fn parse(raw: &[u8], eof: bool) -> Parsed {
             }
         }
     }
-    if status == 204 || status == 304 {
+    // Without framing headers these answers have no body (RFC 9112 §6.3); with one, it rules.
+    if matches!(framing, Framing::ToEnd) && (status < 200 || status == 204 || status == 304) {
         framing = Framing::Length(0);
     }
     let body = match framing {

@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -71,40 +72,50 @@ fn gets_over_tcp_with_the_request_line_and_headers() {
     assert!(!head.contains("Authorization"), "{head}");
 }
 
-#[test]
-fn a_content_length_ends_the_answer_without_the_server_closing() {
-    let (addr, t) = tcp_once(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false);
-    let r = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .get("/")
-        .unwrap();
-    assert_eq!(r.text(), "abc");
+/// `GET /` of a one-shot server answering `reply` (and closing after it when `close`).
+fn get_once(reply: &'static [u8], close: bool) -> Result<Response, BlockingError> {
+    let (addr, t) = tcp_once(reply, close);
+    let got = BlockingClient::new(Target::Tcp(addr), SECONDS).get("/");
     t.join().unwrap();
+    got
 }
 
 #[test]
-fn chunked_answers_end_at_the_last_chunk() {
-    let (addr, t) = tcp_once(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-        false,
-    );
-    let r = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .get("/")
-        .unwrap();
-    assert_eq!(r.text(), "abcde");
-    t.join().unwrap();
-}
-
-#[test]
-fn an_unframed_body_runs_to_the_close() {
-    let (addr, t) = tcp_once(
-        b"HTTP/1.0 503 Service Unavailable\r\n\r\ndown for now",
-        true,
-    );
-    let r = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .get("/")
-        .unwrap();
-    assert_eq!((r.status, r.text().as_str()), (503, "down for now"));
-    t.join().unwrap();
+fn answers_end_at_their_length_at_the_last_chunk_or_at_the_close() {
+    let cases: [(&str, &[u8], bool, u16, &str); 4] = [
+        (
+            "content-length, server keeps the connection",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+            false,
+            200,
+            "abc",
+        ),
+        (
+            "chunked with an extension, server keeps the connection",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+            false,
+            200,
+            "abcde",
+        ),
+        (
+            "no framing: the body runs to the close",
+            b"HTTP/1.0 503 Service Unavailable\r\n\r\ndown for now",
+            true,
+            503,
+            "down for now",
+        ),
+        (
+            "204 has no body whatever follows",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            false,
+            204,
+            "",
+        ),
+    ];
+    for (name, reply, close, status, body) in cases {
+        let r = get_once(reply, close).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{name}");
+    }
 }
 
 #[test]
@@ -231,47 +242,43 @@ fn refused_connections_are_connect_errors_not_timeouts() {
     assert!(matches!(e, BlockingError::Connect { .. }), "{e:?}");
 }
 
-#[test]
-fn a_server_that_never_answers_times_out() {
+/// The error of a GET with a 300 ms deadline against a server that runs `serve` on the
+/// connection until the client has given up (`stop` then receives).
+fn error_against(serve: fn(TcpStream, Receiver<()>)) -> BlockingError {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let (c, _) = l.accept().unwrap();
-        // Hold the connection, silent, until the client gave up.
-        let _ = rx.recv();
-        drop(c);
-    });
-    let e = BlockingClient::new(Target::Tcp(addr), Duration::from_millis(200))
+    let t = std::thread::spawn(move || serve(l.accept().unwrap().0, rx));
+    let e = BlockingClient::new(Target::Tcp(addr), Duration::from_millis(300))
         .get("/")
         .unwrap_err();
-    assert!(e.is_timeout(), "{e:?}");
     tx.send(()).unwrap();
     t.join().unwrap();
+    e
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    // Holds the connection, silent, until the client gave up.
+    let e = error_against(|_c, stop| {
+        let _ = stop.recv();
+    });
+    assert!(e.is_timeout(), "{e:?}");
 }
 
 #[test]
 fn a_drip_fed_answer_hits_the_whole_request_deadline() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
+    let e = error_against(|mut c, stop| {
         let _ = read_head(&mut c);
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
         // One byte at a time, each sooner than the deadline, never the whole body.
-        while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+        while stop.recv_timeout(Duration::from_millis(50)).is_err() {
             if c.write_all(b"x").is_err() {
                 break;
             }
         }
     });
-    let e = BlockingClient::new(Target::Tcp(addr), Duration::from_millis(300))
-        .get("/")
-        .unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
-    tx.send(()).unwrap();
-    t.join().unwrap();
 }
 
 #[test]
@@ -285,16 +292,12 @@ fn malformed_answers_are_errors() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc",
         b"",
     ] {
-        let (addr, t) = tcp_once(reply, true);
-        let e = BlockingClient::new(Target::Tcp(addr), SECONDS)
-            .get("/")
-            .unwrap_err();
+        let e = get_once(reply, true).unwrap_err();
         assert!(
             matches!(e, BlockingError::Malformed(_)),
             "{:?}: {e:?}",
             String::from_utf8_lossy(reply)
         );
-        t.join().unwrap();
     }
 }
 
@@ -351,17 +354,22 @@ fn urls_split_into_target_and_path() {
 
 // === mutual TLS ===
 
-/// A TLS server requiring a client certificate from the test CA, answering one request.
-fn tls_once(certs: &TestCerts) -> (String, JoinHandle<Result<String, String>>) {
+/// A TLS server answering one request; with `mutual`, it requires a client certificate from
+/// the test CA.
+fn tls_once(certs: &TestCerts, mutual: bool) -> (String, JoinHandle<Result<String, String>>) {
     let read = |p: &std::path::Path| std::fs::read(p).unwrap();
     let mut roots = RootCertStore::empty();
     for c in parse_certs("ca", &read(&certs.ca_cert)).unwrap() {
         roots.add(c).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .unwrap();
+    let verifier = if mutual {
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap()
+    } else {
+        WebPkiClientVerifier::no_client_auth()
+    };
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -391,67 +399,97 @@ fn tls_once(certs: &TestCerts) -> (String, JoinHandle<Result<String, String>>) {
     (addr, t)
 }
 
-fn client_tls(certs: &TestCerts, foreign: bool) -> ClientTls {
-    let (cert, key) = if foreign {
-        (&certs.other_client_cert, &certs.other_client_key)
-    } else {
-        (&certs.client_cert, &certs.client_key)
-    };
-    ClientTls::from_files(
-        certs.ca_cert.to_str().unwrap(),
-        cert.to_str().unwrap(),
-        key.to_str().unwrap(),
-    )
-    .unwrap()
+/// Which client certificate a client presents.
+#[derive(Clone, Copy)]
+enum Cert {
+    FromTestCa,
+    FromOtherCa,
+    None,
+}
+
+/// `GET /tls` against [`tls_once`]: the client's result and what the server read.
+fn tls_get(
+    certs: &TestCerts,
+    mutual: bool,
+    cert: Cert,
+    name: Option<&str>,
+) -> (Result<Response, BlockingError>, Result<String, String>) {
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let tls = match cert {
+        Cert::FromTestCa => ClientTls::from_files(
+            &p(&certs.ca_cert),
+            &p(&certs.client_cert),
+            &p(&certs.client_key),
+        ),
+        Cert::FromOtherCa => ClientTls::from_files(
+            &p(&certs.ca_cert),
+            &p(&certs.other_client_cert),
+            &p(&certs.other_client_key),
+        ),
+        Cert::None => Ok(ClientTls::ca_only(std::fs::read(&certs.ca_cert).unwrap())),
+    }
+    .unwrap();
+    let (addr, t) = tls_once(certs, mutual);
+    let got = BlockingClient::new(Target::Tcp(addr), SECONDS)
+        .with_tls(&tls, name)
+        .unwrap()
+        .get("/tls");
+    (got, t.join().unwrap())
 }
 
 #[test]
-fn speaks_mutual_tls_and_verifies_the_server_name() {
+fn tls_and_mutual_tls() {
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let (addr, t) = tls_once(&certs);
-    let r = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .with_tls(&client_tls(&certs, false), None)
-        .unwrap()
-        .get("/tls")
-        .unwrap();
-    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
-    assert!(t
-        .join()
-        .unwrap()
-        .unwrap()
-        .starts_with("GET /tls HTTP/1.1\r\n"));
-
-    // A name the server certificate does not carry.
-    let (addr, t) = tls_once(&certs);
-    let e = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .with_tls(&client_tls(&certs, false), Some("elsewhere.example"))
-        .unwrap()
-        .get("/")
-        .unwrap_err();
-    assert!(matches!(e, BlockingError::Io(_)), "{e:?}");
-    assert!(t.join().unwrap().is_err());
+    for (what, mutual, cert) in [
+        ("mutual tls", true, Cert::FromTestCa),
+        (
+            "server-verified tls without a client certificate",
+            false,
+            Cert::None,
+        ),
+    ] {
+        let (got, served) = tls_get(&certs, mutual, cert, None);
+        let r = got.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{what}");
+        assert!(
+            served.unwrap().starts_with("GET /tls HTTP/1.1\r\n"),
+            "{what}"
+        );
+    }
 }
 
 #[test]
-fn a_client_certificate_from_another_ca_is_refused() {
+fn tls_refusals() {
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let (addr, t) = tls_once(&certs);
-    let e = BlockingClient::new(Target::Tcp(addr), SECONDS)
-        .with_tls(&client_tls(&certs, true), None)
-        .unwrap()
-        .get("/")
-        .unwrap_err();
-    assert!(matches!(e, BlockingError::Io(_)), "{e:?}");
-    assert!(t.join().unwrap().is_err());
+    for (what, mutual, cert, name) in [
+        (
+            "a name the server certificate does not carry",
+            true,
+            Cert::FromTestCa,
+            Some("elsewhere.example"),
+        ),
+        (
+            "a client certificate from another CA",
+            true,
+            Cert::FromOtherCa,
+            None,
+        ),
+        (
+            "no client certificate where one is required",
+            true,
+            Cert::None,
+            None,
+        ),
+    ] {
+        let (got, served) = tls_get(&certs, mutual, cert, name);
+        let e = got.unwrap_err();
+        assert!(matches!(e, BlockingError::Io(_)), "{what}: {e:?}");
+        assert!(served.is_err(), "{what}");
+    }
 }
 
 #[test]
-fn tls_without_a_client_certificate_builds() {
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let ca = std::fs::read(&certs.ca_cert).unwrap();
-    BlockingClient::new(Target::Tcp("127.0.0.1:1".into()), SECONDS)
-        .with_tls(&ClientTls::ca_only(ca), None)
-        .unwrap();
+fn a_bad_ca_bundle_is_a_tls_error() {
     let e = BlockingClient::new(Target::Tcp("127.0.0.1:1".into()), SECONDS)
         .with_tls(&ClientTls::ca_only(b"not pem".to_vec()), None)
         .unwrap_err();

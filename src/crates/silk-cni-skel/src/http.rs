@@ -87,18 +87,23 @@ mod tests {
         assert!(parse_response(b"garbage").is_none());
     }
 
-    #[test]
-    fn talks_to_a_loopback_server() {
+    /// A loopback server answering one request with `reply`; yields the request it read.
+    fn serve_once(reply: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let t = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
             let mut buf = [0u8; 1024];
             let n = c.read(&mut buf).unwrap();
-            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /x?y=1 HTTP/1.1\r\n"));
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .unwrap();
+            c.write_all(reply).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
         });
+        (addr, t)
+    }
+
+    #[test]
+    fn talks_to_a_loopback_server() {
+        let (addr, t) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let r = get(&addr, "/x?y=1", Duration::from_secs(5)).unwrap();
         assert_eq!(
             r,
@@ -107,7 +112,7 @@ mod tests {
                 body: "ok".into()
             }
         );
-        t.join().unwrap();
+        assert!(t.join().unwrap().starts_with("GET /x?y=1 HTTP/1.1\r\n"));
     }
 
     #[test]
@@ -120,14 +125,7 @@ mod tests {
 
     #[test]
     fn errors_keep_their_go_wording() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let t = std::thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf).unwrap();
-            c.write_all(b"not http").unwrap();
-        });
+        let (addr, t) = serve_once(b"not http");
         let e = get(&addr, "/force", Duration::from_secs(5)).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -187,25 +187,49 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn other_statuses_are_down_and_silence_is_up() {
-        use std::io::{Read, Write};
+    /// Whether a daemon answering `status` counts as up.
+    fn up_when_answering(status: u16) -> bool {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut b = [0u8; 256];
-            let _ = s.read(&mut b);
-            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-                .unwrap();
-            // Then one connection accepted and never answered.
-            // It holds the connection until the client hangs up.
+            silk_testkit::fuzz::answer_once(l.accept().unwrap().0, status, b"")
+        });
+        let up = answers(
+            &format!("http://127.0.0.1:{port}/ping"),
+            Duration::from_secs(2),
+        );
+        assert!(t.join().unwrap().starts_with("GET /ping HTTP/1.1\r\n"));
+        up
+    }
+
+    #[test]
+    fn statuses_200_to_206_are_up_others_down() {
+        for (status, up) in [
+            (200, true),
+            (204, true),
+            (206, true),
+            (207, false),
+            (404, false),
+            (503, false),
+        ] {
+            assert_eq!(up_when_answering(status), up, "{status}");
+        }
+    }
+
+    #[test]
+    fn silence_until_the_timeout_is_up() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            // Accepted and never answered: held until the client hangs up.
             let (mut s, _) = l.accept().unwrap();
             let _ = s.read_to_end(&mut Vec::new());
         });
-        let url = format!("127.0.0.1:{port}/ping");
-        assert!(!answers(&url, Duration::from_secs(2)));
-        assert!(answers(&url, Duration::from_millis(200)));
+        assert!(answers(
+            &format!("127.0.0.1:{port}/ping"),
+            Duration::from_millis(200)
+        ));
         t.join().unwrap();
     }
 
@@ -228,20 +252,6 @@ mod tests {
 
     #[test]
     fn ok_status_is_up() {
-        use std::io::{Read, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut b = [0u8; 256];
-            let _ = s.read(&mut b);
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .unwrap();
-        });
-        assert!(answers(
-            &format!("http://127.0.0.1:{port}/ping"),
-            Duration::from_secs(2)
-        ));
-        t.join().unwrap();
+        assert!(up_when_answering(200));
     }
 }
