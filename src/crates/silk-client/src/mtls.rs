@@ -215,18 +215,25 @@ pub fn error_text(body: &[u8]) -> String {
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
 }
 
-pub fn check_status(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {
-    if status.is_success() {
+/// `http status <code>: <error text or raw body>` unless `status` is 2xx; shared by the async
+/// and the blocking face.
+pub fn check_status(status: impl Into<u16>, body: &[u8]) -> Result<(), ClientError> {
+    let code = status.into();
+    if (200..300).contains(&code) {
         Ok(())
     } else {
         Err(ClientError::Status {
-            code: status.as_u16(),
+            code,
             text: error_text(body),
         })
     }
 }
 
-pub fn decode_ok<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
+/// The JSON body of a 2xx answer, else [`check_status`]'s error.
+pub fn decode_ok<T: DeserializeOwned>(
+    status: impl Into<u16>,
+    body: &[u8],
+) -> Result<T, ClientError> {
     check_status(status, body)?;
     serde_json::from_slice(body).map_err(ClientError::Decode)
 }

@@ -52,10 +52,17 @@ pub fn security_groups_path(space_guids: &[String], from: Option<i64>) -> String
     path
 }
 
-#[derive(serde::Deserialize)]
-struct TagResponse {
-    #[serde(alias = "Tag", alias = "TAG")]
-    tag: String,
+/// The tag of a `PUT tags` answer. The key matches case-insensitively, as Go's JSON decoder
+/// matches struct fields.
+pub fn parse_tag(body: &[u8]) -> Result<String, ClientError> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(ClientError::Decode)?;
+    let tag = object
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("tag"))
+        .map(|(_, v)| v)
+        .ok_or_else(|| ClientError::Decode(serde::de::Error::missing_field("tag")))?;
+    serde_json::from_value(tag.clone()).map_err(ClientError::Decode)
 }
 
 impl PolicyClient {
@@ -130,7 +137,7 @@ impl PolicyClient {
             serde_json::to_vec(&TagRequest { id, group_type }).map_err(ClientError::Decode)?;
         let (status, bytes) = self.http.call(Method::PUT, TAGS_PATH, Some(body)).await?;
         check_status(status, &bytes)?;
-        decode_ok::<TagResponse>(status, &bytes).map(|t| t.tag)
+        parse_tag(&bytes)
     }
 }
 
@@ -154,5 +161,26 @@ mod tests {
             security_groups_path(&ids, Some(17)),
             "/networking/v1/internal/security_groups?per_page=5000&space_guids=a-1,b-2&from=17"
         );
+    }
+
+    #[test]
+    fn tag_keys_match_case_insensitively() {
+        let tag = |b: &str| parse_tag(b.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(
+            tag(r#"{"id":"INGRESS_ROUTER","type":"router","tag":"0004"}"#),
+            Ok("0004".into())
+        );
+        assert_eq!(
+            tag(r#"{"ID":"INGRESS_ROUTER","Tag":"00ff"}"#),
+            Ok("00ff".into())
+        );
+        assert_eq!(tag(r#"{"TAG":"0001"}"#), Ok("0001".into()));
+        assert_eq!(tag(r#"{"tAg":"0002"}"#), Ok("0002".into()));
+        assert_eq!(
+            tag(r#"{"ID":"INGRESS_ROUTER"}"#),
+            Err("decode response body: missing field `tag`".into())
+        );
+        assert!(tag(r#"{"tag":7}"#).is_err());
+        assert!(tag("[]").is_err());
     }
 }

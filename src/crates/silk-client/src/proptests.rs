@@ -1,6 +1,7 @@
 //! Property tests of the answers silk-client decodes: the controller's leases and errors, the
-//! policy server's policies, `policies_last_updated` and tags, and the configured URLs. Every
-//! body gets a value or an error, never a panic; bodies rendered from values decode back.
+//! policy server's policies, `policies_last_updated` and tags, the configured URLs, and the
+//! raw answers the blocking face reads. Every body gets a value or an error, never a panic;
+//! bodies rendered from values decode back; an answer parses the same however it arrives.
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
@@ -11,6 +12,7 @@ use silk_core::policy::PoliciesResponse;
 use silk_core::Lease;
 use silk_testkit::fuzz;
 
+use crate::blocking::{parse, parse_response, Parsed};
 use crate::mtls::{decode_ok, error_text, parse_url};
 
 fn policies_fixture() -> serde_json::Value {
@@ -62,5 +64,26 @@ proptest! {
     fn urls_parse_or_not(url in fuzz::text_or_mutated("https://silk-controller.service.cf.internal:4103"), host in "[a-z0-9.-]{1,30}", port in 1u16..) {
         let _ = parse_url(&url);
         prop_assert_eq!(parse_url(&format!("https://{host}:{port}/")), Some((host, port)));
+    }
+
+    #[test]
+    fn answers_parse_the_same_however_they_arrive(
+        raw in fuzz::bytes_or_mutated(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        ),
+        cut in any::<usize>(),
+    ) {
+        let whole = parse_response(&raw.0);
+        let prefix = &raw.0[..cut % (raw.0.len() + 1)];
+        match parse(prefix, false) {
+            Parsed::Done(r) => prop_assert_eq!(whole, Some(r)),
+            Parsed::Malformed(_) => prop_assert_eq!(whole, None),
+            Parsed::NeedMore => {}
+        }
+    }
+
+    #[test]
+    fn tags_decode_or_are_an_error(body in fuzz::json_input(json!({"id": "INGRESS_ROUTER", "type": "router", "tag": "0003"}), &["id", "type", "tag", "Tag"])) {
+        let _ = crate::policy::parse_tag(&body.0);
     }
 }

@@ -30,7 +30,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// PEM material for a client: CA bundle, certificate chain, private key.
+/// PEM material for a client: CA bundle, certificate chain, private key. Empty chain and key
+/// ([`ClientTls::ca_only`]) make a TLS client without a client certificate.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     pub ca_pem: Vec<u8>,
@@ -55,19 +56,33 @@ impl ClientTls {
         })
     }
 
-    /// The rustls config: roots from every CA block, the client chain, TLS 1.2 and 1.3.
+    /// Server verification only: trust anchors from `ca_pem`, no client certificate.
+    pub fn ca_only(ca_pem: Vec<u8>) -> Self {
+        ClientTls {
+            ca_pem,
+            cert_pem: Vec::new(),
+            key_pem: Vec::new(),
+        }
+    }
+
+    /// The rustls config: roots from every CA block, the client chain (when there is one),
+    /// TLS 1.2 and 1.3.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in parse_certs("ca cert", &self.ca_pem)? {
             roots.add(cert)?;
         }
-        let chain = parse_certs("client cert", &self.cert_pem)?;
-        let key = parse_key(&self.key_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
+            .with_root_certificates(roots);
+        let config = if self.cert_pem.is_empty() && self.key_pem.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let chain = parse_certs("client cert", &self.cert_pem)?;
+            let key = parse_key(&self.key_pem)?;
+            builder.with_client_auth_cert(chain, key)?
+        };
         Ok(Arc::new(config))
     }
 }

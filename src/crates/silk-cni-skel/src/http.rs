@@ -1,10 +1,12 @@
-//! A minimal blocking HTTP/1.1 GET for the loopback services plugins talk to (silk-daemon's
-//! network-info endpoint, vxlan-policy-agent's force endpoints). Every call has a deadline:
-//! upstream's timeout-less client let one slow agent stall container creation (cni.md §7).
+//! The plugins' blocking GET of the loopback services they talk to (silk-daemon's
+//! network-info endpoint, vxlan-policy-agent's force endpoints): a thin adapter over
+//! [`silk_client::blocking`], keeping this module's error texts (Go's `Get "<url>": <err>`)
+//! and its text-bodied [`Response`]. Every call has a deadline: upstream's timeout-less client
+//! let one slow agent stall container creation (cni.md §7).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use silk_client::blocking::{self, BlockingClient, BlockingError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -28,83 +30,45 @@ pub struct Response {
     pub body: String,
 }
 
-/// `GET http://<addr><path>` with `timeout` for connecting and for each read/write.
-pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpError> {
-    let sock: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(|e| HttpError::Resolve(addr.into(), e.to_string()))?
-        .next()
-        .ok_or_else(|| HttpError::Resolve(addr.into(), "no address".into()))?;
-    let io = |source| HttpError::Io {
-        addr: addr.into(),
-        path: path.into(),
-        source,
-    };
-    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(io)?;
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
-    exchange(&mut s, addr, path, &[])
-        .map_err(io)?
-        .ok_or_else(|| HttpError::Malformed(addr.into(), path.into()))
-}
-
-/// `GET <path>` over an open `stream` (TCP or unix socket, its timeouts already set) with `host`
-/// as the Host header and `headers` added; `None` when the answer is not HTTP.
-pub fn exchange<S: Read + Write>(
-    stream: &mut S,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Option<Response>> {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: silk\r\n");
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    req.push_str("Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Ok(parse_response(&raw))
-}
-
-pub(crate) fn parse_response(raw: &[u8]) -> Option<Response> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head
-        .lines()
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    Some(Response { status, body })
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if n == 0 {
-            return Some(out);
+impl From<blocking::Response> for Response {
+    fn from(r: blocking::Response) -> Self {
+        Response {
+            status: r.status,
+            body: r.text(),
         }
-        out.push_str(rest.get(..n)?);
-        body = rest.get(n + 2..)?;
     }
+}
+
+/// `GET http://<addr><path>` with `timeout` for the whole request.
+pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+    BlockingClient::new(Target::Tcp(addr.to_string()), timeout)
+        .get(path)
+        .map(Response::from)
+        .map_err(|e| match e {
+            BlockingError::Resolve { source, .. } => {
+                HttpError::Resolve(addr.into(), source.to_string())
+            }
+            BlockingError::Connect { source, .. } | BlockingError::Io(source) => HttpError::Io {
+                addr: addr.into(),
+                path: path.into(),
+                source,
+            },
+            // No TLS and no URL here: only malformed answers are left.
+            BlockingError::Malformed(_) | BlockingError::Url(_) | BlockingError::Tls(_) => {
+                HttpError::Malformed(addr.into(), path.into())
+            }
+        })
+}
+
+#[cfg(test)]
+pub(crate) fn parse_response(raw: &[u8]) -> Option<Response> {
+    blocking::parse_response(raw).map(Response::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -123,18 +87,23 @@ mod tests {
         assert!(parse_response(b"garbage").is_none());
     }
 
-    #[test]
-    fn talks_to_a_loopback_server() {
+    /// A loopback server answering one request with `reply`; yields the request it read.
+    fn serve_once(reply: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let t = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
             let mut buf = [0u8; 1024];
             let n = c.read(&mut buf).unwrap();
-            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /x?y=1 HTTP/1.1\r\n"));
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .unwrap();
+            c.write_all(reply).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
         });
+        (addr, t)
+    }
+
+    #[test]
+    fn talks_to_a_loopback_server() {
+        let (addr, t) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let r = get(&addr, "/x?y=1", Duration::from_secs(5)).unwrap();
         assert_eq!(
             r,
@@ -143,7 +112,7 @@ mod tests {
                 body: "ok".into()
             }
         );
-        t.join().unwrap();
+        assert!(t.join().unwrap().starts_with("GET /x?y=1 HTTP/1.1\r\n"));
     }
 
     #[test]
@@ -152,5 +121,19 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         assert!(get(&addr, "/", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn errors_keep_their_go_wording() {
+        let (addr, t) = serve_once(b"not http");
+        let e = get(&addr, "/force", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("Get \"http://{addr}/force\": malformed response")
+        );
+        t.join().unwrap();
+        // No port: refused before any lookup leaves the machine.
+        let e = get("no-port", "/", Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, HttpError::Resolve(..)), "{e:?}");
     }
 }

@@ -1,20 +1,20 @@
 //! `silk-daemon-bootstrap` (contract §6.3), for single-IP VMs (Istio routers): ask the policy
 //! server for the `INGRESS_ROUTER` tag, then mark traffic leaving through `silk-vtep` with it
-//! in the filter chain `istio-ingress`, jumped to first from `OUTPUT`. A no-op unless the
-//! config's `single_ip_only` is true.
+//! in the filter chain `istio-ingress`, jumped to first from `OUTPUT` ([`crate::istio`]). A
+//! no-op unless the config's `single_ip_only` is true.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde::Deserialize;
-use silk_client::ClientTls;
-use silk_dataplane::filelock::FileLock;
+use silk_client::{ClientTls, PolicyClient};
+use silk_dataplane::iptables::{Iptables, SystemIptables};
+
+use crate::istio::{self, IstioError};
+
+/// The group the tag is asked for (upstream's `{"ID":"INGRESS_ROUTER","Type":"router"}`).
+pub const INGRESS_ROUTER_ID: &str = "INGRESS_ROUTER";
+pub const INGRESS_ROUTER_TYPE: &str = "router";
 
 /// `bootstrap-config.json` (contract §5.3).
 #[derive(Debug, Deserialize)]
@@ -38,138 +38,53 @@ pub struct BootstrapConfig {
 pub enum BootstrapError {
     #[error("parse config: {0}")]
     Config(#[from] serde_json::Error),
-    #[error("invalid policy server url {0}")]
-    Url(String),
     #[error("policy server tls: {0}")]
     Tls(#[from] silk_client::TlsError),
     #[error("policy server request: {0}")]
-    Request(String),
-    #[error("policy server response: http status {0}: {1}")]
-    Status(u16, String),
-    #[error("policy server response has no tag: {0}")]
-    NoTag(String),
+    Request(#[from] silk_client::ClientError),
+    #[error("policy server response has no tag")]
+    NoTag,
     #[error("iptables: {0}")]
-    Iptables(String),
+    Iptables(#[from] IstioError),
 }
 
-/// The tag from a `PUT /networking/v1/internal/tags` response; keys match case-insensitively
-/// as Go's JSON decoder does.
-pub fn parse_tag(body: &str) -> Option<String> {
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body).ok()?;
-    v.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("tag"))
-        .and_then(|(_, v)| v.as_str().map(str::to_string))
-        .filter(|t| !t.is_empty())
-}
+/// The deadline of the tag request (contract §6.3).
+pub const TAG_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Requests the `INGRESS_ROUTER` tag over mutual TLS (5 s deadline).
+/// Requests the `INGRESS_ROUTER` tag with silk-client's policy client (mutual TLS, one
+/// request within [`TAG_TIMEOUT`]).
 pub async fn fetch_tag(cfg: &BootstrapConfig) -> Result<String, BootstrapError> {
-    let url = cfg.policy_server_url.as_str();
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| BootstrapError::Url(url.into()))?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse().map_err(|_| BootstrapError::Url(url.into()))?,
-        ),
-        None => (hostport.to_string(), 443u16),
-    };
     let tls = ClientTls::from_files(
         &cfg.policy_server_ca_cert_file,
         &cfg.policy_client_cert_file,
         &cfg.policy_client_key_file,
     )?;
-    let name = ServerName::try_from(host.clone()).map_err(|_| BootstrapError::Url(url.into()))?;
-    let req = async {
-        let req_err = |e: &dyn std::fmt::Display| BootstrapError::Request(e.to_string());
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| req_err(&e))?;
-        let stream = tokio_rustls::TlsConnector::from(tls.client_config()?)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| req_err(&e))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| req_err(&e))?;
-        tokio::spawn(conn);
-        let body = r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#;
-        let request = Request::put("/networking/v1/internal/tags")
-            .header("Host", hostport)
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .map_err(|e| req_err(&e))?;
-        let resp = send.send_request(request).await.map_err(|e| req_err(&e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| req_err(&e))?
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if !(200..300).contains(&status) {
-            return Err(BootstrapError::Status(status, text));
-        }
-        parse_tag(&text).ok_or(BootstrapError::NoTag(text))
-    };
-    tokio::time::timeout(Duration::from_secs(5), req)
-        .await
-        .map_err(|_| BootstrapError::Request("timed out after 5s".into()))?
-}
-
-fn iptables(args: &[&str]) -> Result<(bool, String), BootstrapError> {
-    let out = Command::new("iptables")
-        .args(["-w", "-t", "filter"])
-        .args(args)
-        .output()
-        .map_err(|e| BootstrapError::Iptables(format!("run iptables: {e}")))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    ))
-}
-
-/// Creates `istio-ingress` and its rules if missing, under the shared iptables lock.
-pub fn install_istio_chain(tag: &str, lock_file: Option<&Path>) -> Result<(), BootstrapError> {
-    let _lock = match lock_file {
-        Some(p) => Some(
-            FileLock::exclusive(p, 0o600).map_err(|e| BootstrapError::Iptables(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let (ok, err) = iptables(&["-N", "istio-ingress"])?;
-    if !ok && !err.contains("already exists") {
-        return Err(BootstrapError::Iptables(format!(
-            "create chain istio-ingress: {err}"
-        )));
+    let client = PolicyClient::new(&cfg.policy_server_url, &tls, TAG_TIMEOUT)?;
+    let tag = client
+        .create_or_get_tag(INGRESS_ROUTER_ID, INGRESS_ROUTER_TYPE)
+        .await?;
+    if tag.is_empty() {
+        return Err(BootstrapError::NoTag);
     }
-    let mark = format!("0x{tag}");
-    let ensure = |chain: &str, rule: &[&str], insert: bool| -> Result<(), BootstrapError> {
-        let mut check = vec!["-C", chain];
-        check.extend_from_slice(rule);
-        if iptables(&check)?.0 {
-            return Ok(());
-        }
-        let mut add = if insert {
-            vec!["-I", chain, "1"]
-        } else {
-            vec!["-A", chain]
-        };
-        add.extend_from_slice(rule);
-        match iptables(&add)? {
-            (true, _) => Ok(()),
-            (false, e) => Err(BootstrapError::Iptables(format!("{}: {e}", add.join(" ")))),
-        }
-    };
-    ensure("OUTPUT", &["-j", "istio-ingress"], true)?;
-    ensure(
-        "istio-ingress",
-        &["-o", "silk-vtep", "-j", "MARK", "--set-mark", &mark],
-        false,
-    )?;
-    ensure("istio-ingress", &["-o", "silk-vtep", "-j", "ACCEPT"], false)?;
+    Ok(tag)
+}
+
+/// Creates `istio-ingress` and its rules where missing, in one restore under the shared
+/// iptables lock (when `lock_file` is given).
+pub fn install_istio_chain(tag: &str, lock_file: Option<&Path>) -> Result<(), BootstrapError> {
+    let iptables = SystemIptables::new(lock_file.unwrap_or(Path::new("")));
+    install_istio_chain_with(&iptables, lock_file.is_some(), tag)
+}
+
+/// [`install_istio_chain`] through any [`Iptables`] port.
+pub fn install_istio_chain_with(
+    iptables: &dyn Iptables,
+    lock: bool,
+    tag: &str,
+) -> Result<(), BootstrapError> {
+    let mark = istio::tag_mark(tag)?;
+    istio::apply(iptables, lock, |saved| istio::plan_install(saved, mark))
+        .map_err(IstioError::from)?;
     Ok(())
 }
 
@@ -186,17 +101,41 @@ pub async fn bootstrap(cfg: &BootstrapConfig) -> Result<(), BootstrapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use silk_dataplane::iptables::{Family, RecordingIptables};
 
     #[test]
-    fn tag_key_is_case_insensitive() {
+    fn installs_through_the_port_in_one_restore() {
+        let ipt = RecordingIptables::default();
+        *ipt.saved.lock().unwrap() = "*filter\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n".into();
+        install_istio_chain_with(&ipt, true, "0004").unwrap();
         assert_eq!(
-            parse_tag(r#"{"id":"INGRESS_ROUTER","type":"router","tag":"0004"}"#).as_deref(),
-            Some("0004")
+            ipt.payloads(),
+            vec![(
+                Family::V4,
+                "*filter\n:istio-ingress - [0:0]\n-I OUTPUT 1 -j istio-ingress\n\
+                 -A istio-ingress -o silk-vtep -j MARK --set-xmark 0x4/0xffffffff\n\
+                 -A istio-ingress -o silk-vtep -j ACCEPT\nCOMMIT\n"
+                    .to_string()
+            )]
         );
+        let e = install_istio_chain_with(&ipt, true, "zz").unwrap_err();
         assert_eq!(
-            parse_tag(r#"{"ID":"INGRESS_ROUTER","Tag":"00ff"}"#).as_deref(),
-            Some("00ff")
+            e.to_string(),
+            "iptables: tag \"zz\" is not a hexadecimal mark"
         );
-        assert_eq!(parse_tag(r#"{"ID":"INGRESS_ROUTER"}"#), None);
+        assert_eq!(ipt.payloads().len(), 1, "a bad tag writes nothing");
+    }
+
+    #[test]
+    fn config_keys_are_the_rendered_ones() {
+        let cfg: BootstrapConfig = serde_json::from_str(
+            r#"{"policy_server_url":"https://policy-server.service.cf.internal:4003",
+                "policy_server_ca_cert_file":"/c/ca.crt","policy_client_cert_file":"/c/client.crt",
+                "policy_client_key_file":"/c/client.key","iptables_lock_file":"/l",
+                "single_ip_only":true}"#,
+        )
+        .unwrap();
+        assert!(cfg.single_ip_only);
+        assert!(serde_json::from_str::<BootstrapConfig>(r#"{"unknown":1}"#).is_err());
     }
 }

@@ -4,19 +4,22 @@
 //!
 //! The dumps are skipped when they cannot find anything: the lease list is the one the last
 //! dump found fully converged (nothing to add, remove or hold back), and the kernel has sent
-//! no notification about the VTEP since ([`ChangeMonitor`]). Our own writes notify too, so
+//! no notification about the VTEP since
+//! ([`silk_dataplane::netlink::monitor::ChangeMonitor`]). Our own writes notify too, so
 //! every apply is followed by a verifying dump; and a dump runs at least every
 //! [`FULL_CHECK_INTERVAL`] whatever the notifications say.
+//!
+//! The kernel is reached through the [`VtepBackend`] port ([`NetlinkVtep`] in the daemon), so
+//! these decisions are table-tested against a recording backend (`cycle_tests.rs`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use silk_client::{ClientError, ControllerClient};
 use silk_core::Lease;
-use silk_dataplane::netlink::monitor::ChangeMonitor;
-use silk_dataplane::netlink::{Netlink, NetlinkError};
+use silk_dataplane::netlink::NetlinkError;
 use silk_dataplane::vtep::plan::{plan_desired, DesiredVtep};
-use silk_dataplane::vtep::{desired_from_leases, LocalVtep};
+use silk_dataplane::vtep::{desired_from_leases, LocalVtep, NetlinkVtep, VtepBackend};
 use silk_ops::{log, Metrics};
 
 use crate::retention::Retention;
@@ -55,46 +58,43 @@ struct Verified {
     at: Instant,
 }
 
-pub struct Poller {
-    client: ControllerClient,
-    nl: Netlink,
+/// Converges the VTEP for a lease list through a [`VtepBackend`], skipping the dumps when
+/// they cannot find anything.
+pub struct Converger<B> {
+    backend: B,
     vtep_name: String,
-    lease: Lease,
     local: LocalVtep,
-    metrics: Metrics,
     retention: Retention,
-    partition_tolerance: Duration,
-    last_renew: Instant,
-    monitor: Option<ChangeMonitor>,
     verified: Option<Verified>,
 }
 
-impl Poller {
+/// The poll loop: renew, list, converge.
+pub struct Poller<B = NetlinkVtep> {
+    client: ControllerClient,
+    converger: Converger<B>,
+    lease: Lease,
+    metrics: Metrics,
+    partition_tolerance: Duration,
+    last_renew: Instant,
+}
+
+impl<B: VtepBackend> Poller<B> {
     pub fn new(
         client: ControllerClient,
-        nl: Netlink,
+        backend: B,
         vtep_name: String,
         lease: Lease,
         local: LocalVtep,
         metrics: Metrics,
         partition_tolerance: Duration,
     ) -> Self {
-        // Without notifications every cycle dumps, as upstream does.
-        let monitor = ChangeMonitor::open()
-            .map_err(|e| log::error("change-monitor", json!({"error": e.to_string()})))
-            .ok();
         Poller {
             client,
-            nl,
-            vtep_name,
+            converger: Converger::new(backend, vtep_name, local),
             lease,
-            local,
             metrics,
-            retention: Retention::default(),
             partition_tolerance,
             last_renew: Instant::now(),
-            monitor,
-            verified: None,
         }
     }
 
@@ -147,7 +147,7 @@ impl Poller {
         };
         report.listed = Some(leases.len());
         self.metrics.value("numberLeases", leases.len() as f64, "");
-        match self.converge(&leases).await {
+        match self.converger.converge(&leases).await {
             Ok((applied, trusted)) => {
                 report.applied = applied;
                 report.trusted = trusted;
@@ -160,16 +160,42 @@ impl Poller {
         }
         Ok(report)
     }
+}
+
+impl<B: VtepBackend> Converger<B> {
+    pub fn new(backend: B, vtep_name: String, local: LocalVtep) -> Self {
+        Converger {
+            backend,
+            vtep_name,
+            local,
+            retention: Retention::default(),
+            verified: None,
+        }
+    }
+
+    /// The backend, for tests to inspect.
+    pub fn backend(&mut self) -> &mut B {
+        &mut self.backend
+    }
 
     /// Plans and applies the VTEP for `leases`; returns (operations applied, list trusted).
     pub async fn converge(&mut self, leases: &[Lease]) -> Result<(usize, bool), ConvergeError> {
+        self.converge_at(leases, Instant::now()).await
+    }
+
+    /// [`Self::converge`] at time `now` (the full check interval is measured with it).
+    pub async fn converge_at(
+        &mut self,
+        leases: &[Lease],
+        now: Instant,
+    ) -> Result<(usize, bool), ConvergeError> {
         let started = Instant::now();
         let index = self
-            .nl
+            .backend
             .link_index(&self.vtep_name)
             .await?
             .ok_or_else(|| ConvergeError::VtepMissing(self.vtep_name.clone()))?;
-        let kernel_changed = self.monitor.as_mut().is_none_or(|m| m.drain(index));
+        let kernel_changed = self.backend.kernel_changed(index);
         let desired = desired_from_leases(leases, &self.local);
         let trusted = leases.iter().filter_map(|l| l.subnet().ok()).any(|s| {
             s.network() == self.local.subnet.network() && s.prefix() == self.local.subnet.prefix()
@@ -177,7 +203,7 @@ impl Poller {
         let unchanged = self.verified.as_ref().is_some_and(|v| {
             v.index == index
                 && v.trusted == trusted
-                && v.at.elapsed() < FULL_CHECK_INTERVAL
+                && now.saturating_duration_since(v.at) < FULL_CHECK_INTERVAL
                 && v.desired == desired
         });
         if unchanged && !kernel_changed {
@@ -188,7 +214,7 @@ impl Poller {
             return Ok((0, trusted));
         }
         self.verified = None;
-        let actual = self.nl.read_vtep_state(index).await?;
+        let actual = self.backend.read_state(index).await?;
         let policy = self.retention.policy(trusted, &desired, &actual);
         let plan = plan_desired(&desired, &self.local, &actual, &policy);
         if desired.non_routable > 0 {
@@ -213,12 +239,12 @@ impl Poller {
                     index,
                     desired,
                     trusted,
-                    at: Instant::now(),
+                    at: now,
                 });
             }
             return Ok((0, trusted));
         }
-        let applied = self.nl.apply_vtep_plan(index, &plan).await?;
+        let applied = self.backend.apply(index, &plan).await?;
         log::info(
             "converge-leases",
             json!({
@@ -232,3 +258,7 @@ impl Poller {
         Ok((applied, trusted))
     }
 }
+
+#[cfg(test)]
+#[path = "cycle_tests.rs"]
+mod tests;

@@ -6,8 +6,9 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 use serde_json::json;
 use silk_client::{ClientTls, ControllerClient};
+use silk_dataplane::netlink::monitor::ChangeMonitor;
 use silk_dataplane::netlink::Netlink;
-use silk_dataplane::vtep::LocalVtep;
+use silk_dataplane::vtep::{LocalVtep, NetlinkVtep};
 use silk_ops::{log, Metrics};
 
 use crate::api::{local_api, render, NetworkInfo};
@@ -100,9 +101,13 @@ pub async fn run(cfg: Config) -> Result<Exit, DaemonError> {
         networks: cfg.overlay_network.clone(),
         single_ip_only: cfg.single_ip_only,
     };
+    // Without notifications every cycle dumps, as upstream does.
+    let monitor = ChangeMonitor::open()
+        .map_err(|e| log::error("change-monitor", json!({"error": e.to_string()})))
+        .ok();
     let poller = Poller::new(
         client,
-        nl,
+        NetlinkVtep::new(nl, monitor),
         cfg.vtep_name.clone(),
         held.lease.clone(),
         local,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod datastore;
+pub mod istio;
 #[cfg(test)]
 mod proptests;
 pub mod retention;

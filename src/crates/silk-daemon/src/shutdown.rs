@@ -7,17 +7,16 @@
 //! stopped after a hard-coded 200 s); a daemon that is already stopped (no pid file, no such
 //! process) is not an error; every wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use silk_dataplane::filelock::FileLock;
+use silk_client::blocking::BlockingClient;
+use silk_dataplane::iptables::{Iptables, SystemIptables};
 use silk_ops::log;
 
 use crate::datastore::count_metadata_entries;
+use crate::istio;
 
 /// Ping attempts before giving up on the daemon stopping (upstream: 5).
 pub const PING_ATTEMPTS: u32 = 5;
@@ -143,79 +142,33 @@ fn stop_daemon(o: &ShutdownOpts) -> Result<(), ShutdownError> {
 /// True when `url` (`http://host:port/path`) answers 200-206 or times out ("still up");
 /// false on a refused connection or another status ("down"), as upstream decides.
 pub fn answers(url: &str, timeout: Duration) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (hostport, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let Some(addr) = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let Ok((client, path)) = BlockingClient::from_url(&url, timeout) else {
         return false;
     };
-    let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
-        Ok(s) => s,
-        Err(e) => return e.kind() == std::io::ErrorKind::TimedOut,
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 32];
-    match stream.read(&mut buf) {
-        Ok(n) => {
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let code: u16 = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            (200..=206).contains(&code)
-        }
-        Err(e) => matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
+    match client.get(&path) {
+        Ok(r) => (200..=206).contains(&r.status),
+        Err(e) => e.is_timeout(),
     }
 }
 
-/// Removes `-j istio-ingress` from OUTPUT and the chain itself, under the shared iptables
-/// lock; "No chain/target/match by that name." counts as done.
+/// Removes every jump to `istio-ingress` and the chain itself in one restore, under the
+/// shared iptables lock (when configured); nothing to remove is success.
 pub fn remove_istio_chain(o: &ShutdownOpts) -> Result<(), ShutdownError> {
-    let _lock = match &o.iptables_lock_file {
-        Some(p) => Some(
-            FileLock::exclusive(p, 0o600).map_err(|e| ShutdownError::Iptables(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let run = |args: &[&str]| -> Result<bool, ShutdownError> {
-        let out = Command::new("iptables")
-            .args(["-w", "-t", "filter"])
-            .args(args)
-            .output()
-            .map_err(|e| ShutdownError::Iptables(format!("run iptables: {e}")))?;
-        if out.status.success() {
-            return Ok(true);
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No chain/target/match by that name")
-            || err.contains("does not exist")
-            || err.contains("Bad rule")
-        {
-            return Ok(false);
-        }
-        Err(ShutdownError::Iptables(format!(
-            "iptables {}: {}",
-            args.join(" "),
-            err.trim()
-        )))
-    };
-    if run(&["-C", "OUTPUT", "-j", "istio-ingress"])? {
-        run(&["-D", "OUTPUT", "-j", "istio-ingress"])?;
-    }
-    if run(&["-F", "istio-ingress"])? {
-        run(&["-X", "istio-ingress"])?;
-    }
+    let lock = o.iptables_lock_file.as_deref();
+    let iptables = SystemIptables::new(lock.unwrap_or(Path::new("")));
+    remove_istio_chain_with(&iptables, lock.is_some())
+}
+
+/// [`remove_istio_chain`] through any [`Iptables`] port.
+pub fn remove_istio_chain_with(iptables: &dyn Iptables, lock: bool) -> Result<(), ShutdownError> {
+    let changed = istio::apply(iptables, lock, istio::plan_remove)
+        .map_err(|e| ShutdownError::Iptables(e.to_string()))?;
+    log::info("remove-istio-chain", json!({"changed": changed}));
     Ok(())
 }
 
@@ -234,21 +187,71 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn ok_status_is_up() {
+    /// Whether a daemon answering `status` counts as up.
+    fn up_when_answering(status: u16) -> bool {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
+            silk_testkit::fuzz::answer_once(l.accept().unwrap().0, status, b"")
+        });
+        let up = answers(
+            &format!("http://127.0.0.1:{port}/ping"),
+            Duration::from_secs(2),
+        );
+        assert!(t.join().unwrap().starts_with("GET /ping HTTP/1.1\r\n"));
+        up
+    }
+
+    #[test]
+    fn statuses_200_to_206_are_up_others_down() {
+        for (status, up) in [
+            (200, true),
+            (204, true),
+            (206, true),
+            (207, false),
+            (404, false),
+            (503, false),
+        ] {
+            assert_eq!(up_when_answering(status), up, "{status}");
+        }
+    }
+
+    #[test]
+    fn silence_until_the_timeout_is_up() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            // Accepted and never answered: held until the client hangs up.
             let (mut s, _) = l.accept().unwrap();
-            let mut b = [0u8; 256];
-            let _ = s.read(&mut b);
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
         });
         assert!(answers(
-            &format!("http://127.0.0.1:{port}/ping"),
-            Duration::from_secs(2)
+            &format!("127.0.0.1:{port}/ping"),
+            Duration::from_millis(200)
         ));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn removes_the_chain_through_the_port_in_one_restore() {
+        let ipt = silk_dataplane::iptables::RecordingIptables::default();
+        *ipt.saved.lock().unwrap() = "*filter\n:OUTPUT ACCEPT [0:0]\n:istio-ingress - [0:0]\n\
+            -A OUTPUT -j istio-ingress\n-A istio-ingress -o silk-vtep -j ACCEPT\nCOMMIT\n"
+            .into();
+        remove_istio_chain_with(&ipt, true).unwrap();
+        assert_eq!(
+            ipt.payloads(),
+            vec![(
+                silk_dataplane::iptables::Family::V4,
+                "*filter\n:istio-ingress - [0:0]\n-D OUTPUT -j istio-ingress\n-X istio-ingress\nCOMMIT\n"
+                    .to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn ok_status_is_up() {
+        assert!(up_when_answering(200));
     }
 }

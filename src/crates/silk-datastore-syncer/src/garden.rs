@@ -1,9 +1,11 @@
 //! A minimal garden API client over a unix socket or TCP: `/ping`, `/containers`,
-//! `/containers/:handle/properties` (code.cloudfoundry.org/garden routes).
+//! `/containers/:handle/properties` (code.cloudfoundry.org/garden routes), through the blocking
+//! face of silk-client (one deadline per request).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::Duration;
+
+use silk_client::blocking::{BlockingClient, BlockingError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GardenError {
@@ -42,48 +44,37 @@ pub struct Garden {
     pub timeout: Duration,
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
-
 impl Garden {
-    fn connect(&self) -> Result<Box<dyn Stream>, GardenError> {
-        let e = |err| GardenError::Connect(self.address.clone(), err);
-        if self.network == "unix" {
-            let s = std::os::unix::net::UnixStream::connect(&self.address).map_err(e)?;
-            s.set_read_timeout(Some(self.timeout)).map_err(e)?;
-            Ok(Box::new(s))
+    fn client(&self) -> BlockingClient {
+        let target = if self.network == "unix" {
+            Target::Unix(self.address.clone().into())
         } else {
-            let s = std::net::TcpStream::connect(&self.address).map_err(e)?;
-            s.set_read_timeout(Some(self.timeout)).map_err(e)?;
-            Ok(Box::new(s))
-        }
+            Target::Tcp(self.address.clone())
+        };
+        BlockingClient::new(target, self.timeout).with_host_header("api")
     }
 
     fn get(&self, path: &str) -> Result<String, GardenError> {
-        let io = |source| GardenError::Io {
-            path: path.into(),
-            source,
-        };
-        let mut s = self.connect()?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .map_err(io)?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(io)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| GardenError::Malformed(path.into(), "no header end".into()))?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| GardenError::Malformed(path.into(), "no status".into()))?;
-        if status != 200 {
-            return Err(GardenError::Status(path.into(), status, body.trim().into()));
+        let response = self.client().get(path).map_err(|e| match e {
+            BlockingError::Resolve { source, .. } | BlockingError::Connect { source, .. } => {
+                GardenError::Connect(self.address.clone(), source)
+            }
+            BlockingError::Io(source) => GardenError::Io {
+                path: path.into(),
+                source,
+            },
+            BlockingError::Malformed(why) => GardenError::Malformed(path.into(), why),
+            other => GardenError::Malformed(path.into(), other.to_string()),
+        })?;
+        let body = response.text();
+        if response.status != 200 {
+            return Err(GardenError::Status(
+                path.into(),
+                response.status,
+                body.trim().into(),
+            ));
         }
-        Ok(body.to_string())
+        Ok(body)
     }
 
     pub fn ping(&self) -> Result<(), GardenError> {

@@ -1,12 +1,11 @@
 //! One GET of the watched endpoint: `http://<host>:<port><path>` or the same over a unix socket,
-//! with basic auth when configured. Only 200 is healthy, as upstream; the timeout bounds the
-//! connect and every read and write, so an endpoint that accepts and never answers fails too.
+//! with basic auth when configured, through silk-client's blocking face. Only 200 is healthy,
+//! as upstream; the timeout bounds the whole request (as Go's `http.Client.Timeout`), so an
+//! endpoint that accepts and never answers fails too.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use base64::Engine;
+use silk_client::blocking::{self, BlockingClient, BlockingError};
 
 use crate::config::{Endpoint, Target};
 
@@ -34,44 +33,26 @@ pub fn url(endpoint: &Endpoint) -> String {
 
 pub fn check(endpoint: &Endpoint, timeout: Duration) -> Result<(), ProbeError> {
     let url = url(endpoint);
-    let io = |source| ProbeError::Io {
-        url: url.clone(),
-        source,
-    };
-    let auth = endpoint.basic_auth.as_ref().map(|(user, password)| {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        format!("Basic {token}")
-    });
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("Authorization", a)])
-        .unwrap_or_default();
-    let response = match &endpoint.target {
+    let client = match &endpoint.target {
         Target::Tcp { host, port } => {
-            let addr = (host.as_str(), *port)
-                .to_socket_addrs()
-                .map_err(io)?
-                .next()
-                .ok_or_else(|| io(std::io::Error::other("no address")))?;
-            let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            silk_cni_skel::http::exchange(
-                &mut s,
-                &format!("{host}:{port}"),
-                &endpoint.path,
-                &headers,
-            )
+            BlockingClient::new(blocking::Target::Tcp(format!("{host}:{port}")), timeout)
         }
-        Target::Unix(socket) => {
-            let mut s = UnixStream::connect(socket).map_err(io)?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            silk_cni_skel::http::exchange(&mut s, "unix", &endpoint.path, &headers)
-        }
-    }
-    .map_err(io)?
-    .ok_or_else(|| ProbeError::Malformed(url.clone()))?;
+        Target::Unix(socket) => BlockingClient::new(blocking::Target::Unix(socket.into()), timeout)
+            .with_host_header("unix"),
+    };
+    let client = match &endpoint.basic_auth {
+        Some((user, password)) => client.with_basic_auth(user, password),
+        None => client,
+    };
+    let response = client.get(&endpoint.path).map_err(|e| match e {
+        BlockingError::Resolve { source, .. }
+        | BlockingError::Connect { source, .. }
+        | BlockingError::Io(source) => ProbeError::Io {
+            url: url.clone(),
+            source,
+        },
+        _ => ProbeError::Malformed(url.clone()),
+    })?;
     if response.status == 200 {
         Ok(())
     } else {

@@ -1,8 +1,10 @@
 //! The VTEP (`silk-vtep`) data model: the link the daemon creates, its addresses, and the
 //! per-remote-lease route, permanent ARP neighbour and FDB entry it keeps on it
 //! (control-plane contract §5.7, upstream-delta §3.1). Pure types; [`plan`] diffs desired
-//! against actual state and [`crate::netlink`] reads and applies it.
+//! against actual state, [`crate::netlink`] reads and applies it, behind the
+//! [`backend::VtepBackend`] port the daemon's converge loop drives.
 
+pub mod backend;
 pub mod plan;
 
 use std::net::Ipv4Addr;
@@ -10,6 +12,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use silk_core::{HardwareAddr, OverlayNetworks};
 
+pub use backend::{NetlinkVtep, RecordingVtep, VtepBackend, VtepCall};
 pub use plan::{desired_from_leases, plan_vtep, DesiredVtep, NetlinkOp, RemovalPolicy, VtepPlan};
 
 /// Everything needed to create `silk-vtep` at acquire time. The MAC is set at creation
