@@ -61,15 +61,7 @@ pub fn underlay_interfaces(
 
 /// The cell's lease (`overlay_subnet`) from silk-daemon, 5 attempts 500 ms apart (newer upstream).
 pub fn daemon_lease(port: u16) -> Result<String, HostError> {
-    lease_attempts(port, 5)
-}
-
-/// One attempt, for DEL's fast path (which falls back to reading the tables).
-pub fn daemon_lease_once(port: u16) -> Result<String, HostError> {
-    lease_attempts(port, 1)
-}
-
-fn lease_attempts(port: u16, attempts: u32) -> Result<String, HostError> {
+    let attempts = 5;
     let mut last = String::new();
     for i in 0..attempts {
         if i > 0 {
