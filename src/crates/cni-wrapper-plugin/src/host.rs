@@ -61,7 +61,15 @@ pub fn underlay_interfaces(
 
 /// The cell's lease (`overlay_subnet`) from silk-daemon, 5 attempts 500 ms apart (newer upstream).
 pub fn daemon_lease(port: u16) -> Result<String, HostError> {
-    let attempts = 5;
+    lease_attempts(port, 5)
+}
+
+/// One attempt, for DEL (which reads the tables when it cannot rebuild what ADD wrote).
+pub fn daemon_lease_once(port: u16) -> Result<String, HostError> {
+    lease_attempts(port, 1)
+}
+
+fn lease_attempts(port: u16, attempts: u32) -> Result<String, HostError> {
     let mut last = String::new();
     for i in 0..attempts {
         if i > 0 {

@@ -69,6 +69,16 @@ pub fn remove_rules(
     ip: Option<IpAddr>,
 ) -> Result<(), CniError> {
     let _lock = ipt.lock().map_err(err)?;
+    remove_saved(ipt, family, handle, ip)
+}
+
+/// [`remove_rules`] with the lock held by the caller.
+fn remove_saved(
+    ipt: &dyn Iptables,
+    family: Family,
+    handle: &str,
+    ip: Option<IpAddr>,
+) -> Result<(), CniError> {
     let saved = ipt.save(family, None).map_err(err)?;
     let plan = netrules::plan_del(handle, ip, &saved);
     if plan.is_empty() {
@@ -193,14 +203,29 @@ pub struct Deleted {
     pub asg_cleanup_ms: f64,
 }
 
-/// The DEL: the store entry, then the rules (read from the tables, one restore per family)
-/// beside the delegate's DEL, then the agent's ASG cleanup. Only the cleanup's failure fails
-/// the DEL (cni.md §4.3 step 9); the rest is reported in [`Deleted::problems`].
+/// One family of a DEL under one lock hold: the expected payload when there is one; when
+/// there is none, or the tables differ from it (its commit then fails and changes nothing),
+/// the removal planned from what the tables show.
+fn remove_family(ipt: &dyn Iptables, handle: &str, f: &plan::FamilyDel) -> Result<(), CniError> {
+    let _lock = ipt.lock().map_err(err)?;
+    if let Some(p) = &f.expected {
+        if ipt.restore(f.family, p).is_ok() {
+            return Ok(());
+        }
+    }
+    remove_saved(ipt, f.family, handle, f.ip)
+}
+
+/// The DEL: the store entry, then the rules (one restore per family as a rule) beside the
+/// delegate's DEL, then the agent's ASG cleanup. Only the cleanup's failure fails the DEL
+/// (cni.md §4.3 step 9); the rest is reported in [`Deleted::problems`]. `facts` (the host
+/// facts of the current config) lets the DEL rebuild what the ADD wrote.
 pub fn del(
     ports: Ports<'_>,
     handle: &str,
     prev: Option<&CniResult>,
     enable_ipv6: bool,
+    facts: Option<&plan::DelFacts>,
 ) -> (Deleted, Result<(), CniError>) {
     let mut out = Deleted::default();
     let entry = match ports.store.delete(handle) {
@@ -210,7 +235,7 @@ pub fn del(
             None
         }
     };
-    let plan = plan::plan_del(handle, entry.as_ref(), prev, enable_ipv6);
+    let plan = plan::plan_del(handle, entry.as_ref(), prev, enable_ipv6, facts);
     // The rules go in a thread beside the delegate's DEL: the kernel's veth teardown and
     // iptables-restore each take milliseconds and touch nothing the other reads, so the DEL
     // costs the longer of the two rather than their sum. Rule removal starts before the
@@ -221,7 +246,7 @@ pub fn del(
             let problems: Vec<String> = plan
                 .families
                 .iter()
-                .filter_map(|(family, ip)| remove_rules(ports.ipt, *family, handle, *ip).err())
+                .filter_map(|f| remove_family(ports.ipt, handle, f).err())
                 .map(|e| e.msg)
                 .collect();
             (problems, millis(t))

@@ -11,7 +11,7 @@ use silk_dataplane::datastore::{Container as StoreEntry, Entries, StoreError};
 use silk_dataplane::iptables::{IptablesError, LockGuard, Table};
 
 use super::*;
-use crate::plan::tests::{request, result, HANDLE, NETOUT};
+use crate::plan::tests::{del_facts, request, result, HANDLE, NETOUT};
 use crate::ports::AgentAnswer;
 
 /// What every port did, in order.
@@ -21,14 +21,65 @@ fn note(j: &Journal, s: impl Into<String>) {
     j.lock().unwrap().push(s.into());
 }
 
-/// iptables: `save` answers the current text, a restore with appends replaces it (enough for
-/// the DEL planner to find what the ADD wrote), one with `-X` lines empties it; `fail_restore`
-/// fails every restore.
+/// iptables, one text per family: `save` answers it; a restore that deletes a rule the text
+/// does not hold, or removes a chain a rule of another chain still targets, fails and changes
+/// nothing (as iptables-restore's commit does); a restore with appends replaces the text
+/// (enough for the DEL planner to find what the ADD wrote), one that removes chains empties it.
+/// `fail_restore` fails every restore.
 struct FakeIpt {
     j: Journal,
-    tables: Mutex<String>,
+    tables: Mutex<std::collections::HashMap<Family, String>>,
     fail_restore: bool,
     restores: Mutex<Vec<(Family, String)>>,
+}
+
+impl FakeIpt {
+    fn text(&self, family: Family) -> String {
+        self.tables
+            .lock()
+            .unwrap()
+            .get(&family)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set(&self, family: Family, text: &str) {
+        self.tables.lock().unwrap().insert(family, text.to_string());
+    }
+
+    /// Why iptables would refuse `payload` on `text`.
+    fn refusal(text: &str, payload: &str) -> Option<String> {
+        let declared: Vec<&str> = payload
+            .lines()
+            .filter_map(|l| l.strip_prefix(':')?.split_whitespace().next())
+            .collect();
+        for l in payload.lines() {
+            if let Some(rule) = l.strip_prefix("-D ") {
+                if !text.lines().any(|t| t.strip_prefix("-A ") == Some(rule)) {
+                    return Some(format!(
+                        "{l}: Bad rule (does a matching rule exist in that chain?)"
+                    ));
+                }
+            }
+            if let Some(chain) = l.strip_prefix("-X ") {
+                let referenced = text.lines().any(|t| {
+                    let Some(rule) = t.strip_prefix("-A ") else {
+                        return false;
+                    };
+                    let owner = rule.split_whitespace().next().unwrap_or("");
+                    let deleted = payload.contains(&format!("-D {rule}\n"));
+                    !declared.contains(&owner)
+                        && !deleted
+                        && (rule.ends_with(&format!(" -j {chain}"))
+                            || rule.ends_with(&format!(" -g {chain}")))
+                });
+                if referenced {
+                    return Some(format!("{l}: Device or resource busy"));
+                }
+            }
+        }
+        None
+    }
 }
 
 impl Iptables for FakeIpt {
@@ -38,7 +89,7 @@ impl Iptables for FakeIpt {
     }
     fn save(&self, family: Family, _t: Option<Table>) -> Result<String, IptablesError> {
         note(&self.j, format!("save {family:?}"));
-        Ok(self.tables.lock().unwrap().clone())
+        Ok(self.text(family))
     }
     fn restore(&self, family: Family, payload: &str) -> Result<(), IptablesError> {
         note(&self.j, format!("restore {family:?}"));
@@ -46,17 +97,21 @@ impl Iptables for FakeIpt {
             .lock()
             .unwrap()
             .push((family, payload.to_string()));
-        if self.fail_restore {
+        let refused = if self.fail_restore {
+            Some("line 3 failed".to_string())
+        } else {
+            FakeIpt::refusal(&self.text(family), payload)
+        };
+        if let Some(stderr) = refused {
             return Err(IptablesError::Failed {
                 bin: "iptables-restore",
-                stderr: "line 3 failed".into(),
+                stderr,
             });
         }
-        let mut t = self.tables.lock().unwrap();
         if payload.contains("\n-X ") {
-            t.clear();
+            self.set(family, "");
         } else if payload.contains("\n-A ") {
-            *t = payload.to_string();
+            self.set(family, payload);
         }
         Ok(())
     }
@@ -175,6 +230,7 @@ struct World {
     delegate: FakeDelegate,
     agent: FakeAgent,
     store: FakeStore,
+    facts: Option<crate::plan::DelFacts>,
 }
 
 impl World {
@@ -185,7 +241,7 @@ impl World {
         World {
             ipt: FakeIpt {
                 j: j.clone(),
-                tables: Mutex::new(String::new()),
+                tables: Mutex::default(),
                 fail_restore: false,
                 restores: Mutex::new(Vec::new()),
             },
@@ -205,6 +261,7 @@ impl World {
                 j: j.clone(),
                 ..FakeStore::default()
             },
+            facts: Some(del_facts()),
             j,
         }
     }
@@ -227,7 +284,7 @@ impl World {
     }
 
     fn del(&self, prev: Option<&CniResult>) -> (Deleted, Result<(), CniError>) {
-        del(self.ports(), HANDLE, prev, false)
+        del(self.ports(), HANDLE, prev, false, self.facts.as_ref())
     }
 
     fn journal(&self) -> Vec<String> {
@@ -410,8 +467,10 @@ fn a_clashing_live_container_refuses_the_add_and_keeps_its_chains() {
             .lock()
             .unwrap()
             .insert(twin.into(), theirs.clone());
-        *w.ipt.tables.lock().unwrap() =
-            "*filter\n:netout--7b8c9d0e-1f2a-4b3c-8 - [0:0]\nCOMMIT\n".into();
+        w.ipt.set(
+            Family::V4,
+            "*filter\n:netout--7b8c9d0e-1f2a-4b3c-8 - [0:0]\nCOMMIT\n",
+        );
         let f = w.add().unwrap_err();
         assert_eq!(f.error.code, ErrorCode::Internal);
         assert!(f.error.msg.starts_with(&format!(
@@ -586,7 +645,7 @@ fn agent_failures_after_the_restore_roll_everything_back() {
         let undo = &r[1].1;
         assert!(undo.contains(&format!("-X {NETOUT}\n")), "{undo}");
         assert!(undo.contains("-D POSTROUTING -s 10.255.30.4/32 "), "{undo}");
-        assert!(w.ipt.tables.lock().unwrap().is_empty());
+        assert!(w.ipt.text(Family::V4).is_empty());
         assert!(w.stored().is_empty());
     }
 }
@@ -607,20 +666,12 @@ fn rollback_failures_are_reported_with_the_original_error() {
 // === DEL ===
 
 #[test]
-fn del_after_add_reads_the_tables_and_removes_everything_in_one_restore() {
+fn del_after_add_is_one_restore_of_what_the_add_wrote_without_reading() {
     for dynamic in [false, true] {
         let w = World::new(dynamic);
         w.add().unwrap();
         w.journal();
         w.restores();
-        if dynamic {
-            // What the agent writes: its chain, jumping to the log chain.
-            let mut t = w.ipt.tables.lock().unwrap();
-            *t = t.replace(
-                "*filter\n",
-                "*filter\n:asg-7b8c9d0e1f2a4b3c8d4e - [0:0]\n-A asg-7b8c9d0e1f2a4b3c8d4e -p tcp -g netout--7b8c9d0e-1f2a-4--log\n",
-            );
-        }
         let (done, r) = w.del(None);
         r.unwrap();
         assert!(done.problems.is_empty(), "{:?}", done.problems);
@@ -628,15 +679,7 @@ fn del_after_add_reads_the_tables_and_removes_everything_in_one_restore() {
         // The delegate runs beside the rules: its place among them is not fixed.
         let d = j.iter().position(|s| s == "delegate del").unwrap();
         j.remove(d);
-        assert_eq!(
-            j,
-            [
-                store_delete(),
-                "save V4".into(),
-                "restore V4".into(),
-                cleanup_call()
-            ]
-        );
+        assert_eq!(j, [store_delete(), "restore V4".into(), cleanup_call()]);
         let r = w.restores();
         assert_eq!(r.len(), 1);
         let text = &r[0].1;
@@ -645,14 +688,51 @@ fn del_after_add_reads_the_tables_and_removes_everything_in_one_restore() {
             text.contains("-D INPUT -s 10.255.30.4/32 -j input--"),
             "{text}"
         );
-        // A log chain the agent's chain still references is flushed and left to its cleanup.
-        assert_eq!(
-            text.contains("-X netout--7b8c9d0e-1f2a-4--log\n"),
-            !dynamic,
-            "{text}"
-        );
         assert!(w.stored().is_empty());
     }
+}
+
+#[test]
+fn del_reads_the_tables_when_they_differ_from_what_the_add_wrote() {
+    // The agent's chain still goes to the container's log chain (ASG logging): the expected
+    // payload's commit fails, changing nothing; the removal planned from the tables flushes
+    // that chain and leaves it to the agent's orphan cleanup.
+    let w = World::new(true);
+    w.add().unwrap();
+    let t = w.ipt.text(Family::V4).replace(
+        "*filter\n",
+        "*filter\n:asg-7b8c9d0e1f2a4b3c8d4e - [0:0]\n-A asg-7b8c9d0e1f2a4b3c8d4e -p tcp -g netout--7b8c9d0e-1f2a-4--log\n",
+    );
+    w.ipt.set(Family::V4, &t);
+    w.journal();
+    w.restores();
+    let (done, r) = w.del(None);
+    r.unwrap();
+    assert!(done.problems.is_empty(), "{:?}", done.problems);
+    let mut j = w.journal();
+    j.retain(|s| s != "delegate del");
+    assert_eq!(
+        j,
+        [
+            store_delete(),
+            "restore V4".into(),
+            "save V4".into(),
+            "restore V4".into(),
+            cleanup_call()
+        ]
+    );
+    let r = w.restores();
+    let planned = &r[1].1;
+    assert!(planned.contains(":netout--7b8c9d0e-1f2a-4--log - [0:0]\n"));
+    assert!(
+        !planned.contains("-X netout--7b8c9d0e-1f2a-4--log"),
+        "{planned}"
+    );
+    assert!(planned.contains(&format!("-X {NETOUT}\n")), "{planned}");
+    assert!(
+        planned.contains("-D POSTROUTING -s 10.255.30.4/32 "),
+        "{planned}"
+    );
 }
 
 #[test]
@@ -662,6 +742,7 @@ fn del_twice_and_del_of_an_unknown_container_write_nothing() {
     w.del(None).1.unwrap();
     w.journal();
     w.restores();
+    // No store entry, no cached result: nothing to rebuild, the tables show nothing.
     for _ in 0..2 {
         let (done, r) = w.del(None);
         r.unwrap();
@@ -671,29 +752,67 @@ fn del_twice_and_del_of_an_unknown_container_write_nothing() {
         assert_eq!(j, [store_delete(), "save V4".into(), cleanup_call()]);
         assert!(w.restores().is_empty(), "nothing to remove, no restore");
     }
+    // With the cached result (garden passes it): the rebuilt payload fails on the empty
+    // tables and changes nothing, the tables show nothing more to do.
+    let (done, r) = w.del(Some(&result(&["10.255.30.4/32"])));
+    r.unwrap();
+    assert!(done.problems.is_empty(), "{:?}", done.problems);
+    let mut j = w.journal();
+    j.retain(|s| s != "delegate del");
+    assert_eq!(
+        j,
+        [
+            store_delete(),
+            "restore V4".into(),
+            "save V4".into(),
+            cleanup_call()
+        ]
+    );
 }
 
 #[test]
-fn del_without_store_entry_finds_the_address_in_the_tables_or_the_cached_result() {
+fn del_without_store_entry_finds_the_address_in_the_cached_result_or_the_tables() {
     let w = World::new(false);
     w.add().unwrap();
     w.store.entries.lock().unwrap().clear();
     w.restores();
-    // prevResult names the address...
+    // prevResult names the address: what the ADD wrote is rebuilt.
     let (done, r) = w.del(Some(&result(&["10.255.30.4/32"])));
     r.unwrap();
     assert!(done.problems.is_empty());
-    assert!(w.restores()[0]
-        .1
-        .contains("-D POSTROUTING -s 10.255.30.4/32 "));
-    // ...and without it the INPUT jump does.
+    let r = w.restores();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].1.contains("-D POSTROUTING -s 10.255.30.4/32 "));
+    // Without it, the INPUT jump in the tables does.
     w.add().unwrap();
     w.store.entries.lock().unwrap().clear();
     w.restores();
+    w.journal();
     w.del(None).1.unwrap();
-    assert!(w.restores()[0]
-        .1
-        .contains("-D POSTROUTING -s 10.255.30.4/32 "));
+    let r = w.restores();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].1.contains("-D POSTROUTING -s 10.255.30.4/32 "));
+    assert!(w.journal().contains(&"save V4".to_string()));
+}
+
+#[test]
+fn del_without_host_facts_reads_the_tables() {
+    let mut w = World::new(false);
+    w.facts = None;
+    w.add().unwrap();
+    w.journal();
+    w.del(None).1.unwrap();
+    let mut j = w.journal();
+    j.retain(|s| s != "delegate del");
+    assert_eq!(
+        j,
+        [
+            store_delete(),
+            "save V4".into(),
+            "restore V4".into(),
+            cleanup_call()
+        ]
+    );
 }
 
 #[test]
@@ -703,7 +822,7 @@ fn del_goes_on_past_store_delegate_and_iptables_failures() {
     w.store.corrupt = true;
     w.delegate.fail_del = true;
     w.ipt.fail_restore = true;
-    let (done, r) = w.del(None);
+    let (done, r) = w.del(Some(&result(&["10.255.30.4/32"])));
     r.unwrap();
     let mut p = done.problems.clone();
     p.sort();
@@ -748,16 +867,14 @@ fn del_fails_only_when_the_agent_cleanup_does() {
 }
 
 #[test]
-fn ipv6_del_is_one_save_and_at_most_one_restore_per_family() {
+fn ipv6_del_is_one_restore_per_family() {
     let mut w = World::new(false);
     w.delegate.add = Ok(result(&["10.255.30.4/32", "2001:db8:ab::4/128"]));
     w.add_with(&request(HANDLE, false, true)).unwrap();
     w.journal();
     w.restores();
     w.del(None).1.unwrap();
-    let j = w.journal();
-    assert_eq!(j.iter().filter(|s| s.starts_with("save ")).count(), 2);
-    assert!(j.contains(&"save V6".to_string()));
-    // The fake keeps one text for both families: the V4 restore emptied it.
-    assert!(w.restores().len() <= 2);
+    let families: Vec<Family> = w.restores().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(families, [Family::V4, Family::V6]);
+    assert!(!w.journal().iter().any(|s| s.starts_with("save ")));
 }

@@ -291,12 +291,35 @@ pub fn check_answer(expect: Expect, a: &AgentAnswer) -> Result<(), CniError> {
 
 // === DEL ===
 
-/// The DEL's rule removal: per family, the container address when known (the MASQUERADE rule
-/// is found by it; `None` lets [`netrules::plan_del`] read it from the `INPUT` jump), and the
-/// agent's ASG cleanup.
+/// What a DEL knows of the container's rules without reading the tables: the host facts its
+/// ADD used, from the current config (absent when they cannot be had now).
+#[derive(Debug, Clone)]
+pub struct DelFacts {
+    pub opts: RuleOptions,
+    pub underlay_ifs: Vec<String>,
+    /// The `! -d` exclusion of the MASQUERADE rule.
+    pub masq_exclude: Option<String>,
+}
+
+/// One family's rule removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyDel {
+    pub family: Family,
+    /// The container's address when known (the MASQUERADE rule is found by it; `None` lets
+    /// [`netrules::plan_del`] read it from the `INPUT` jump).
+    pub ip: Option<IpAddr>,
+    /// The payload removing exactly what the ADD wrote ([`netrules::plan_del_expected`]), when
+    /// the address and the host facts are known. On nf_tables a read of the tables costs as
+    /// much as a restore (each dumps the whole ruleset), so the DEL writes this without reading
+    /// first; when the tables differ, its table commit fails and changes nothing, and only then
+    /// are the tables read and the rest removed from what they show ([`netrules::plan_del`]).
+    pub expected: Option<String>,
+}
+
+/// The DEL's rule removal per family and the agent's ASG cleanup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelPlan {
-    pub families: Vec<(Family, Option<IpAddr>)>,
+    pub families: Vec<FamilyDel>,
     pub cleanup_path: String,
 }
 
@@ -307,6 +330,7 @@ pub fn plan_del(
     entry: Option<&StoreEntry>,
     prev: Option<&CniResult>,
     enable_ipv6: bool,
+    facts: Option<&DelFacts>,
 ) -> DelPlan {
     let ip4 = entry
         .and_then(|e| e.ip.parse().ok())
@@ -315,9 +339,24 @@ pub fn plan_del(
         .and_then(|e| e.ipv6.as_deref())
         .and_then(|s| s.parse().ok())
         .or_else(|| prev.and_then(|r| r.first_ipv6()).map(IpAddr::V6));
-    let mut families = vec![(Family::V4, ip4)];
+    let family = |family: Family, ip: Option<IpAddr>| FamilyDel {
+        family,
+        ip,
+        expected: ip.zip(facts).map(|(ip, f)| {
+            let c = Container {
+                handle: handle.to_string(),
+                ip,
+                underlay_ifs: f.underlay_ifs.clone(),
+                port_mappings: Vec::new(),
+                workload: String::new(),
+                masq_exclude: f.masq_exclude.clone(),
+            };
+            netrules::plan_del_expected(&f.opts, &c).render()
+        }),
+    };
+    let mut families = vec![family(Family::V4, ip4)];
     if ip6.is_some() || enable_ipv6 {
-        families.push((Family::V6, ip6));
+        families.push(family(Family::V6, ip6));
     }
     DelPlan {
         families,

@@ -362,11 +362,52 @@ fn del_takes_addresses_from_the_store_then_the_cached_result() {
         ),
     ];
     for (entry, prev, v6, want) in table {
-        let p = plan_del(HANDLE, entry, prev, v6);
-        assert_eq!(p.families, want);
+        let p = plan_del(HANDLE, entry, prev, v6, None);
+        let got: Vec<(Family, Option<IpAddr>)> =
+            p.families.iter().map(|f| (f.family, f.ip)).collect();
+        assert_eq!(got, want);
+        assert!(p.families.iter().all(|f| f.expected.is_none()), "no facts");
         assert_eq!(
             p.cleanup_path,
             format!("/force-orphaned-asgs-cleanup?container={HANDLE}")
         );
     }
+}
+
+pub(crate) fn del_facts() -> DelFacts {
+    let r = request(HANDLE, false, false);
+    DelFacts {
+        opts: r.opts,
+        underlay_ifs: r.underlay_ifs,
+        masq_exclude: r.masq_exclude,
+    }
+}
+
+#[test]
+fn del_rebuilds_what_the_add_wrote_when_address_and_facts_are_known() {
+    let facts = del_facts();
+    let entry = ports::store_entry(HANDLE, "10.255.30.4", None, Value::Null);
+    let p = plan_del(HANDLE, Some(&entry), None, false, Some(&facts));
+    let expected = p.families[0].expected.as_deref().unwrap();
+    // Exactly the builtin-chain rules the ADD appended, by text, nat first.
+    let added = plan_add(
+        &request(HANDLE, false, false),
+        AsgMode::Static,
+        &result(&["10.255.30.4/32"]),
+    )
+    .unwrap();
+    let AddStep::Restore { payload, .. } = &added.steps[1] else {
+        panic!()
+    };
+    for builtin in ["INPUT", "FORWARD", "PREROUTING", "POSTROUTING"] {
+        let prefix = format!("-A {builtin} ");
+        for line in payload.lines().filter(|l| l.starts_with(&prefix)) {
+            let del = line.replacen("-A ", "-D ", 1);
+            assert!(expected.contains(&del), "{del} missing from {expected}");
+        }
+    }
+    assert!(expected.starts_with("*nat\n"), "{expected}");
+    // Without an address there is nothing to rebuild: the tables are read.
+    let p = plan_del(HANDLE, None, None, false, Some(&facts));
+    assert_eq!(p.families[0].expected, None);
 }

@@ -14,7 +14,7 @@ use crate::config::WrapperConfig;
 use crate::host;
 use crate::netrules::{self, asg, options, RuleOptions};
 use crate::orchestrate::{self, Ports};
-use crate::plan::AddRequest;
+use crate::plan::{AddRequest, DelFacts};
 use crate::ports::{ExecDelegate, HttpAgent, PolicyAgent};
 
 pub use crate::orchestrate::remove_rules;
@@ -75,6 +75,27 @@ impl Prepared {
             args,
             stdin: self.cfg.delegate_bytes(),
         }
+    }
+
+    /// The host facts a DEL needs to rebuild what the ADD wrote; `None` when one cannot be
+    /// had (the DEL then reads the tables).
+    fn del_facts(&self) -> Option<DelFacts> {
+        let cfg = &self.cfg;
+        let underlay_ifs =
+            host::underlay_interfaces(&cfg.temporary_underlay_interface_names, &cfg.underlay_ips)
+                .ok()?;
+        let masq_exclude = match options::no_masq_range(cfg).ok()? {
+            Some(r) => Some(r),
+            None => match cfg.daemon_port() {
+                Some(port) => Some(host::daemon_lease_once(port).ok()?),
+                None => None,
+            },
+        };
+        Some(DelFacts {
+            opts: self.opts.clone(),
+            underlay_ifs,
+            masq_exclude,
+        })
     }
 
     /// Validate, then act: everything that can be rejected is rejected before the delegate.
@@ -203,11 +224,13 @@ impl CniPlugin for Wrapper {
             agent: &agent,
             store: &p.store,
         };
+        let facts = p.del_facts();
         let (done, result) = orchestrate::del(
             ports,
             &args.container_id,
             args.prev_result.as_ref(),
             p.cfg.enable_ipv6,
+            facts.as_ref(),
         );
         for msg in &done.problems {
             eprintln!("{msg}");

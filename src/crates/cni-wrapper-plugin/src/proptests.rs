@@ -130,6 +130,7 @@ proptest! {
                 assert_well_formed(&netrules::plan_del(&c.handle, Some(c.ip), &p.render()))?;
             }
         }
+        assert_well_formed(&netrules::plan_del_expected(&opts, &c))?;
         let c6 = Container { ip: IpAddr::V6(v6.into()), ..c };
         let v6_rules = asg::convert(rules, asg::Family::V6, opts.asg_logging).unwrap().rules;
         for asgs in [None, Some(v6_rules.as_slice())] {

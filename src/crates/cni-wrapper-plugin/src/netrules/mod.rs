@@ -440,6 +440,56 @@ fn plan_remove(owned: &[(Table, Vec<String>)], ips: &[IpAddr], saved: &str) -> P
     p
 }
 
+/// DEL without reading the tables: the rules `c` got at ADD, rebuilt from its IP, underlay
+/// interfaces and masquerade exclusion, deleted by text, and every chain name of the handle
+/// flushed and removed. If anything differs from what is expected (a rule already gone, a chain
+/// still referenced elsewhere) that table's commit fails and changes nothing; the caller then
+/// reads the tables and finishes whatever is left with [`plan_del`].
+///
+/// The nat table goes first: iptables-nft commits each table on its own, and its probe of the
+/// MASQUERADE target's revision opens and closes a netlink socket; a close after this process
+/// has committed deletions waits for the kernel to free them (an RCU grace period, 10-25 ms).
+/// Probing before the first commit leaves one such wait per DEL instead of two.
+pub fn plan_del_expected(o: &RuleOptions, c: &Container) -> Payload {
+    let ch = FilterChains::for_handle(&c.handle);
+    let netin = ChainName::netin(&c.handle);
+    let ip = host(c.ip);
+    let mut p = Payload::default();
+    if c.ip.is_ipv4() {
+        p.table(Table::Nat);
+        p.table(Table::Mangle);
+    }
+    let f = p.table(Table::Filter);
+    let owned = [&ch.input, &ch.netout, &ch.overlay, &ch.log, &ch.rl_log];
+    f.declare.extend(owned.iter().map(|c| (*c).clone()));
+    f.delete
+        .push(Rule::new("INPUT", format!("-s {ip} -j {}", ch.input)));
+    for ifname in &c.underlay_ifs {
+        f.delete.push(Rule::new(
+            "FORWARD",
+            format!("-s {ip} -o {ifname} -j {}", ch.netout),
+        ));
+    }
+    f.delete
+        .push(Rule::new("FORWARD", format!("-j {}", ch.overlay)));
+    f.remove.extend(owned.iter().map(|c| (*c).clone()));
+    if c.ip.is_ipv6() {
+        return p;
+    }
+    for table in [Table::Mangle, Table::Nat] {
+        let t = p.table(table);
+        t.declare.push(netin.clone());
+        t.delete
+            .push(Rule::new("PREROUTING", format!("-j {netin}")));
+        if table == Table::Nat {
+            t.delete
+                .push(Rule::new("POSTROUTING", masquerade_spec(o, c)));
+        }
+        t.remove.push(netin.clone());
+    }
+    p
+}
+
 /// The IPv6 ADD: filter chains only (no netin, no masquerade), cni.md upstream-delta §3.3.3.
 pub fn plan_add_v6(
     o: &RuleOptions,

@@ -187,6 +187,24 @@ fn ipv6_chains_use_icmp6_rejects_and_no_nat() {
     );
 }
 
+#[test]
+#[allow(clippy::unwrap_used)]
+fn expected_del_mirrors_what_add_wrote() {
+    let cfg = WrapperConfig::parse(CONFIG_A.as_bytes()).unwrap();
+    let o = RuleOptions::from_config(&cfg).unwrap();
+    let c = container(
+        "5f3c9a1e-7b2d-4c8e-6a91-0d4e",
+        "10.255.30.2",
+        &[(61000, 8080)],
+    );
+    let text = plan_del_expected(&o, &c).render();
+    let saved_del = plan_del("5f3c9a1e-7b2d-4c8e-6a91-0d4e", None, EXAMPLE_A).render();
+    for line in saved_del.lines().filter(|l| l.starts_with("-D ")) {
+        assert!(text.contains(line), "expected plan lacks {line}");
+    }
+    assert!(text.contains("-X netout--5f3c9a1e-7b2--rl-log\n"));
+}
+
 /// Two containers' chains and rules, as iptables-save prints them (abbreviated to what the
 /// sweep looks at): `live` is still running, `gone` vanished without DEL, and a newer
 /// container got `gone`'s old IP after a restart.
