@@ -88,8 +88,9 @@ fn remove_saved(
         .map_err(|e| err(format!("net out cleanup: {e}")))
 }
 
-/// The ADD. Nothing changes before the delegate runs unless the inputs allow the ADD: the
-/// store shows no clashing live container and the agent tells its ASG mode.
+/// The ADD. The delegate runs only when the store shows no clashing live container; the
+/// agent is asked for its ASG mode while the delegate runs (the question has no side effect
+/// and costs a round trip), and an agent that cannot say undoes the delegate's ADD.
 pub fn add(ports: Ports<'_>, req: &AddRequest) -> Result<Added, AddFailure> {
     let entries = ports
         .store
@@ -98,8 +99,12 @@ pub fn add(ports: Ports<'_>, req: &AddRequest) -> Result<Added, AddFailure> {
     if let Some(c) = plan::find_clash(&req.handle, &req.opts, &entries) {
         return Err(plan::clash_error(c.message()).into());
     }
-    let mode = plan::mode_from_probe(&ports.agent.get(ASG_MODE_PROBE)?)?;
-    let result = ports.delegate.add().map_err(|e| {
+    let (probe, delegated) = std::thread::scope(|s| {
+        let probe = s.spawn(|| ports.agent.get(ASG_MODE_PROBE));
+        let d = ports.delegate.add();
+        (probe.join(), d)
+    });
+    let result = delegated.map_err(|e| {
         let details = if e.details.is_empty() {
             String::new()
         } else {
@@ -108,12 +113,16 @@ pub fn add(ports: Ports<'_>, req: &AddRequest) -> Result<Added, AddFailure> {
         err(format!("delegate call: {}{details}", e.msg))
     })?;
     let mut done = Done::default();
-    let outcome = plan::plan_add(req, mode, &result).and_then(|p| {
-        apply_add(ports, req, &p.steps, &mut done)?;
-        Ok(p)
-    });
+    let outcome = probe
+        .unwrap_or_else(|_| Err(err("asg mode query panicked")))
+        .and_then(|a| plan::mode_from_probe(&a))
+        .and_then(|mode| {
+            let p = plan::plan_add(req, mode, &result)?;
+            apply_add(ports, req, &p.steps, &mut done)?;
+            Ok((mode, p))
+        });
     match outcome {
-        Ok(p) => Ok(Added {
+        Ok((mode, p)) => Ok(Added {
             result: p.result,
             mode,
             dropped: p.dropped,
@@ -218,14 +227,15 @@ fn remove_family(ipt: &dyn Iptables, handle: &str, f: &plan::FamilyDel) -> Resul
 
 /// The DEL: the store entry, then the rules (one restore per family as a rule) beside the
 /// delegate's DEL, then the agent's ASG cleanup. Only the cleanup's failure fails the DEL
-/// (cni.md §4.3 step 9); the rest is reported in [`Deleted::problems`]. `facts` (the host
-/// facts of the current config) lets the DEL rebuild what the ADD wrote.
+/// (cni.md §4.3 step 9); the rest is reported in [`Deleted::problems`]. `facts` gives the host
+/// facts of the current config, which let the DEL rebuild what the ADD wrote; it is asked in
+/// the rules' thread, beside the delegate (it lists interfaces, maybe asks silk-daemon).
 pub fn del(
     ports: Ports<'_>,
     handle: &str,
     prev: Option<&CniResult>,
     enable_ipv6: bool,
-    facts: Option<&plan::DelFacts>,
+    facts: &(dyn Fn() -> Option<plan::DelFacts> + Sync),
 ) -> (Deleted, Result<(), CniError>) {
     let mut out = Deleted::default();
     let entry = match ports.store.delete(handle) {
@@ -235,7 +245,6 @@ pub fn del(
             None
         }
     };
-    let plan = plan::plan_del(handle, entry.as_ref(), prev, enable_ipv6, facts);
     // The rules go in a thread beside the delegate's DEL: the kernel's veth teardown and
     // iptables-restore each take milliseconds and touch nothing the other reads, so the DEL
     // costs the longer of the two rather than their sum. Rule removal starts before the
@@ -243,6 +252,8 @@ pub fn del(
     let ((delegate_result, delegate_ms), rules) = std::thread::scope(|s| {
         let rules = s.spawn(|| {
             let t = Instant::now();
+            let facts = facts();
+            let plan = plan::plan_del(handle, entry.as_ref(), prev, enable_ipv6, facts.as_ref());
             let problems: Vec<String> = plan
                 .families
                 .iter()
@@ -269,7 +280,7 @@ pub fn del(
     let t = Instant::now();
     let cleanup = ports
         .agent
-        .get(&plan.cleanup_path)
+        .get(&plan::cleanup_path(handle))
         .and_then(|a| plan::check_cleanup(&a));
     out.asg_cleanup_ms = millis(t);
     (out, cleanup)

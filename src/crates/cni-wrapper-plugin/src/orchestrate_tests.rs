@@ -284,7 +284,7 @@ impl World {
     }
 
     fn del(&self, prev: Option<&CniResult>) -> (Deleted, Result<(), CniError>) {
-        del(self.ports(), HANDLE, prev, false, self.facts.as_ref())
+        del(self.ports(), HANDLE, prev, false, &|| self.facts.clone())
     }
 
     fn journal(&self) -> Vec<String> {
@@ -301,6 +301,19 @@ impl World {
 }
 
 const PROBE: &str = "GET /force-asgs-for-container";
+
+/// The journal with the mode query put before the delegate's ADD: the two run at once.
+fn in_order(mut j: Vec<String>) -> Vec<String> {
+    if let (Some(p), Some(d)) = (
+        j.iter().position(|s| s == PROBE),
+        j.iter().position(|s| s == "delegate add"),
+    ) {
+        if p > d {
+            j.swap(p, d);
+        }
+    }
+    j
+}
 const POLL: &str = "GET /force-policy-poll-cycle";
 
 fn sync_call() -> String {
@@ -345,7 +358,7 @@ fn add_in_either_mode_is_one_restore_between_store_and_agent() {
             }
         );
         assert_eq!(
-            w.journal(),
+            in_order(w.journal()),
             [
                 "store read".to_string(),
                 PROBE.into(),
@@ -421,26 +434,38 @@ fn assert_untouched(w: &World, journal: &[String]) {
 }
 
 #[test]
-fn agent_down_or_failing_fails_the_add_before_the_delegate() {
-    let mut w = World::new(true);
-    w.agent.probe = None;
-    let f = w.add().unwrap_err();
-    assert!(
-        f.error.msg.contains("Connection refused"),
-        "{}",
-        f.error.msg
-    );
-    assert!(!f.rolled_back);
-    assert_untouched(&w, &w.journal());
-
-    w.agent.probe = Some(500);
-    let f = w.add().unwrap_err();
-    assert_eq!(
-        f.error.msg,
-        "asg sync returned 500 with message: failed with 500"
-    );
-    assert_untouched(&w, &w.journal());
-    assert!(w.stored().is_empty());
+fn agent_down_or_failing_fails_the_add_and_undoes_the_delegate() {
+    for (probe, msg) in [
+        (
+            None,
+            "connect 127.0.0.1:8722: Connection refused (os error 111)",
+        ),
+        (
+            Some(500),
+            "asg sync returned 500 with message: failed with 500",
+        ),
+        (
+            Some(404),
+            "asg sync returned 404 with message: failed with 404",
+        ),
+    ] {
+        let mut w = World::new(true);
+        w.agent.probe = probe;
+        let f = w.add().unwrap_err();
+        assert_eq!(f.error.msg, msg);
+        assert!(f.rolled_back);
+        assert_eq!(
+            in_order(w.journal()),
+            [
+                "store read".to_string(),
+                PROBE.into(),
+                "delegate add".into(),
+                "delegate del".into()
+            ]
+        );
+        assert!(w.restores().is_empty());
+        assert!(w.stored().is_empty());
+    }
 }
 
 #[test]
@@ -511,7 +536,7 @@ fn a_clash_that_appears_after_the_read_is_refused_by_the_store_and_rolled_back()
     assert!(f.error.msg.contains(twin));
     assert!(f.rolled_back);
     assert_eq!(
-        w.journal(),
+        in_order(w.journal()),
         [
             "store read".to_string(),
             PROBE.into(),
@@ -541,7 +566,7 @@ fn a_delegate_failure_is_reported_and_nothing_else_runs() {
     );
     assert!(!f.rolled_back);
     assert_eq!(
-        w.journal(),
+        in_order(w.journal()),
         [
             "store read".to_string(),
             PROBE.into(),

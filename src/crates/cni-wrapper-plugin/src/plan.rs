@@ -4,10 +4,10 @@
 //! families and addresses. [`crate::orchestrate`] gathers the inputs and applies the steps.
 //!
 //! The ADD, in order (every step after the delegate is undone when a later one fails):
-//! 1. before anything changes: the store read for a chain-name clash, and the agent asked for
-//!    its ASG mode (`GET /force-asgs-for-container` without a container: 405 when ASG syncing
-//!    is disabled, 400 `no container specified` when enabled, both without side effects);
-//! 2. the delegate's ADD (interface, address);
+//! 1. before anything changes: the store read for a chain-name clash;
+//! 2. the delegate's ADD (interface, address), while the agent is asked for its ASG mode
+//!    (`GET /force-asgs-for-container` without a container: 405 when ASG syncing is disabled,
+//!    400 `no container specified` when enabled, both without side effects);
 //! 3. the store entry, refused under the store lock when a clashing handle got there first;
 //! 4. ONE `iptables-restore` per family writing every chain, `netout--…` with the static rules
 //!    in static mode, closed (default tail) in dynamic mode;
@@ -360,8 +360,13 @@ pub fn plan_del(
     }
     DelPlan {
         families,
-        cleanup_path: format!("/force-orphaned-asgs-cleanup?container={handle}"),
+        cleanup_path: cleanup_path(handle),
     }
+}
+
+/// The agent's orphaned-ASG cleanup of `handle`.
+pub fn cleanup_path(handle: &str) -> String {
+    format!("/force-orphaned-asgs-cleanup?container={handle}")
 }
 
 /// Whether the agent's answer to the DEL's ASG cleanup lets the DEL succeed (200, or 405 when

@@ -224,13 +224,12 @@ impl CniPlugin for Wrapper {
             agent: &agent,
             store: &p.store,
         };
-        let facts = p.del_facts();
         let (done, result) = orchestrate::del(
             ports,
             &args.container_id,
             args.prev_result.as_ref(),
             p.cfg.enable_ipv6,
-            facts.as_ref(),
+            &|| p.del_facts(),
         );
         for msg in &done.problems {
             eprintln!("{msg}");
