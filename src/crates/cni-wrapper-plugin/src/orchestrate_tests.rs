@@ -11,7 +11,7 @@ use silk_dataplane::datastore::{Container as StoreEntry, Entries, StoreError};
 use silk_dataplane::iptables::{IptablesError, LockGuard, Table};
 
 use super::*;
-use crate::plan::tests::{del_facts, request, result, HANDLE, NETOUT};
+use crate::plan::tests::{del_facts, netout_lines, request, result, HANDLE, NETOUT, REJECT};
 use crate::ports::AgentAnswer;
 
 /// What every port did, in order.
@@ -291,6 +291,14 @@ impl World {
         std::mem::take(&mut *self.j.lock().unwrap())
     }
 
+    /// The journal without the delegate's DEL, which runs beside the rules (its place among
+    /// them is not fixed).
+    fn journal_beside_delegate(&self) -> Vec<String> {
+        let mut j = self.journal();
+        j.retain(|s| s != "delegate del");
+        j
+    }
+
     fn restores(&self) -> Vec<(Family, String)> {
         std::mem::take(&mut *self.ipt.restores.lock().unwrap())
     }
@@ -331,16 +339,6 @@ fn store_add() -> String {
 fn store_delete() -> String {
     format!("store delete {HANDLE}")
 }
-
-fn netout_lines(payload: &str) -> Vec<&str> {
-    payload
-        .lines()
-        .filter(|l| l.starts_with(&format!("-A {NETOUT} ")))
-        .collect()
-}
-
-const REJECT: &str =
-    "-A netout--7b8c9d0e-1f2a-4b3c-8 -j REJECT --reject-with icmp-port-unreachable";
 
 // === ADD, success ===
 
@@ -700,10 +698,7 @@ fn del_after_add_is_one_restore_of_what_the_add_wrote_without_reading() {
         let (done, r) = w.del(None);
         r.unwrap();
         assert!(done.problems.is_empty(), "{:?}", done.problems);
-        let mut j = w.journal();
-        // The delegate runs beside the rules: its place among them is not fixed.
-        let d = j.iter().position(|s| s == "delegate del").unwrap();
-        j.remove(d);
+        let j = w.journal_beside_delegate();
         assert_eq!(j, [store_delete(), "restore V4".into(), cleanup_call()]);
         let r = w.restores();
         assert_eq!(r.len(), 1);
@@ -734,8 +729,7 @@ fn del_reads_the_tables_when_they_differ_from_what_the_add_wrote() {
     let (done, r) = w.del(None);
     r.unwrap();
     assert!(done.problems.is_empty(), "{:?}", done.problems);
-    let mut j = w.journal();
-    j.retain(|s| s != "delegate del");
+    let j = w.journal_beside_delegate();
     assert_eq!(
         j,
         [
@@ -772,8 +766,7 @@ fn del_twice_and_del_of_an_unknown_container_write_nothing() {
         let (done, r) = w.del(None);
         r.unwrap();
         assert!(done.problems.is_empty());
-        let mut j = w.journal();
-        j.retain(|s| s != "delegate del");
+        let j = w.journal_beside_delegate();
         assert_eq!(j, [store_delete(), "save V4".into(), cleanup_call()]);
         assert!(w.restores().is_empty(), "nothing to remove, no restore");
     }
@@ -782,8 +775,7 @@ fn del_twice_and_del_of_an_unknown_container_write_nothing() {
     let (done, r) = w.del(Some(&result(&["10.255.30.4/32"])));
     r.unwrap();
     assert!(done.problems.is_empty(), "{:?}", done.problems);
-    let mut j = w.journal();
-    j.retain(|s| s != "delegate del");
+    let j = w.journal_beside_delegate();
     assert_eq!(
         j,
         [
@@ -827,8 +819,7 @@ fn del_without_host_facts_reads_the_tables() {
     w.add().unwrap();
     w.journal();
     w.del(None).1.unwrap();
-    let mut j = w.journal();
-    j.retain(|s| s != "delegate del");
+    let j = w.journal_beside_delegate();
     assert_eq!(
         j,
         [

@@ -180,6 +180,16 @@ fn a_clash_is_another_live_handle_with_one_of_our_chain_names() {
     assert_eq!(find_clash(HANDLE, &o, &Entries::new()), None);
 }
 
+/// The plan of an ADD of [`HANDLE`] given 10.255.30.4.
+fn planned(mode: AsgMode, asg_logging: bool) -> AddPlan {
+    plan_add(
+        &request(HANDLE, asg_logging, false),
+        mode,
+        &result(&["10.255.30.4/32"]),
+    )
+    .unwrap()
+}
+
 fn restores(p: &AddPlan) -> Vec<(Family, &str)> {
     p.steps
         .iter()
@@ -190,25 +200,20 @@ fn restores(p: &AddPlan) -> Vec<(Family, &str)> {
         .collect()
 }
 
-fn netout_lines(payload: &str) -> Vec<&str> {
+pub(crate) fn netout_lines(payload: &str) -> Vec<&str> {
     payload
         .lines()
         .filter(|l| l.starts_with(&format!("-A {NETOUT} ")))
         .collect()
 }
 
-const REJECT: &str =
+pub(crate) const REJECT: &str =
     "-A netout--7b8c9d0e-1f2a-4b3c-8 -j REJECT --reject-with icmp-port-unreachable";
 const STATIC_ACCEPT: &str = "-A netout--7b8c9d0e-1f2a-4b3c-8 -p tcp -m iprange --dst-range 10.10.0.0-10.10.255.255 -m tcp --dport 443 -j ACCEPT";
 
 #[test]
 fn static_add_is_store_one_restore_with_the_static_rules_then_the_agent() {
-    let p = plan_add(
-        &request(HANDLE, false, false),
-        AsgMode::Static,
-        &result(&["10.255.30.4/32"]),
-    )
-    .unwrap();
+    let p = planned(AsgMode::Static, false);
     assert_eq!(p.steps.len(), 4);
     let AddStep::StoreAdd(entry) = &p.steps[0] else {
         panic!("store first: {:?}", p.steps[0])
@@ -262,12 +267,7 @@ fn static_add_is_store_one_restore_with_the_static_rules_then_the_agent() {
 
 #[test]
 fn dynamic_add_leaves_netout_closed_for_the_agent() {
-    let p = plan_add(
-        &request(HANDLE, false, false),
-        AsgMode::Dynamic,
-        &result(&["10.255.30.4/32"]),
-    )
-    .unwrap();
+    let p = planned(AsgMode::Dynamic, false);
     let r = restores(&p);
     assert_eq!(r.len(), 1);
     assert_eq!(netout_lines(r[0].1), [REJECT]);
@@ -280,12 +280,7 @@ fn dynamic_add_leaves_netout_closed_for_the_agent() {
         }
     );
     // With ASG logging the closed chain keeps the DENY_ log line first.
-    let p = plan_add(
-        &request(HANDLE, true, false),
-        AsgMode::Dynamic,
-        &result(&["10.255.30.4/32"]),
-    )
-    .unwrap();
+    let p = planned(AsgMode::Dynamic, true);
     assert_eq!(
         netout_lines(restores(&p)[0].1),
         [

@@ -62,19 +62,24 @@ fn prepare(args: &CmdArgs) -> Result<Prepared, CniError> {
 }
 
 impl Prepared {
-    fn agent(&self) -> HttpAgent<'_> {
-        HttpAgent {
+    /// Runs `f` with the real ports: iptables under the shared lock, the delegate binary,
+    /// vxlan-policy-agent over HTTP, the metadata store.
+    fn with_ports<T>(&self, args: &CmdArgs, f: impl FnOnce(Ports<'_>) -> T) -> T {
+        let agent = HttpAgent {
             addr: &self.cfg.policy_agent_force_poll_address,
             timeout: VPA_TIMEOUT,
-        }
-    }
-
-    fn delegate<'a>(&'a self, args: &'a CmdArgs) -> ExecDelegate<'a> {
-        ExecDelegate {
+        };
+        let delegate = ExecDelegate {
             plugin_type: self.cfg.delegate_type(),
             args,
             stdin: self.cfg.delegate_bytes(),
-        }
+        };
+        f(Ports {
+            ipt: &self.ipt,
+            delegate: &delegate,
+            agent: &agent,
+            store: &self.store,
+        })
     }
 
     /// The host facts a DEL needs to rebuild what the ADD wrote; `None` when one cannot be
@@ -179,14 +184,7 @@ impl CniPlugin for Wrapper {
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let p = prepare(args)?;
         let req = p.add_request(args)?;
-        let (agent, delegate) = (p.agent(), p.delegate(args));
-        let ports = Ports {
-            ipt: &p.ipt,
-            delegate: &delegate,
-            agent: &agent,
-            store: &p.store,
-        };
-        match orchestrate::add(ports, &req) {
+        match p.with_ports(args, |ports| orchestrate::add(ports, &req)) {
             Ok(added) => {
                 for d in &added.dropped {
                     eprintln!("{d}");
@@ -217,20 +215,15 @@ impl CniPlugin for Wrapper {
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
         let started = Instant::now();
         let p = prepare(args)?;
-        let (agent, delegate) = (p.agent(), p.delegate(args));
-        let ports = Ports {
-            ipt: &p.ipt,
-            delegate: &delegate,
-            agent: &agent,
-            store: &p.store,
-        };
-        let (done, result) = orchestrate::del(
-            ports,
-            &args.container_id,
-            args.prev_result.as_ref(),
-            p.cfg.enable_ipv6,
-            &|| p.del_facts(),
-        );
+        let (done, result) = p.with_ports(args, |ports| {
+            orchestrate::del(
+                ports,
+                &args.container_id,
+                args.prev_result.as_ref(),
+                p.cfg.enable_ipv6,
+                &|| p.del_facts(),
+            )
+        });
         for msg in &done.problems {
             eprintln!("{msg}");
         }

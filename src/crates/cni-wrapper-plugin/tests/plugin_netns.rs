@@ -524,6 +524,22 @@ fn gc_sweeps_what_the_runtime_no_longer_lists_and_nothing_else() {
     assert_eq!(rules_and_chains(), only_keep);
 }
 
+/// DEL through the binary as libcni calls it (no runtime injections), which must succeed.
+fn del_ok(cell: &Cell, handle: &str, ns: &NsHolder) {
+    let mut conf = cell.config(serde_json::Value::Null, serde_json::Value::Null);
+    conf.as_object_mut().unwrap().remove("metadata");
+    conf.as_object_mut().unwrap().remove("runtimeConfig");
+    let d = cni(
+        &cell.cni_path,
+        "DEL",
+        handle,
+        ns.path().to_str().unwrap(),
+        &conf.to_string(),
+        &[],
+    );
+    assert_eq!(d.code, 0, "DEL {handle}: {}", d.stderr);
+}
+
 /// The IPAM reservations of the cell (addresses only), sorted.
 fn reservations(cell: &Cell) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(cell.path("host-local/ipam/silk"))
@@ -564,7 +580,7 @@ fn an_add_whose_chain_names_belong_to_a_live_container_fails_and_changes_nothing
         cell.server
             .acts_as_agent
             .store(dynamic, std::sync::atomic::Ordering::SeqCst);
-        let _ns1 = add_ok(&cell, first, &conf);
+        let ns1 = add_ok(&cell, first, &conf);
         let tables = rules_and_chains();
         let dnat = tables
             .iter()
@@ -629,18 +645,7 @@ fn an_add_whose_chain_names_belong_to_a_live_container_fails_and_changes_nothing
         );
 
         // The first container's DEL still removes everything it has.
-        let mut del_conf = cell.config(serde_json::Value::Null, serde_json::Value::Null);
-        del_conf.as_object_mut().unwrap().remove("metadata");
-        del_conf.as_object_mut().unwrap().remove("runtimeConfig");
-        let d = cni(
-            &cell.cni_path,
-            "DEL",
-            first,
-            _ns1.path().to_str().unwrap(),
-            &del_conf.to_string(),
-            &[],
-        );
-        assert_eq!(d.code, 0, "DEL {first}: {}", d.stderr);
+        del_ok(&cell, first, &ns1);
         // Left: only what the agent owns (its `asg-` chain, removed by its orphan cleanup,
         // which this fake agent does not do).
         let asg = silk_dataplane::iptables::ChainName::asg(first);
@@ -656,15 +661,7 @@ fn an_add_whose_chain_names_belong_to_a_live_container_fails_and_changes_nothing
         }
         // Now the second handle's chains are free.
         let ns2 = add_ok(&cell, second, &conf);
-        let d = cni(
-            &cell.cni_path,
-            "DEL",
-            second,
-            ns2.path().to_str().unwrap(),
-            &del_conf.to_string(),
-            &[],
-        );
-        assert_eq!(d.code, 0, "DEL {second}: {}", d.stderr);
+        del_ok(&cell, second, &ns2);
     }
 }
 

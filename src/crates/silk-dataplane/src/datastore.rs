@@ -229,16 +229,12 @@ impl MetadataStore {
         ipv6: Option<&str>,
         metadata: Value,
     ) -> Result<(), StoreError> {
-        let entry = Container {
-            handle: handle.into(),
-            ip: ip.into(),
-            ipv6: Some(ipv6.unwrap_or("").to_string()),
-            metadata,
-        };
-        self.modify(|e| {
-            e.insert(handle.into(), entry);
-            Ok(())
-        })
+        match self.add_unless(handle, ip, ipv6, metadata, |_| {
+            None::<std::convert::Infallible>
+        })? {
+            Ok(()) => Ok(()),
+            Err(never) => match never {},
+        }
     }
 
     /// Adds or replaces `handle`'s entry unless `refuse`, shown the entries under the store
