@@ -291,6 +291,14 @@ impl World {
         std::mem::take(&mut *self.j.lock().unwrap())
     }
 
+    /// A DEL that succeeds with no problem; its journal without the delegate's DEL.
+    fn del_ok(&self, prev: Option<&CniResult>) -> Vec<String> {
+        let (done, r) = self.del(prev);
+        r.unwrap();
+        assert!(done.problems.is_empty(), "{:?}", done.problems);
+        self.journal_beside_delegate()
+    }
+
     /// The journal without the delegate's DEL, which runs beside the rules (its place among
     /// them is not fixed).
     fn journal_beside_delegate(&self) -> Vec<String> {
@@ -309,6 +317,14 @@ impl World {
 }
 
 const PROBE: &str = "GET /force-asgs-for-container";
+
+/// An ADD on a cell set up by `setup`, which must fail.
+fn failed_add(dynamic: bool, setup: impl FnOnce(&mut World)) -> (World, AddFailure) {
+    let mut w = World::new(dynamic);
+    setup(&mut w);
+    let f = w.add().unwrap_err();
+    (w, f)
+}
 
 /// The journal with the mode query put before the delegate's ADD: the two run at once.
 fn in_order(mut j: Vec<String>) -> Vec<String> {
@@ -336,6 +352,16 @@ fn store_add() -> String {
     format!("store add {HANDLE}")
 }
 
+/// An ADD's journal up to its store entry.
+fn until_store_add() -> Vec<String> {
+    vec![
+        "store read".to_string(),
+        PROBE.into(),
+        "delegate add".into(),
+        store_add(),
+    ]
+}
+
 fn store_delete() -> String {
     format!("store delete {HANDLE}")
 }
@@ -358,14 +384,10 @@ fn add_in_either_mode_is_one_restore_between_store_and_agent() {
         assert_eq!(
             in_order(w.journal()),
             [
-                "store read".to_string(),
-                PROBE.into(),
-                "delegate add".into(),
-                store_add(),
-                "restore V4".into(),
-                POLL.into(),
-                sync_call(),
-            ],
+                until_store_add(),
+                vec!["restore V4".into(), POLL.into(), sync_call()],
+            ]
+            .concat(),
             "dynamic={dynamic}"
         );
         let r = w.restores();
@@ -447,9 +469,7 @@ fn agent_down_or_failing_fails_the_add_and_undoes_the_delegate() {
             "asg sync returned 404 with message: failed with 404",
         ),
     ] {
-        let mut w = World::new(true);
-        w.agent.probe = probe;
-        let f = w.add().unwrap_err();
+        let (w, f) = failed_add(true, |w| w.agent.probe = probe);
         assert_eq!(f.error.msg, msg);
         assert!(f.rolled_back);
         assert_eq!(
@@ -468,9 +488,7 @@ fn agent_down_or_failing_fails_the_add_and_undoes_the_delegate() {
 
 #[test]
 fn an_unreadable_store_fails_the_add_before_the_delegate() {
-    let mut w = World::new(false);
-    w.store.corrupt = true;
-    let f = w.add().unwrap_err();
+    let (w, f) = failed_add(false, |w| w.store.corrupt = true);
     assert!(
         f.error.msg.starts_with("store add: decoding file: "),
         "{}",
@@ -535,13 +553,7 @@ fn a_clash_that_appears_after_the_read_is_refused_by_the_store_and_rolled_back()
     assert!(f.rolled_back);
     assert_eq!(
         in_order(w.journal()),
-        [
-            "store read".to_string(),
-            PROBE.into(),
-            "delegate add".into(),
-            store_add(),
-            "delegate del".into(),
-        ]
+        [until_store_add(), vec!["delegate del".into()]].concat()
     );
     assert!(w.restores().is_empty());
     assert_eq!(w.stored(), [twin]);
@@ -575,9 +587,9 @@ fn a_delegate_failure_is_reported_and_nothing_else_runs() {
 
 #[test]
 fn a_delegate_result_without_ipv4_undoes_the_delegate() {
-    let mut w = World::new(false);
-    w.delegate.add = Ok(result(&["2001:db8:ab::4/128"]));
-    let f = w.add().unwrap_err();
+    let (w, f) = failed_add(false, |w| {
+        w.delegate.add = Ok(result(&["2001:db8:ab::4/128"]))
+    });
     assert_eq!(f.error.msg, "delegate call: result has no IPv4 address");
     assert!(f.rolled_back);
     assert_eq!(w.journal().last().unwrap(), "delegate del");
@@ -586,9 +598,7 @@ fn a_delegate_result_without_ipv4_undoes_the_delegate() {
 
 #[test]
 fn a_store_write_failure_undoes_the_delegate_without_touching_iptables() {
-    let mut w = World::new(true);
-    w.store.fail_write = true;
-    let f = w.add().unwrap_err();
+    let (w, f) = failed_add(true, |w| w.store.fail_write = true);
     assert_eq!(f.error.msg, "store add: writing file: disk full");
     assert!(f.rolled_back);
     assert_eq!(
@@ -675,10 +685,10 @@ fn agent_failures_after_the_restore_roll_everything_back() {
 
 #[test]
 fn rollback_failures_are_reported_with_the_original_error() {
-    let mut w = World::new(false);
-    w.agent.poll = Some(500);
-    w.delegate.fail_del = true;
-    let f = w.add().unwrap_err();
+    let (_, f) = failed_add(false, |w| {
+        w.agent.poll = Some(500);
+        w.delegate.fail_del = true;
+    });
     assert!(f.error.msg.starts_with("vpa response code: 500"));
     assert_eq!(
         f.rollback_problems,
@@ -695,10 +705,7 @@ fn del_after_add_is_one_restore_of_what_the_add_wrote_without_reading() {
         w.add().unwrap();
         w.journal();
         w.restores();
-        let (done, r) = w.del(None);
-        r.unwrap();
-        assert!(done.problems.is_empty(), "{:?}", done.problems);
-        let j = w.journal_beside_delegate();
+        let j = w.del_ok(None);
         assert_eq!(j, [store_delete(), "restore V4".into(), cleanup_call()]);
         let r = w.restores();
         assert_eq!(r.len(), 1);
@@ -726,10 +733,7 @@ fn del_reads_the_tables_when_they_differ_from_what_the_add_wrote() {
     w.ipt.set(Family::V4, &t);
     w.journal();
     w.restores();
-    let (done, r) = w.del(None);
-    r.unwrap();
-    assert!(done.problems.is_empty(), "{:?}", done.problems);
-    let j = w.journal_beside_delegate();
+    let j = w.del_ok(None);
     assert_eq!(
         j,
         [
@@ -763,19 +767,13 @@ fn del_twice_and_del_of_an_unknown_container_write_nothing() {
     w.restores();
     // No store entry, no cached result: nothing to rebuild, the tables show nothing.
     for _ in 0..2 {
-        let (done, r) = w.del(None);
-        r.unwrap();
-        assert!(done.problems.is_empty());
-        let j = w.journal_beside_delegate();
+        let j = w.del_ok(None);
         assert_eq!(j, [store_delete(), "save V4".into(), cleanup_call()]);
         assert!(w.restores().is_empty(), "nothing to remove, no restore");
     }
     // With the cached result (garden passes it): the rebuilt payload fails on the empty
     // tables and changes nothing, the tables show nothing more to do.
-    let (done, r) = w.del(Some(&result(&["10.255.30.4/32"])));
-    r.unwrap();
-    assert!(done.problems.is_empty(), "{:?}", done.problems);
-    let j = w.journal_beside_delegate();
+    let j = w.del_ok(Some(&result(&["10.255.30.4/32"])));
     assert_eq!(
         j,
         [
