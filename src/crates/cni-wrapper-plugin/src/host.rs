@@ -64,7 +64,7 @@ pub fn daemon_lease(port: u16) -> Result<String, HostError> {
     lease_attempts(port, 5)
 }
 
-/// One attempt, for DEL's fast path (which falls back to reading the tables).
+/// One attempt, for DEL (which reads the tables when it cannot rebuild what ADD wrote).
 pub fn daemon_lease_once(port: u16) -> Result<String, HostError> {
     lease_attempts(port, 1)
 }

@@ -2,10 +2,12 @@
 //! iptables chains (NetIn, NetOut, ASGs, overlay, masquerade) per cni.md section 4.
 
 pub mod config;
-pub mod handover;
 pub mod host;
 pub mod netrules;
+pub mod orchestrate;
+pub mod plan;
 pub mod plugin;
+pub mod ports;
 #[cfg(test)]
 mod proptests;
 pub mod teardown;

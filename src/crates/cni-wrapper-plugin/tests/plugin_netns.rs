@@ -524,6 +524,147 @@ fn gc_sweeps_what_the_runtime_no_longer_lists_and_nothing_else() {
     assert_eq!(rules_and_chains(), only_keep);
 }
 
+/// DEL through the binary as libcni calls it (no runtime injections), which must succeed.
+fn del_ok(cell: &Cell, handle: &str, ns: &NsHolder) {
+    let mut conf = cell.config(serde_json::Value::Null, serde_json::Value::Null);
+    conf.as_object_mut().unwrap().remove("metadata");
+    conf.as_object_mut().unwrap().remove("runtimeConfig");
+    let d = cni(
+        &cell.cni_path,
+        "DEL",
+        handle,
+        ns.path().to_str().unwrap(),
+        &conf.to_string(),
+        &[],
+    );
+    assert_eq!(d.code, 0, "DEL {handle}: {}", d.stderr);
+}
+
+/// The IPAM reservations of the cell (addresses only), sorted.
+fn reservations(cell: &Cell) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cell.path("host-local/ipam/silk"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs root: run via scripts/test"]
+fn an_add_whose_chain_names_belong_to_a_live_container_fails_and_changes_nothing() {
+    // Two handles sharing their first 28 characters map to the same chain names. The second
+    // ADD must fail with a CNI error naming both and leave the first container as it was
+    // (upstream fails it too; flushing the first container's chains would drop its DNAT).
+    let cell = Cell::new();
+    let conf = cell.config(metadata(), a_runtime()).to_string();
+    for (dynamic, first, second) in [
+        (
+            false,
+            "c1a5b000-0000-4000-8000-00000000000a",
+            "c1a5b000-0000-4000-8000-00000000000b",
+        ),
+        (
+            true,
+            "d1a5b000-0000-4000-8000-00000000000a",
+            "d1a5b000-0000-4000-8000-00000000000b",
+        ),
+    ] {
+        cell.server.asg_status.store(
+            if dynamic { 200 } else { 405 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        cell.server
+            .acts_as_agent
+            .store(dynamic, std::sync::atomic::Ordering::SeqCst);
+        let ns1 = add_ok(&cell, first, &conf);
+        let tables = rules_and_chains();
+        let dnat = tables
+            .iter()
+            .find(|l| l.contains("-j DNAT") && l.contains("--dport 61000"))
+            .cloned();
+        assert!(
+            dnat.is_some(),
+            "the first container's DNAT rule: {tables:?}"
+        );
+        let store = std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap();
+        let version =
+            std::fs::read_to_string(cell.path("container-metadata/store.json_version")).unwrap();
+        let links = extra_links();
+        let ipam = reservations(&cell);
+        let asked = cell.server.requests.lock().unwrap().len();
+
+        let ns2 = NsHolder::spawn().unwrap();
+        let out = cni(
+            &cell.cni_path,
+            "ADD",
+            second,
+            ns2.path().to_str().unwrap(),
+            &conf,
+            &[],
+        );
+        assert_eq!(
+            out.code, 1,
+            "the ADD must fail: {} {}",
+            out.stdout, out.stderr
+        );
+        let v = out.json();
+        assert_eq!(v["code"], 999, "{v}");
+        assert_eq!(v["cniVersion"], "1.0.0", "{v}");
+        let msg = v["msg"].as_str().unwrap();
+        let netout = silk_dataplane::iptables::ChainName::netout(second);
+        assert!(
+            msg.starts_with(&format!(
+                "chain name clash: container {second} maps to chain "
+            )) && msg.contains(netout.as_str())
+                && msg.ends_with(&format!("of live container {first}")),
+            "{msg}"
+        );
+        assert!(v["details"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+
+        // Nothing of either container changed: tables, store, interfaces, addresses.
+        assert_eq!(rules_and_chains(), tables, "no iptables change");
+        assert_eq!(
+            std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+            store
+        );
+        assert_eq!(
+            std::fs::read_to_string(cell.path("container-metadata/store.json_version")).unwrap(),
+            version,
+            "no store write"
+        );
+        assert_eq!(extra_links(), links, "no delegate ADD left behind");
+        assert_eq!(reservations(&cell), ipam, "no address reserved");
+        assert_eq!(
+            cell.server.requests.lock().unwrap().len(),
+            asked,
+            "the agent is not asked either"
+        );
+
+        // The first container's DEL still removes everything it has.
+        del_ok(&cell, first, &ns1);
+        // Left: only what the agent owns (its `asg-` chain, removed by its orphan cleanup,
+        // which this fake agent does not do).
+        let asg = silk_dataplane::iptables::ChainName::asg(first);
+        let left = rules_and_chains();
+        assert!(
+            left.iter().all(|l| dynamic && l.contains(asg.as_str())),
+            "{left:?}"
+        );
+        for l in left.iter().filter(|l| l.starts_with(":")) {
+            let chain = l[1..].split_whitespace().next().unwrap();
+            silk_testkit::netns::run_ok(&["iptables", "-F", chain]).unwrap();
+            silk_testkit::netns::run_ok(&["iptables", "-X", chain]).unwrap();
+        }
+        // Now the second handle's chains are free.
+        let ns2 = add_ok(&cell, second, &conf);
+        del_ok(&cell, second, &ns2);
+    }
+}
+
 /// ip6tables-save of this namespace's filter table, rules only.
 fn save6() -> Vec<String> {
     silk_testkit::netns::run_ok(&["ip6tables-save", "-t", "filter"])

@@ -189,10 +189,24 @@ impl MetadataStore {
         &self,
         f: impl FnOnce(&mut Entries) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        match self.modify_unless(|e| f(e).map(Ok::<T, std::convert::Infallible>))? {
+            Ok(t) => Ok(t),
+            Err(never) => match never {},
+        }
+    }
+
+    /// As `modify`, but an inner `Err` (a refusal) leaves the files untouched.
+    fn modify_unless<T, E>(
+        &self,
+        f: impl FnOnce(&mut Entries) -> Result<Result<T, E>, StoreError>,
+    ) -> Result<Result<T, E>, StoreError> {
         let lock_path = self.sibling("_lock");
         let _lock = FileLock::exclusive(&lock_path, 0o600)?;
         let mut entries = read(&self.path)?;
         let out = f(&mut entries)?;
+        if out.is_err() {
+            return Ok(out);
+        }
         write_atomic(&self.path, &encode(&entries), 0o600).map_err(StoreError::Write)?;
         let version_path = self.sibling("_version");
         let version: u64 = std::fs::read_to_string(&version_path)
@@ -215,15 +229,37 @@ impl MetadataStore {
         ipv6: Option<&str>,
         metadata: Value,
     ) -> Result<(), StoreError> {
+        match self.add_unless(handle, ip, ipv6, metadata, |_| {
+            None::<std::convert::Infallible>
+        })? {
+            Ok(()) => Ok(()),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Adds or replaces `handle`'s entry unless `refuse`, shown the entries under the store
+    /// lock, names a reason: then nothing is written and the reason comes back. The lock makes
+    /// the check and the write one step for every writer of the store.
+    pub fn add_unless<E>(
+        &self,
+        handle: &str,
+        ip: &str,
+        ipv6: Option<&str>,
+        metadata: Value,
+        refuse: impl FnOnce(&Entries) -> Option<E>,
+    ) -> Result<Result<(), E>, StoreError> {
         let entry = Container {
             handle: handle.into(),
             ip: ip.into(),
             ipv6: Some(ipv6.unwrap_or("").to_string()),
             metadata,
         };
-        self.modify(|e| {
+        self.modify_unless(|e| {
+            if let Some(reason) = refuse(e) {
+                return Ok(Err(reason));
+            }
             e.insert(handle.into(), entry);
-            Ok(())
+            Ok(Ok(()))
         })
     }
 
@@ -380,6 +416,37 @@ mod tests {
             vec!["h2"]
         );
         assert_eq!(m.read_all().unwrap().keys().collect::<Vec<_>>(), vec!["h1"]);
+        assert_eq!(m.version(), v + 1);
+    }
+
+    #[test]
+    fn add_unless_writes_nothing_when_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let m = MetadataStore::new(d.path().join("meta/store.json"), None);
+        m.add("h1", "10.255.30.2", None, Value::Null).unwrap();
+        let v = m.version();
+        let before = std::fs::read_to_string(&m.path).unwrap();
+        let refused = m
+            .add_unless("h2", "10.255.30.3", None, Value::Null, |e| {
+                e.contains_key("h1").then_some("h1 is there")
+            })
+            .unwrap();
+        assert_eq!(refused, Err("h1 is there"));
+        assert_eq!(std::fs::read_to_string(&m.path).unwrap(), before);
+        assert_eq!(m.version(), v, "a refusal bumps nothing");
+        m.add_unless(
+            "h2",
+            "10.255.30.3",
+            Some("2001:db8::3"),
+            Value::Null,
+            |_| None::<()>,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            m.read_all().unwrap()["h2"].ipv6.as_deref(),
+            Some("2001:db8::3")
+        );
         assert_eq!(m.version(), v + 1);
     }
 }

@@ -273,63 +273,6 @@ fn masquerade_spec(o: &RuleOptions, c: &Container) -> String {
     }
 }
 
-/// Static ASGs after vxlan-policy-agent answered 405: the netout chain rewritten whole.
-pub fn plan_static_netout(o: &RuleOptions, c: &Container, asgs: &[(String, bool)]) -> Payload {
-    let mut p = Payload::default();
-    let f = p.table(Table::Filter);
-    f.declare.push(ChainName::netout(&c.handle));
-    f.append.extend(netout_rules(o, c, Some(asgs)));
-    p
-}
-
-/// After vxlan-policy-agent answered 200 to an ADD whose first restore wrote static rules: the
-/// netout chain reduced to what dynamic mode allows, from the saved filter table of the
-/// container's family. When the agent already put its `asg-…` jump first, the chain becomes
-/// that jump and the REJECT (the agent's own shape); otherwise the closed default tail. `None`
-/// when the chain already reads so (or is gone).
-pub fn plan_reduce_netout(o: &RuleOptions, c: &Container, saved_filter: &str) -> Option<Payload> {
-    let netout = ChainName::netout(&c.handle);
-    let asg = ChainName::asg(&c.handle);
-    let saved = SavedTable::parse(saved_filter, Table::Filter);
-    if !saved.has_chain(netout.as_str()) {
-        return None;
-    }
-    let current: Vec<&Rule> = saved
-        .rules
-        .iter()
-        .filter(|r| r.chain == netout.as_str())
-        .collect();
-    let desired: Vec<Rule> = match current.first() {
-        Some(first) if first.targets(asg.as_str()) => vec![
-            Rule::new(&netout, format!("-j {asg}")),
-            Rule::new(&netout, reject(c.ip.is_ipv6())),
-        ],
-        _ => netout_rules(o, c, None),
-    };
-    let same = current.len() == desired.len()
-        && current
-            .iter()
-            .zip(&desired)
-            .all(|(a, b)| normalize_spec(&a.spec) == normalize_spec(&b.spec));
-    if same {
-        return None;
-    }
-    let mut p = Payload::default();
-    let f = p.table(Table::Filter);
-    f.declare.push(netout);
-    f.append.extend(desired);
-    Some(p)
-}
-
-/// A rule spec as iptables-save prints it, for comparing planned and saved text: the
-/// iptables default `--limit-burst 5` and repeated spaces do not count.
-fn normalize_spec(spec: &str) -> String {
-    spec.replace(" --limit-burst 5 ", " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
 
 /// Removes everything `handle` owns from saved tables (`saved` holds filter, nat and mangle):
@@ -337,6 +280,11 @@ const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUT
 /// read from the `INPUT` jump when the store lost it), then the chains. A chain still referenced
 /// by a chain we do not own (vxlan-policy-agent's `asg-…` goes to the log chain) is flushed
 /// and left for the agent's orphan cleanup.
+///
+/// The nat table goes first: iptables-nft commits each table on its own, and its probe of the
+/// MASQUERADE target's revision opens and closes a netlink socket; a close after this process
+/// has committed deletions waits for the kernel to free them (an RCU grace period, 10-25 ms).
+/// Probing before the first commit leaves one such wait per DEL instead of two.
 pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
     let ch = FilterChains::for_handle(handle);
     let netin = ChainName::netin(handle);
@@ -344,6 +292,8 @@ pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
     let ip = ip.or_else(|| input_jump_sources(&filter, &[ch.input.as_str()]).pop());
     let owned_filter = [&ch.input, &ch.netout, &ch.overlay, &ch.log, &ch.rl_log];
     let owned: Vec<(Table, Vec<String>)> = vec![
+        (Table::Nat, vec![netin.as_str().to_string()]),
+        (Table::Mangle, vec![netin.as_str().to_string()]),
         (
             Table::Filter,
             owned_filter
@@ -351,8 +301,6 @@ pub fn plan_del(handle: &str, ip: Option<IpAddr>, saved: &str) -> Payload {
                 .map(|c| c.as_str().to_string())
                 .collect(),
         ),
-        (Table::Nat, vec![netin.as_str().to_string()]),
-        (Table::Mangle, vec![netin.as_str().to_string()]),
     ];
     plan_remove(&owned, ip.as_slice(), saved)
 }
@@ -496,7 +444,7 @@ fn plan_remove(owned: &[(Table, Vec<String>)], ips: &[IpAddr], saved: &str) -> P
 /// interfaces and masquerade exclusion, deleted by text, and every chain name of the handle
 /// flushed and removed. If anything differs from what is expected (a rule already gone, a chain
 /// still referenced elsewhere) that table's commit fails and changes nothing; the caller then
-/// falls back to [`plan_del`] on saved tables, which finishes whatever is left.
+/// reads the tables and finishes whatever is left with [`plan_del`].
 ///
 /// The nat table goes first: iptables-nft commits each table on its own, and its probe of the
 /// MASQUERADE target's revision opens and closes a netlink socket; a close after this process

@@ -137,6 +137,9 @@ fn del_plan_removes_everything_by_chain_name_even_without_ip() {
     assert!(text.contains("-X netout--5f3c9a1e-7b2d-4--log\n"));
     assert_eq!(text.matches("-X netin--5f3c9a1e-7b2d-4c8e-6a").count(), 2);
     assert_eq!(p.rule_count(), 0);
+    // nat commits first (one netlink probe wait per DEL with iptables-nft).
+    assert!(text.starts_with("*nat\n"), "{text}");
+    assert!(text.find("*mangle").unwrap() < text.find("*filter").unwrap());
     // Nothing left to remove: an empty payload.
     assert!(plan_del(handle, None, "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n").is_empty());
 }
