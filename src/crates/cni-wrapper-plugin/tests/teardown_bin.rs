@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns};
+use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
+use silk_testkit::netns::{run_ok, unshare_test_netns};
 
 #[test]
 #[ignore = "needs root: run via scripts/test"]
@@ -77,10 +78,9 @@ fn sweeps_stale_chains_only_when_no_container_veth_exists() {
     unshare_test_netns().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let restore = |text: &str| {
-        let mut c = Command::new("iptables-restore");
-        c.arg("--noflush");
-        let o = output_with_stdin(&mut c, text.as_bytes()).unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        SystemIptables::new(dir.path().join("iptables.lock"))
+            .restore(Family::V4, text)
+            .unwrap();
     };
     restore(STALE);
     let rules = || {

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
+use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
 use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns};
 
 pub const CELL_IP: &str = "10.0.16.15";
@@ -66,9 +67,9 @@ pub fn serve(daemon_body: &'static str) -> FakeServer {
                         .and_then(|(_, rest)| rest.split_whitespace().next())
                         .unwrap_or("");
                     if s == 200 && acts.load(Ordering::SeqCst) && !handle.is_empty() {
-                        let mut cmd = Command::new("iptables-restore");
-                        cmd.args(["--noflush", "-w"]);
-                        output_with_stdin(&mut cmd, dynamic_agent_payload(handle).as_bytes())
+                        // The agent's restore: no lock taken here, the restore waits (-w)
+                        SystemIptables::new("unused.lock")
+                            .restore(Family::V4, &dynamic_agent_payload(handle))
                             .unwrap();
                     }
                     (
