@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -15,7 +16,11 @@ use mysql_async::{Conn, Pool};
 use silk_core::Lease;
 
 use crate::config::Config;
-use crate::db::{kind_filter, runtime, Counts, LeaseStore, OpenError, StoreError, StoreResult};
+use crate::db::gate::Gate;
+use crate::db::{
+    initial_slots, kind_filter, runtime, Claim, Counts, LeaseStore, OpenError, StoreError,
+    StoreResult,
+};
 use crate::pool::Kind;
 
 /// `ER_DUP_ENTRY`.
@@ -40,10 +45,14 @@ fn duplicate_underlay(e: &mysql_async::Error) -> bool {
         if s.code == DUPLICATE_ENTRY && s.message.trim_end_matches('\'').ends_with("underlay_ip"))
 }
 
-/// The `subnets` table on a MySQL pool.
+/// The row of one host.
+const LOOKUP: &str = "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = ?";
+
+/// The `subnets` table on a MySQL pool, behind a [`Gate`].
 #[derive(Clone)]
 pub struct MysqlStore {
     pool: Pool,
+    gate: Arc<Gate>,
     /// Read/write timeout of one statement.
     timeout: Duration,
     /// Longest wait for a pooled connection.
@@ -55,20 +64,40 @@ impl MysqlStore {
         let pool = super::connect_pool(config).await?;
         Ok(MysqlStore {
             pool,
+            gate: Arc::new(Gate::new(
+                initial_slots(config),
+                config.max_open_connections.max(1),
+            )),
             timeout: config.database.timeout,
             wait: super::pool_wait(&config.database),
         })
     }
 
-    /// Runs `f` with a pooled connection on the database runtime, within the timeouts.
+    /// Runs `f` with a pooled connection on the database runtime, within the gate's slots
+    /// (see [`crate::db::gate`]) and the timeouts.
     pub(crate) fn with_conn<T, F, Fut>(&self, f: F) -> StoreResult<'static, T>
     where
         F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let (pool, timeout, wait) = (self.pool.clone(), self.timeout, self.wait);
+        let (pool, gate, timeout, wait) = (
+            self.pool.clone(),
+            self.gate.clone(),
+            self.timeout,
+            self.wait,
+        );
         Box::pin(runtime::run(async move {
+            let grow = pool.clone();
+            let _slot = gate
+                .enter(
+                    wait,
+                    |f| {
+                        tokio::spawn(f);
+                    },
+                    move || async move { grow.get_conn().await.is_ok() },
+                )
+                .await?;
             let conn = tokio::time::timeout(wait, pool.get_conn())
                 .await
                 .map_err(|_| StoreError::Timeout(wait.as_secs()))?
@@ -96,12 +125,7 @@ impl LeaseStore for MysqlStore {
     fn lookup<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, Option<Lease>> {
         let ip = underlay_ip.to_string();
         self.with_conn(|mut c| async move {
-            let row: Option<(String, String)> = c
-                .exec_first(
-                    "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = ?",
-                    (&ip,),
-                )
-                .await?;
+            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
             Ok(row.map(|(s, m)| lease(ip, s, m)))
         })
     }
@@ -118,12 +142,15 @@ impl LeaseStore for MysqlStore {
         })
     }
 
-    fn insert_first_free<'a>(
+    /// The INSERT first, one per candidate until one is not refused as a duplicate (MySQL
+    /// has neither `RETURNING` nor `ON CONFLICT`): a new host costs one round trip. A duplicate
+    /// `underlay_ip` means the host has a row, read back on the same connection.
+    fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
         subnets: &'a [String],
         macs: &'a [String],
-    ) -> StoreResult<'a, Option<Lease>> {
+    ) -> StoreResult<'a, Claim> {
         let ip = underlay_ip.to_string();
         let candidates: Vec<(String, String)> =
             subnets.iter().cloned().zip(macs.iter().cloned()).collect();
@@ -137,13 +164,18 @@ impl LeaseStore for MysqlStore {
                     )
                     .await;
                 match inserted {
-                    Ok(()) => return Ok(Some(lease(ip, subnet, mac))),
-                    Err(e) if duplicate_underlay(&e) => return Ok(None),
+                    Ok(()) => return Ok(Claim::New(lease(ip, subnet, mac))),
+                    Err(e) if duplicate_underlay(&e) => break,
                     Err(mysql_async::Error::Server(s)) if s.code == DUPLICATE_ENTRY => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(None)
+            // The host's row (or none: every candidate was taken, or the row went again).
+            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
+            Ok(match row {
+                Some((s, m)) => Claim::Existing(lease(ip, s, m)),
+                None => Claim::Taken,
+            })
         })
     }
 
@@ -264,5 +296,17 @@ impl LeaseStore for MysqlStore {
             .metrics()
             .connection_count
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn warm_up(&self) {
+        let (pool, n) = (self.pool.clone(), self.gate.allowed());
+        runtime::spawn(async move {
+            // Held together, so each get opens a connection of its own.
+            let opened = futures::future::join_all((0..n).map(|_| pool.get_conn())).await;
+            let failed = opened.iter().filter(|c| c.is_err()).count();
+            if failed > 0 {
+                silk_ops::log::debug("db-warm-up", serde_json::json!({ "failed": failed }));
+            }
+        });
     }
 }
