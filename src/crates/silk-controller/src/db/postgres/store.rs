@@ -100,11 +100,9 @@ impl PgStore {
         let pool = self.pool.clone();
         let slot = self
             .gate
-            .enter(
-                self.wait,
-                |f| runtime::spawn(f),
-                move || async move { pool.get().await.is_ok() },
-            )
+            .enter(self.wait, runtime::spawn, move || async move {
+                pool.get().await.is_ok()
+            })
             .await?;
         Ok(Checkout {
             client: self.pool.get().await?,
