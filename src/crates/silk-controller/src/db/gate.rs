@@ -163,18 +163,24 @@ mod tests {
         panic!("condition not reached");
     }
 
+    /// A gate of one slot (growing to 4) whose slot is taken.
+    async fn one_slot_taken() -> (Arc<Gate>, Slot) {
+        let gate = Arc::new(Gate::new(1, 4));
+        let held = gate
+            .enter(
+                Duration::from_secs(1),
+                |_| unreachable!("a free slot needs no growth"),
+                || async { true },
+            )
+            .await
+            .unwrap();
+        (gate, held)
+    }
+
     #[test]
     fn a_waiter_is_served_by_a_returned_slot_while_the_pool_grows() {
         rt().block_on(async {
-            let gate = Arc::new(Gate::new(1, 4));
-            let held = gate
-                .enter(
-                    Duration::from_secs(1),
-                    |_| unreachable!(),
-                    || async { true },
-                )
-                .await
-                .unwrap();
+            let (gate, held) = one_slot_taken().await;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let waiter = gate.enter(
                 Duration::from_secs(5),
@@ -204,15 +210,7 @@ mod tests {
     #[test]
     fn a_failed_growth_adds_no_slot_and_the_wait_is_bounded() {
         rt().block_on(async {
-            let gate = Arc::new(Gate::new(1, 4));
-            let _held = gate
-                .enter(
-                    Duration::from_secs(1),
-                    |_| unreachable!(),
-                    || async { true },
-                )
-                .await
-                .unwrap();
+            let (gate, _held) = one_slot_taken().await;
             let got = gate
                 .enter(
                     Duration::from_millis(50),

@@ -142,6 +142,19 @@ pub(crate) fn initial_slots(config: &Config) -> usize {
         .clamp(1, config.max_open_connections.max(1))
 }
 
+/// Opens `n` pooled connections at once (held together, so each `get` opens one of its own)
+/// and gives them back to the pool; a failure only costs a request its own connect later.
+pub(crate) async fn warm<Fut, T, E>(n: usize, get: impl Fn() -> Fut)
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let opened = futures::future::join_all((0..n).map(|_| get())).await;
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    if failed > 0 {
+        silk_ops::log::debug("db-warm-up", serde_json::json!({ "failed": failed }));
+    }
+}
+
 /// Shared handle to the configured store.
 pub type Store = Arc<dyn LeaseStore>;
 

@@ -18,7 +18,7 @@ use silk_core::Lease;
 use crate::config::Config;
 use crate::db::gate::Gate;
 use crate::db::{
-    initial_slots, kind_filter, runtime, Claim, Counts, LeaseStore, OpenError, StoreError,
+    initial_slots, kind_filter, runtime, warm, Claim, Counts, LeaseStore, OpenError, StoreError,
     StoreResult,
 };
 use crate::pool::Kind;
@@ -300,13 +300,6 @@ impl LeaseStore for MysqlStore {
 
     fn warm_up(&self) {
         let (pool, n) = (self.pool.clone(), self.gate.allowed());
-        runtime::spawn(async move {
-            // Held together, so each get opens a connection of its own.
-            let opened = futures::future::join_all((0..n).map(|_| pool.get_conn())).await;
-            let failed = opened.iter().filter(|c| c.is_err()).count();
-            if failed > 0 {
-                silk_ops::log::debug("db-warm-up", serde_json::json!({ "failed": failed }));
-            }
-        });
+        runtime::spawn(async move { warm(n, || pool.get_conn()).await });
     }
 }

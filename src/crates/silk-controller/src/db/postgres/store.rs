@@ -13,7 +13,9 @@ use tokio_postgres::error::SqlState;
 use crate::config::Config;
 use crate::db::gate::{Gate, Slot};
 use crate::db::runtime::{self, POOL_WAIT};
-use crate::db::{initial_slots, kind_filter, Claim, Counts, LeaseStore, StoreError, StoreResult};
+use crate::db::{
+    initial_slots, kind_filter, warm, Claim, Counts, LeaseStore, StoreError, StoreResult,
+};
 use crate::pool::Kind;
 
 /// "now" in epoch seconds from the database clock; upstream casts to 32-bit `integer`.
@@ -369,13 +371,6 @@ impl LeaseStore for PgStore {
 
     fn warm_up(&self) {
         let (pool, n) = (self.pool.clone(), self.gate.allowed());
-        runtime::spawn(async move {
-            // Held together, so each get opens a connection of its own.
-            let opened = futures::future::join_all((0..n).map(|_| pool.get())).await;
-            let failed = opened.iter().filter(|c| c.is_err()).count();
-            if failed > 0 {
-                silk_ops::log::debug("db-warm-up", serde_json::json!({ "failed": failed }));
-            }
-        });
+        runtime::spawn(async move { warm(n, || pool.get()).await });
     }
 }
