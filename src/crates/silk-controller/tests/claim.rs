@@ -25,6 +25,9 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// (name, host, candidate subnets, candidate MACs, want)
+type Case = (&'static str, &'static str, Vec<String>, Vec<String>, Claim);
+
 async fn claim_outcomes(engine: Engine) {
     let db = TestDb::create(engine).await;
     let certs = TestCerts::generate(ServerKey::Rsa).unwrap();
@@ -39,8 +42,7 @@ async fn claim_outcomes(engine: Engine) {
     ))
     .await;
 
-    // (name, host, candidate subnets, candidate MACs, want)
-    let cases: Vec<(&str, &str, Vec<String>, Vec<String>, Claim)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "a new host gets the first free candidate",
             "10.0.0.1",
