@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -16,7 +15,6 @@ use mysql_async::{Conn, Pool};
 use silk_core::Lease;
 
 use crate::config::Config;
-use crate::db::gate::Gate;
 use crate::db::{
     initial_slots, kind_filter, runtime, warm, Claim, Counts, LeaseStore, OpenError, StoreError,
     StoreResult,
@@ -48,11 +46,16 @@ fn duplicate_underlay(e: &mysql_async::Error) -> bool {
 /// The row of one host.
 const LOOKUP: &str = "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = ?";
 
-/// The `subnets` table on a MySQL pool, behind a [`Gate`].
+/// The `subnets` table on a MySQL pool.
+///
+/// No [`crate::db::gate`] here: mysql_async takes a connection back asynchronously (through
+/// its recycler task), so a request let through the gate right after another one finished
+/// would still find no idle connection and open one of its own; its pool alone decides.
 #[derive(Clone)]
 pub struct MysqlStore {
     pool: Pool,
-    gate: Arc<Gate>,
+    /// Connections opened at start.
+    warm: usize,
     /// Read/write timeout of one statement.
     timeout: Duration,
     /// Longest wait for a pooled connection.
@@ -64,40 +67,21 @@ impl MysqlStore {
         let pool = super::connect_pool(config).await?;
         Ok(MysqlStore {
             pool,
-            gate: Arc::new(Gate::new(
-                initial_slots(config),
-                config.max_open_connections.max(1),
-            )),
+            warm: initial_slots(config),
             timeout: config.database.timeout,
             wait: super::pool_wait(&config.database),
         })
     }
 
-    /// Runs `f` with a pooled connection on the database runtime, within the gate's slots
-    /// (see [`crate::db::gate`]) and the timeouts.
+    /// Runs `f` with a pooled connection on the database runtime, within the timeouts.
     pub(crate) fn with_conn<T, F, Fut>(&self, f: F) -> StoreResult<'static, T>
     where
         F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let (pool, gate, timeout, wait) = (
-            self.pool.clone(),
-            self.gate.clone(),
-            self.timeout,
-            self.wait,
-        );
+        let (pool, timeout, wait) = (self.pool.clone(), self.timeout, self.wait);
         Box::pin(runtime::run(async move {
-            let grow = pool.clone();
-            let _slot = gate
-                .enter(
-                    wait,
-                    |f| {
-                        tokio::spawn(f);
-                    },
-                    move || async move { grow.get_conn().await.is_ok() },
-                )
-                .await?;
             let conn = tokio::time::timeout(wait, pool.get_conn())
                 .await
                 .map_err(|_| StoreError::Timeout(wait.as_secs()))?
@@ -299,7 +283,7 @@ impl LeaseStore for MysqlStore {
     }
 
     fn warm_up(&self) {
-        let (pool, n) = (self.pool.clone(), self.gate.allowed());
+        let (pool, n) = (self.pool.clone(), self.warm);
         runtime::spawn(async move { warm(n, || pool.get_conn()).await });
     }
 }
