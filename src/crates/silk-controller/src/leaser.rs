@@ -2,16 +2,19 @@
 //! [`LeaseStore`](crate::db::LeaseStore). The pool picks candidates, the database's UNIQUE constraints decide races, and
 //! every attempt is bounded.
 //!
-//! Acquire sends a handful of random free candidates in one `INSERT … SELECT … ON CONFLICT DO
-//! NOTHING`, so a mostly free pool costs one statement and a busy one a few; the full taken set
-//! is read only after a miss. Renew is one `UPDATE` when the lease matches.
+//! Acquire is one [`claim`](crate::db::LeaseStore::claim) per attempt: the host's existing row,
+//! or a new row with the first of a handful of random candidates that no row holds, in one
+//! statement on PostgreSQL (one `INSERT` per candidate on MySQL, the lookup only when the host
+//! has a row). A new host in a mostly free pool costs one round trip; random candidates keep
+//! concurrent acquirers from colliding; the full taken set is read only after two misses.
+//! Renew is one `UPDATE` when the lease matches.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use silk_core::{HardwareAddr, Lease};
 
-use crate::db::{Store, StoreError};
+use crate::db::{Claim, Store, StoreError};
 use crate::pool::{CidrPool, Kind};
 
 /// Upstream's `AcquireSubnetLeaseAttempts` is 10; the extra attempts only run under heavy
@@ -101,9 +104,6 @@ impl Leaser {
             return Err(LeaserError::InvalidUnderlayIp(underlay_ip.to_string()));
         }
         let kind = Kind::of(single);
-        if let Some(existing) = self.existing(underlay_ip).await? {
-            return Ok((existing, Acquired::Existing));
-        }
         for attempt in 0..ACQUIRE_ATTEMPTS {
             let candidates = if attempt < 2 {
                 // Cheap guesses first: a random sample, the database filters the taken ones.
@@ -119,6 +119,7 @@ impl Leaser {
                     .pick_free(kind, &taken, CANDIDATES, &mut rand::rng())
             };
             if candidates.is_empty() {
+                // Only after a claim found no row for the host: the pool is exhausted.
                 match self.recycle(underlay_ip, kind).await? {
                     Some(lease) => return Ok((lease, Acquired::Recycled)),
                     None => {
@@ -131,17 +132,30 @@ impl Leaser {
                 }
             }
             let macs: Vec<String> = candidates.iter().map(|s| mac_for(s)).collect();
-            let inserted = self
+            let claim = self
                 .store
-                .insert_first_free(underlay_ip, &candidates, &macs)
+                .claim(underlay_ip, &candidates, &macs)
                 .await
-                .map_err(store("adding lease entry"))?;
-            if let Some(lease) = inserted {
-                return Ok((lease, Acquired::New));
-            }
-            // Nothing inserted: all candidates taken, or this host got a row concurrently.
-            if let Some(existing) = self.existing(underlay_ip).await? {
-                return Ok((existing, Acquired::Existing));
+                .map_err(|e| {
+                    // Upstream's texts: its lookup comes first (and meets an outage first).
+                    let context = match e {
+                        StoreError::Connection(_) | StoreError::Timeout(_) => {
+                            "getting lease for underlay ip"
+                        }
+                        _ => "adding lease entry",
+                    };
+                    store(context)(e)
+                })?;
+            match claim {
+                Claim::New(lease) => return Ok((lease, Acquired::New)),
+                Claim::Existing(lease) if self.pool.is_member(&lease.overlay_subnet) => {
+                    return Ok((lease, Acquired::Existing))
+                }
+                // Out of the pool (§2.7): dropped, the next attempt allocates afresh.
+                Claim::Existing(lease) => self.delete_out_of_pool(lease).await?,
+                // All candidates taken, or this host got a row concurrently: the next claim
+                // returns that row or tries other candidates.
+                Claim::Taken => {}
             }
         }
         Err(LeaserError::NoLeaseAvailable)
@@ -160,12 +174,18 @@ impl Leaser {
         if self.pool.is_member(&lease.overlay_subnet) {
             return Ok(Some(lease));
         }
+        self.delete_out_of_pool(lease).await?;
+        Ok(None)
+    }
+
+    /// Deletes the host's row that is no pool member (if it still holds that subnet).
+    async fn delete_out_of_pool(&self, lease: Lease) -> Result<(), LeaserError> {
         self.store
-            .delete_lease(underlay_ip, &lease.overlay_subnet)
+            .delete_lease(&lease.underlay_ip, &lease.overlay_subnet)
             .await
             .map_err(store("deleting lease for underlay ip"))?;
         silk_ops::log::info("lease-deleted", serde_json::json!({ "lease": lease }));
-        Ok(None)
+        Ok(())
     }
 
     /// Takes over the oldest expired in-pool row of `kind`, if any.

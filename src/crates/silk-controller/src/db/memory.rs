@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use silk_core::Lease;
 
-use super::{Counts, LeaseStore, StoreError, StoreResult};
+use super::{Claim, Counts, LeaseStore, StoreError, StoreResult};
 use crate::pool::Kind;
 
 #[derive(Debug, Clone)]
@@ -124,12 +124,19 @@ impl LeaseStore for MemoryStore {
         ready(Ok(rows.len() < before))
     }
 
-    fn insert_first_free<'a>(
+    fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
         subnets: &'a [String],
         macs: &'a [String],
-    ) -> StoreResult<'a, Option<Lease>> {
+    ) -> StoreResult<'a, Claim> {
+        let existing = self
+            .rows()
+            .into_iter()
+            .find(|r| r.lease.underlay_ip == underlay_ip);
+        if let Some(row) = existing {
+            return ready(Ok(Claim::Existing(row.lease)));
+        }
         for (s, m) in subnets.iter().zip(macs) {
             let lease = Lease {
                 underlay_ip: underlay_ip.to_string(),
@@ -137,14 +144,14 @@ impl LeaseStore for MemoryStore {
                 overlay_hardware_addr: m.clone(),
             };
             match self.insert_row(&lease, self.now()) {
-                Ok(()) => return ready(Ok(Some(lease))),
+                Ok(()) => return ready(Ok(Claim::New(lease))),
                 Err(StoreError::UniqueViolation(m)) if m.ends_with("underlay_ip") => {
-                    return ready(Ok(None))
+                    return ready(Ok(Claim::Taken))
                 }
                 Err(_) => continue,
             }
         }
-        ready(Ok(None))
+        ready(Ok(Claim::Taken))
     }
 
     fn taken(&self, kind: Kind) -> StoreResult<'_, HashSet<String>> {

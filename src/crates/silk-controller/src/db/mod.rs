@@ -7,6 +7,7 @@
 //! database clock in epoch seconds. The lease logic above it ([`crate::leaser`]) is tested once
 //! against the in-memory port ([`memory`], test builds only).
 
+mod gate;
 #[cfg(test)]
 pub mod memory;
 pub mod mysql;
@@ -48,6 +49,17 @@ impl StoreError {
     }
 }
 
+/// What one [`LeaseStore::claim`] found or wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The host's row as it was; nothing was written.
+    Existing(Lease),
+    /// A new row for the host.
+    New(Lease),
+    /// Nothing written: every candidate was taken, or the host got a row concurrently.
+    Taken,
+}
+
 /// (all rows, block rows, rows not renewed within the staleness threshold), for the metrics.
 pub type Counts = (i64, i64, i64);
 
@@ -65,15 +77,17 @@ pub trait LeaseStore: Send + Sync {
     /// Deletes the row of `underlay_ip` if it still holds `subnet`; returns whether it did.
     fn delete_lease<'a>(&'a self, underlay_ip: &'a str, subnet: &'a str) -> StoreResult<'a, bool>;
 
-    /// Inserts a row for `underlay_ip` (renewed now) with the first candidate `(subnet, MAC)`
-    /// that no row holds; `None` when every candidate was taken (also by a concurrent writer)
-    /// or `underlay_ip` got a row meanwhile. `subnets` and `macs` have the same length.
-    fn insert_first_free<'a>(
+    /// One acquire attempt in (normally) one round trip: the row of `underlay_ip` if it has
+    /// one (nothing is written), else a new row for it (renewed now) with the first candidate
+    /// `(subnet, MAC)` that no row holds. [`Claim::Taken`] when every candidate was taken (also
+    /// by a concurrent writer) or `underlay_ip` got a row concurrently. `subnets` and `macs`
+    /// have the same length.
+    fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
         subnets: &'a [String],
         macs: &'a [String],
-    ) -> StoreResult<'a, Option<Lease>>;
+    ) -> StoreResult<'a, Claim>;
 
     /// Every `overlay_subnet` of `kind`, expired and foreign rows included.
     fn taken(&self, kind: Kind) -> StoreResult<'_, HashSet<String>>;
@@ -115,6 +129,30 @@ pub trait LeaseStore: Send + Sync {
 
     /// Connections the pool holds now (the `DBOpenConnections` metric).
     fn open_connections(&self) -> usize;
+
+    /// Opens the connections a pool starts with (`max_idle_connections`, at most
+    /// `max_open_connections`) in the background, so the first burst of requests finds them.
+    fn warm_up(&self) {}
+}
+
+/// Checkout slots a pool starts with: the connections opened by [`LeaseStore::warm_up`].
+pub(crate) fn initial_slots(config: &Config) -> usize {
+    config
+        .max_idle_connections
+        .clamp(1, config.max_open_connections.max(1))
+}
+
+/// Opens `n` pooled connections at once (held together, so each `get` opens one of its own)
+/// and gives them back to the pool; a failure only costs a request its own connect later.
+pub(crate) async fn warm<Fut, T, E>(n: usize, get: impl Fn() -> Fut)
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let opened = futures::future::join_all((0..n).map(|_| get())).await;
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    if failed > 0 {
+        silk_ops::log::debug("db-warm-up", serde_json::json!({ "failed": failed }));
+    }
 }
 
 /// Shared handle to the configured store.
@@ -157,7 +195,7 @@ pub async fn open(config: &Config) -> Result<Store, OpenError> {
         Engine::Postgres => {
             let pool = postgres::connect(config).await?;
             let applied = postgres::migrate::migrate(&pool).await?;
-            (Arc::new(postgres::PgStore::new(pool)), applied)
+            (Arc::new(postgres::PgStore::new(pool, config)), applied)
         }
         Engine::Mysql => {
             let store = mysql::MysqlStore::connect(config).await?;
@@ -165,6 +203,7 @@ pub async fn open(config: &Config) -> Result<Store, OpenError> {
             (Arc::new(store), applied)
         }
     };
+    store.warm_up();
     silk_ops::log::info(
         "db-migration-complete",
         serde_json::json!({ "num-applied": applied }),

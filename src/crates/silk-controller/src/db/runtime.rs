@@ -51,6 +51,11 @@ where
     }
 }
 
+/// Spawns `fut` on the database runtime without waiting for it.
+pub fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
+    drop(handle().spawn(fut));
+}
+
 /// deadpool's connector, opening connections on the database runtime.
 pub struct OnDbRuntime<T> {
     pub tls: T,

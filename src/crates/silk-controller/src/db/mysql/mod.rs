@@ -6,8 +6,9 @@
 //! - `sql_mode` = the session's mode plus `ANSI_QUOTES`, set on every new connection;
 //! - dial, read and write timeouts = `database.timeout`: every connect and every statement
 //!   is bounded by it (a wait for a free pooled connection by at least 60 s);
-//! - pool: at most `max_open_connections`, `max_idle_connections` kept idle, each connection
-//!   closed after `connections_max_lifetime_seconds`;
+//! - pool: at most `max_open_connections`, `max_idle_connections` kept idle (more only for
+//!   [`IDLE_GRACE`] after a burst), each connection closed after
+//!   `connections_max_lifetime_seconds`;
 //! - TLS (`require_ssl`) through rustls with the ring provider, trusting only `ca_cert`.
 //!
 //! `CLIENT_FOUND_ROWS` is on, so an `UPDATE` that changes nothing (a second renew in the same
@@ -30,6 +31,9 @@ use crate::config::{Config, DatabaseConfig};
 
 pub use store::MysqlStore;
 
+/// How long an idle connection beyond `max_idle_connections` stays open.
+pub const IDLE_GRACE: Duration = Duration::from_secs(10);
+
 /// The session mode upstream asks for with `sql_mode=(SELECT CONCAT(@@sql_mode,',ANSI_QUOTES'))`.
 pub const SQL_MODE_INIT: &str =
     "SET SESSION sql_mode = (SELECT CONCAT(@@sql_mode, ',ANSI_QUOTES'))";
@@ -47,6 +51,11 @@ pub fn opts(config: &Config, tls_name: Option<String>) -> Result<mysql_async::Op
     })?;
     let pool = PoolOpts::default()
         .with_constraints(constraints)
+        // Idle connections beyond `max_idle_connections` are closed after IDLE_GRACE rather
+        // than the moment they come back, so a burst wider than the idle bound does not
+        // reconnect for every statement.
+        .with_inactive_connection_ttl(IDLE_GRACE)
+        .with_ttl_check_interval(IDLE_GRACE / 2)
         .with_abs_conn_ttl(config.connections_max_lifetime)
         .with_reset_connection(false);
     let builder = OptsBuilder::default()

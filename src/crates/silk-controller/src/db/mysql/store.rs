@@ -15,7 +15,10 @@ use mysql_async::{Conn, Pool};
 use silk_core::Lease;
 
 use crate::config::Config;
-use crate::db::{kind_filter, runtime, Counts, LeaseStore, OpenError, StoreError, StoreResult};
+use crate::db::{
+    initial_slots, kind_filter, runtime, warm, Claim, Counts, LeaseStore, OpenError, StoreError,
+    StoreResult,
+};
 use crate::pool::Kind;
 
 /// `ER_DUP_ENTRY`.
@@ -40,10 +43,19 @@ fn duplicate_underlay(e: &mysql_async::Error) -> bool {
         if s.code == DUPLICATE_ENTRY && s.message.trim_end_matches('\'').ends_with("underlay_ip"))
 }
 
+/// The row of one host.
+const LOOKUP: &str = "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = ?";
+
 /// The `subnets` table on a MySQL pool.
+///
+/// No [`crate::db::gate`] here: mysql_async takes a connection back asynchronously (through
+/// its recycler task), so a request let through the gate right after another one finished
+/// would still find no idle connection and open one of its own; its pool alone decides.
 #[derive(Clone)]
 pub struct MysqlStore {
     pool: Pool,
+    /// Connections opened at start.
+    warm: usize,
     /// Read/write timeout of one statement.
     timeout: Duration,
     /// Longest wait for a pooled connection.
@@ -55,6 +67,7 @@ impl MysqlStore {
         let pool = super::connect_pool(config).await?;
         Ok(MysqlStore {
             pool,
+            warm: initial_slots(config),
             timeout: config.database.timeout,
             wait: super::pool_wait(&config.database),
         })
@@ -96,12 +109,7 @@ impl LeaseStore for MysqlStore {
     fn lookup<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, Option<Lease>> {
         let ip = underlay_ip.to_string();
         self.with_conn(|mut c| async move {
-            let row: Option<(String, String)> = c
-                .exec_first(
-                    "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = ?",
-                    (&ip,),
-                )
-                .await?;
+            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
             Ok(row.map(|(s, m)| lease(ip, s, m)))
         })
     }
@@ -118,12 +126,15 @@ impl LeaseStore for MysqlStore {
         })
     }
 
-    fn insert_first_free<'a>(
+    /// The INSERT first, one per candidate until one is not refused as a duplicate (MySQL
+    /// has neither `RETURNING` nor `ON CONFLICT`): a new host costs one round trip. A duplicate
+    /// `underlay_ip` means the host has a row, read back on the same connection.
+    fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
         subnets: &'a [String],
         macs: &'a [String],
-    ) -> StoreResult<'a, Option<Lease>> {
+    ) -> StoreResult<'a, Claim> {
         let ip = underlay_ip.to_string();
         let candidates: Vec<(String, String)> =
             subnets.iter().cloned().zip(macs.iter().cloned()).collect();
@@ -137,13 +148,18 @@ impl LeaseStore for MysqlStore {
                     )
                     .await;
                 match inserted {
-                    Ok(()) => return Ok(Some(lease(ip, subnet, mac))),
-                    Err(e) if duplicate_underlay(&e) => return Ok(None),
+                    Ok(()) => return Ok(Claim::New(lease(ip, subnet, mac))),
+                    Err(e) if duplicate_underlay(&e) => break,
                     Err(mysql_async::Error::Server(s)) if s.code == DUPLICATE_ENTRY => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(None)
+            // The host's row (or none: every candidate was taken, or the row went again).
+            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
+            Ok(match row {
+                Some((s, m)) => Claim::Existing(lease(ip, s, m)),
+                None => Claim::Taken,
+            })
         })
     }
 
@@ -264,5 +280,10 @@ impl LeaseStore for MysqlStore {
             .metrics()
             .connection_count
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn warm_up(&self) {
+        let (pool, n) = (self.pool.clone(), self.warm);
+        runtime::spawn(async move { warm(n, || pool.get_conn()).await });
     }
 }

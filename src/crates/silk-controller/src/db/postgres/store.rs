@@ -3,16 +3,28 @@
 //! database clock in `bigint` epoch seconds ([`NOW`]), so nothing overflows in 2038.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use silk_core::Lease;
 use tokio_postgres::error::SqlState;
 
-use crate::db::{kind_filter, Counts, LeaseStore, StoreError, StoreResult};
+use crate::config::Config;
+use crate::db::gate::{Gate, Slot};
+use crate::db::runtime::{self, POOL_WAIT};
+use crate::db::{
+    initial_slots, kind_filter, warm, Claim, Counts, LeaseStore, StoreError, StoreResult,
+};
 use crate::pool::Kind;
 
 /// "now" in epoch seconds from the database clock; upstream casts to 32-bit `integer`.
-pub const NOW: &str = "EXTRACT(EPOCH FROM now())::bigint";
+macro_rules! now_sql {
+    () => {
+        "EXTRACT(EPOCH FROM now())::bigint"
+    };
+}
+pub const NOW: &str = now_sql!();
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
@@ -32,22 +44,79 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// The `subnets` table on a PostgreSQL pool.
+/// [`LeaseStore::claim`]: `$1` the host, `$2`/`$3` the candidate subnets and MACs in order.
+const CLAIM: &str = concat!(
+    "WITH existing AS (\
+     SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = $1\
+ ), inserted AS (\
+     INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
+     SELECT $1, c.s, c.m, ",
+    now_sql!(),
+    " \
+     FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(s, m, o) \
+     WHERE NOT EXISTS (SELECT 1 FROM existing) \
+     AND NOT EXISTS (SELECT 1 FROM subnets x WHERE x.overlay_subnet = c.s OR x.overlay_hwaddr = c.m) \
+     ORDER BY c.o LIMIT 1 \
+     ON CONFLICT DO NOTHING \
+     RETURNING overlay_subnet, overlay_hwaddr\
+ ) \
+ SELECT false, overlay_subnet, overlay_hwaddr FROM existing \
+ UNION ALL SELECT true, overlay_subnet, overlay_hwaddr FROM inserted"
+);
+
+/// The `subnets` table on a PostgreSQL pool, behind a [`Gate`].
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    gate: Arc<Gate>,
+    /// Longest wait for a checkout slot.
+    wait: Duration,
+}
+
+/// A pooled connection and its checkout slot; the connection goes back to the pool before the
+/// slot is freed (fields drop in order), so the next waiter finds it idle.
+struct Checkout {
+    client: deadpool_postgres::Object,
+    _slot: Slot,
+}
+
+impl std::ops::Deref for Checkout {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
 }
 
 impl PgStore {
-    pub fn new(pool: Pool) -> Self {
-        PgStore { pool }
+    pub fn new(pool: Pool, config: &Config) -> Self {
+        PgStore {
+            gate: Arc::new(Gate::new(initial_slots(config), pool.status().max_size)),
+            wait: pool.timeouts().wait.unwrap_or(POOL_WAIT),
+            pool,
+        }
+    }
+
+    /// A connection within the gate's slots (see [`crate::db::gate`]).
+    async fn conn(&self) -> Result<Checkout, StoreError> {
+        let pool = self.pool.clone();
+        let slot = self
+            .gate
+            .enter(self.wait, runtime::spawn, move || async move {
+                pool.get().await.is_ok()
+            })
+            .await?;
+        Ok(Checkout {
+            client: self.pool.get().await?,
+            _slot: slot,
+        })
     }
 }
 
 impl LeaseStore for PgStore {
     fn ping(&self) -> StoreResult<'_, ()> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             client.simple_query("SELECT 1").await?;
             Ok(())
         })
@@ -56,7 +125,7 @@ impl LeaseStore for PgStore {
     /// The row of `underlay_ip`, if any.
     fn lookup<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, Option<Lease>> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(
                     "SELECT overlay_subnet, overlay_hwaddr FROM subnets WHERE underlay_ip = $1",
@@ -74,7 +143,7 @@ impl LeaseStore for PgStore {
     /// Deletes the row of `underlay_ip` if it still holds `subnet`; returns whether it did.
     fn delete_lease<'a>(&'a self, underlay_ip: &'a str, subnet: &'a str) -> StoreResult<'a, bool> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(
                     "DELETE FROM subnets WHERE underlay_ip = $1 AND overlay_subnet = $2",
@@ -84,43 +153,46 @@ impl LeaseStore for PgStore {
         })
     }
 
-    /// Inserts a row for `underlay_ip` with the first candidate (subnet, MAC) that no row
-    /// holds yet; `None` when every candidate was taken, also by a concurrent writer
-    /// (`ON CONFLICT DO NOTHING` on any of the three UNIQUE constraints).
-    fn insert_first_free<'a>(
+    /// The host's row, or a new one with the first free candidate, in one statement: the
+    /// `existing` CTE reads the host's row, the `INSERT … SELECT` runs only when there is none
+    /// and skips candidates some row holds, and `ON CONFLICT DO NOTHING` turns a concurrent
+    /// writer's win (on any of the three UNIQUE constraints) into no row, so the caller retries.
+    /// One autocommit statement, as upstream's lookup and insert each are.
+    fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
         subnets: &'a [String],
         macs: &'a [String],
-    ) -> StoreResult<'a, Option<Lease>> {
+    ) -> StoreResult<'a, Claim> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
-            let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
-                 SELECT $1, c.s, c.m, {NOW} \
-                 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(s, m, o) \
-                 WHERE NOT EXISTS (SELECT 1 FROM subnets x WHERE x.overlay_subnet = c.s OR x.overlay_hwaddr = c.m) \
-                 ORDER BY c.o LIMIT 1 \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING overlay_subnet, overlay_hwaddr"
-            ))
-            .await?;
-            let row = client
-                .query_opt(&stmt, &[&underlay_ip, &subnets, &macs])
+            let client = self.conn().await?;
+            let stmt = client.prepare_cached(CLAIM).await?;
+            let rows = client
+                .query(&stmt, &[&underlay_ip, &subnets, &macs])
                 .await?;
-            Ok(row.map(|r| Lease {
-                underlay_ip: underlay_ip.to_string(),
-                overlay_subnet: r.get(0),
-                overlay_hardware_addr: r.get(1),
-            }))
+            // At most one row: `existing` and `inserted` exclude each other.
+            Ok(match rows.first() {
+                None => Claim::Taken,
+                Some(r) => {
+                    let lease = Lease {
+                        underlay_ip: underlay_ip.to_string(),
+                        overlay_subnet: r.get(1),
+                        overlay_hardware_addr: r.get(2),
+                    };
+                    if r.get::<_, bool>(0) {
+                        Claim::New(lease)
+                    } else {
+                        Claim::Existing(lease)
+                    }
+                }
+            })
         })
     }
 
     /// Every `overlay_subnet` of `kind`, expired and foreign rows included.
     fn taken(&self, kind: Kind) -> StoreResult<'_, HashSet<String>> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
                     "SELECT overlay_subnet FROM subnets WHERE {}",
@@ -144,7 +216,7 @@ impl LeaseStore for PgStore {
         limit: i64,
     ) -> StoreResult<'_, Vec<(i64, String)>> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
                 "SELECT id, overlay_subnet FROM subnets WHERE {} AND last_renewed_at + $1 <= {NOW} \
@@ -173,7 +245,7 @@ impl LeaseStore for PgStore {
             let Ok(id) = i32::try_from(id) else {
                 return Ok(None);
             };
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
                 "UPDATE subnets SET underlay_ip = $1, overlay_hwaddr = $2, last_renewed_at = {NOW} \
@@ -196,7 +268,7 @@ impl LeaseStore for PgStore {
     /// whether such a row existed. One statement per renew in the common case.
     fn renew_exact<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, bool> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
                     "UPDATE subnets SET last_renewed_at = {NOW} \
@@ -220,7 +292,7 @@ impl LeaseStore for PgStore {
     /// Inserts `lease` verbatim with `last_renewed_at = now`.
     fn insert<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, ()> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
             .prepare_cached(&format!(
                 "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
@@ -241,14 +313,15 @@ impl LeaseStore for PgStore {
         })
     }
 
-    /// Every unexpired row (`last_renewed_at + expiration > now`).
+    /// Every unexpired row (`last_renewed_at + expiration > now`), "now" evaluated once for
+    /// the statement (an init plan) rather than once per row.
     fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
                     "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
-                 WHERE last_renewed_at + $1 > {NOW}"
+                     WHERE last_renewed_at > (SELECT {NOW}) - $1"
                 ))
                 .await?;
             let rows = client.query(&stmt, &[&expiration]).await?;
@@ -266,7 +339,7 @@ impl LeaseStore for PgStore {
     /// Deletes the row of `underlay_ip`; returns whether one existed.
     fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let stmt = client
                 .prepare_cached("DELETE FROM subnets WHERE underlay_ip = $1")
                 .await?;
@@ -277,7 +350,7 @@ impl LeaseStore for PgStore {
     /// (all rows, block rows, rows not renewed within `stale_after` seconds) for the metrics.
     fn counts(&self, stale_after: i64) -> StoreResult<'_, Counts> {
         Box::pin(async move {
-            let client = self.pool.get().await?;
+            let client = self.conn().await?;
             let row = client
                 .query_one(
                     &format!(
@@ -294,5 +367,10 @@ impl LeaseStore for PgStore {
 
     fn open_connections(&self) -> usize {
         self.pool.status().size
+    }
+
+    fn warm_up(&self) {
+        let (pool, n) = (self.pool.clone(), self.gate.allowed());
+        runtime::spawn(async move { warm(n, || pool.get()).await });
     }
 }
