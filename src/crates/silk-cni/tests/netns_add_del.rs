@@ -10,12 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 
-use silk_testkit::netns::{output_with_stdin, unshare_test_netns, NsHolder};
-
-fn require_root() {
-    silk_testkit::require_root();
-    unshare_test_netns().expect("unshare netns");
-}
+use silk_testkit::netns::{enter_root_test_netns, output_with_stdin, NsHolder};
 
 /// Serves `body` (`{"overlay_subnet","mtu"[,"ipv6_prefix"]}`) on a free loopback port of the
 /// current namespace.
@@ -127,7 +122,7 @@ fn is_permanent(neigh: &serde_json::Value) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn add_check_del_wire_the_container_as_upstream() {
-    require_root();
+    enter_root_test_netns();
     let port = fake_daemon(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#);
     let dir = tempfile::tempdir().unwrap();
     let conf = conf(dir.path(), port, 0);
@@ -227,7 +222,7 @@ fn add_check_del_wire_the_container_as_upstream() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn daemon_down_is_code_100_and_leaves_nothing_behind() {
-    require_root();
+    enter_root_test_netns();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
@@ -269,7 +264,7 @@ fn daemon_down_is_code_100_and_leaves_nothing_behind() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn config_mtu_overrides_the_daemon_value() {
-    require_root();
+    enter_root_test_netns();
     let port = fake_daemon(r#"{"overlay_subnet":"10.255.9.0/24","mtu":1450}"#);
     let dir = tempfile::tempdir().unwrap();
     let ns = NsHolder::spawn().unwrap();
@@ -289,7 +284,7 @@ fn config_mtu_overrides_the_daemon_value() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
-    require_root();
+    enter_root_test_netns();
     let port = fake_daemon(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/64"}"#,
     );
@@ -474,7 +469,7 @@ fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn exhausted_ipv6_prefix_fails_add_and_keeps_no_ipv4_address() {
-    require_root();
+    enter_root_test_netns();
     let port = fake_daemon(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/126"}"#,
     );

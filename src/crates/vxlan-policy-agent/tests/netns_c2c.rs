@@ -13,19 +13,14 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 
 // === tests ===
 
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     // A rule of someone else's in FORWARD: the agent's jump must go before it.
     run_ok(&["iptables", "-N", "overlay--x"]).unwrap();
     run_ok(&["iptables", "-A", "FORWARD", "-j", "overlay--x"]).unwrap();
@@ -177,7 +172,7 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn local_changes_and_kernel_drift_apply_within_one_poll_without_a_policy_change() {
-    enter_test_netns();
+    enter_root_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     store_two_containers(dir.path());
@@ -317,12 +312,7 @@ fn local_changes_and_kernel_drift_apply_within_one_poll_without_a_policy_change(
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn overlay_ingress_and_disabled_policy_through_the_binary() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     store_two_containers(dir.path());

@@ -17,7 +17,7 @@ use silk_testkit::certs::{ServerKey, TestCerts};
 use silk_testkit::loggregator::{
     agent_certs, assert_identity, config_block, gauge, metric_names, TestAgent,
 };
-use silk_testkit::netns::unshare_test_netns;
+use silk_testkit::netns::enter_root_test_netns;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// What every c2c cycle and the uptime emitter send (policy contract §3.10).
@@ -39,12 +39,7 @@ struct Bed {
 
 impl Bed {
     fn new() -> Bed {
-        assert_eq!(
-            std::env::var("SILK_TEST_ROOT").as_deref(),
-            Ok("1"),
-            "run via scripts/test"
-        );
-        unshare_test_netns().unwrap();
+        enter_root_test_netns();
         let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
         let dir = tempfile::tempdir().unwrap();
         store_two_containers(dir.path());

@@ -420,17 +420,6 @@ pub fn vpa_lines() -> Vec<String> {
     out
 }
 
-/// Checks the root tests' precondition and moves the test thread into a network namespace of
-/// its own.
-pub fn enter_test_netns() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    silk_testkit::netns::unshare_test_netns().unwrap();
-}
-
 /// The `vpa-d-` group chains that exist.
 pub fn group_chains() -> Vec<String> {
     run_ok(&["iptables-save", "-t", "filter"])
