@@ -56,6 +56,21 @@ fn conf(dir: &std::path::Path, port: u16, mtu: i64) -> String {
     .to_string()
 }
 
+/// The start of a root test: the test's own namespace, a fake daemon answering `daemon_body`,
+/// a data directory and the plugin's config (`mtu` 0: the daemon's).
+fn cell(daemon_body: &'static str, mtu: i64) -> (tempfile::TempDir, String) {
+    enter_root_test_netns();
+    let port = fake_daemon(daemon_body);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = conf(dir.path(), port, mtu);
+    (dir, conf)
+}
+
+/// True when `ip -j <args>` lists nothing.
+fn ip_lists_nothing(args: &[&str]) -> bool {
+    ip_json(args).as_array().is_none_or(|a| a.is_empty())
+}
+
 fn ip_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new("ip").args(args).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
@@ -122,10 +137,7 @@ fn is_permanent(neigh: &serde_json::Value) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn add_check_del_wire_the_container_as_upstream() {
-    enter_root_test_netns();
-    let port = fake_daemon(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#);
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
+    let (dir, conf) = cell(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#, 0);
     let ns = NsHolder::spawn().unwrap();
     let netns = ns.path().to_str().unwrap().to_string();
 
@@ -210,9 +222,7 @@ fn add_check_del_wire_the_container_as_upstream() {
         assert_eq!((d.code, d.stdout.as_str()), (0, ""));
     }
     assert!(!ipam.join("10.255.30.2").exists());
-    assert!(ip_json(&["-j", "link", "show", "s-010255030002"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", "s-010255030002"]));
     assert!(!std::fs::read_to_string(dir.path().join("silk/store.json"))
         .unwrap()
         .contains(&key));
@@ -264,16 +274,9 @@ fn daemon_down_is_code_100_and_leaves_nothing_behind() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn config_mtu_overrides_the_daemon_value() {
-    enter_root_test_netns();
-    let port = fake_daemon(r#"{"overlay_subnet":"10.255.9.0/24","mtu":1450}"#);
-    let dir = tempfile::tempdir().unwrap();
+    let (_dir, conf) = cell(r#"{"overlay_subnet":"10.255.9.0/24","mtu":1450}"#, 1350);
     let ns = NsHolder::spawn().unwrap();
-    let r = cni(
-        "ADD",
-        "h",
-        ns.path().to_str().unwrap(),
-        &conf(dir.path(), port, 1350),
-    );
+    let r = cni("ADD", "h", ns.path().to_str().unwrap(), &conf);
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(
         ip_json(&["-j", "link", "show", "s-010255009002"])[0]["mtu"],
@@ -284,12 +287,10 @@ fn config_mtu_overrides_the_daemon_value() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
-    enter_root_test_netns();
-    let port = fake_daemon(
+    let (dir, conf) = cell(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/64"}"#,
+        0,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
     let ns = NsHolder::spawn().unwrap();
     let netns = named_netns(dir.path(), &ns, "container-6");
     assert_eq!(host_sysctl("net.ipv6.conf.all.forwarding"), "0");
@@ -455,12 +456,14 @@ fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
     assert!(!ipam.join("10.255.30.2").exists());
     assert!(!ipam.join("2001:db8:ab::2").exists());
     assert!(ipam.join("2001:db8:ab::3").exists());
-    assert!(ip_json(&["-j", "link", "show", host])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
-    assert!(ip_json(&["-j", "-6", "route", "show", "2001:db8:ab::2"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", host]));
+    assert!(ip_lists_nothing(&[
+        "-j",
+        "-6",
+        "route",
+        "show",
+        "2001:db8:ab::2"
+    ]));
     let store = std::fs::read_to_string(dir.path().join("silk/store.json")).unwrap();
     assert!(!store.contains("container-6"), "{store}");
     assert!(store.contains("2001:db8:ab::3"), "{store}");
@@ -469,12 +472,10 @@ fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn exhausted_ipv6_prefix_fails_add_and_keeps_no_ipv4_address() {
-    enter_root_test_netns();
-    let port = fake_daemon(
+    let (dir, conf) = cell(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/126"}"#,
+        0,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
     let holders: Vec<_> = (0..3).map(|_| NsHolder::spawn().unwrap()).collect();
     for (i, h) in holders.iter().take(2).enumerate() {
         let r = cni("ADD", &format!("h{i}"), h.path().to_str().unwrap(), &conf);
@@ -492,7 +493,5 @@ fn exhausted_ipv6_prefix_fails_add_and_keeps_no_ipv4_address() {
         )
     );
     assert!(!dir.path().join("host-local/ipam/silk/10.255.30.4").exists());
-    assert!(ip_json(&["-j", "link", "show", "s-010255030004"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", "s-010255030004"]));
 }

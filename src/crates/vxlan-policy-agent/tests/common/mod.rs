@@ -475,3 +475,23 @@ pub fn store_two_containers(dir: &Path) {
         )
         .unwrap();
 }
+
+/// The start of the agent's root tests: a network namespace of the test's own, fresh
+/// certificates, a directory whose metadata store holds the two example containers, and the
+/// fake policy server answering `policies`.
+pub struct Bed {
+    pub certs: TestCerts,
+    pub dir: tempfile::TempDir,
+    pub server: FakeServer,
+}
+
+impl Bed {
+    pub fn new(policies: Vec<serde_json::Value>) -> Bed {
+        silk_testkit::netns::enter_root_test_netns();
+        let certs = TestCerts::generate(silk_testkit::certs::ServerKey::Ecdsa).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        store_two_containers(dir.path());
+        let server = FakeServer::start(&certs, policies);
+        Bed { certs, dir, server }
+    }
+}
