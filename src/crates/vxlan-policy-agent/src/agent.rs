@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ports::Ports;
 use serde_json::json;
 use silk_client::{ClientError, ClientTls, PolicyClient, TlsError};
 use silk_dataplane::datastore::MetadataStore;
@@ -127,19 +128,23 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     }
     let asg = cfg.enable_asg_syncing.then(|| {
         Arc::new(AsgCycle::new(
-            client.clone(),
-            Arc::clone(&iptables),
-            store.clone(),
-            metrics.clone(),
+            Ports {
+                api: client.clone(),
+                iptables: Arc::clone(&iptables),
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
             cfg.asg_options(),
             ipv6,
         ))
     });
     let cycle = Arc::new(C2cCycle::new(
-        client,
-        Arc::clone(&iptables),
-        store,
-        metrics.clone(),
+        Ports {
+            api: client,
+            iptables: Arc::clone(&iptables),
+            store,
+            metrics: metrics.clone(),
+        },
         CycleOptions {
             accepted_udp_logs_per_sec: cfg.iptables_accepted_udp_logs_per_sec,
             enable_overlay_ingress_rules: cfg.enable_overlay_ingress_rules,
