@@ -394,20 +394,35 @@ mod tests {
             .policies;
         let ipt = Arc::new(RecordingIptables::default());
         *ipt.generation.lock().unwrap() = Some(1);
-        let cycle = C2cCycle::new(
-            Ports {
-                api: Arc::clone(&api),
-                iptables: Arc::clone(&ipt),
-                store,
-                metrics: Metrics::new("vxlan-policy-agent", 0),
-            },
+        let cycle = cycle_over(
+            &api,
+            &ipt,
+            store,
             CycleOptions {
                 accepted_udp_logs_per_sec: 100,
                 ..CycleOptions::default()
             },
-            Arc::new(AtomicBool::new(false)),
         );
         (dir, api, ipt, cycle)
+    }
+
+    /// A cycle over the fakes and `store`, with C2C logging off.
+    fn cycle_over(
+        api: &Arc<FakeApi>,
+        ipt: &Arc<RecordingIptables>,
+        store: MetadataStore,
+        opts: CycleOptions,
+    ) -> C2cCycle<Arc<FakeApi>, RecordingIptables> {
+        C2cCycle::new(
+            Ports {
+                api: Arc::clone(api),
+                iptables: Arc::clone(ipt),
+                store,
+                metrics: Metrics::new("vxlan-policy-agent", 0),
+            },
+            opts,
+            Arc::new(AtomicBool::new(false)),
+        )
     }
 
     fn payload(ipt: &RecordingIptables, i: usize) -> String {
@@ -572,18 +587,14 @@ mod tests {
     async fn no_local_groups_means_no_request_and_an_empty_chain() {
         let (dir, api, ipt, _) = setup();
         let store = MetadataStore::new(dir.path().join("empty.json"), None);
-        let cycle = C2cCycle::new(
-            Ports {
-                api: Arc::clone(&api),
-                iptables: Arc::clone(&ipt),
-                store,
-                metrics: Metrics::new("vxlan-policy-agent", 0),
-            },
+        let cycle = cycle_over(
+            &api,
+            &ipt,
+            store,
             CycleOptions {
                 head_rules: vec!["-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT".into()],
                 ..CycleOptions::default()
             },
-            Arc::new(AtomicBool::new(false)),
         );
         let out = cycle.full().await.unwrap();
         assert_eq!((out.rules, out.rewritten), (0, 1));

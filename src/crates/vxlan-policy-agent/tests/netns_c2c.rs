@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -353,12 +352,7 @@ fn bad_config_exits_1_listing_every_problem() {
         r#"{"poll_interval": 0, "vni": 0, "unknown_key": true}"#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
-        .arg(format!("-config-file={}", path.display()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = agent_fails_to_start(&path);
     assert!(
         err.starts_with("cfnetworking: could not read config file"),
         "{err}"
@@ -394,11 +388,6 @@ fn unreachable_policy_server_at_start_exits_1() {
     config["underlay_ips"] = json!([]);
     let path = dir.path().join("vxlan-policy-agent.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
-        .arg(format!("-config-file={}", path.display()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = agent_fails_to_start(&path);
     assert!(err.contains("policy-client-get-policies"), "{err}");
 }

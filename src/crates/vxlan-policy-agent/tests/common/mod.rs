@@ -337,6 +337,18 @@ impl Drop for Agent {
     }
 }
 
+/// Runs the agent with the config at `config`, expecting it to exit 1 at start-up; returns
+/// its stderr.
+pub fn agent_fails_to_start(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
+        .arg(format!("-config-file={}", config.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
 pub fn write_config(
     dir: &Path,
     certs: &TestCerts,
