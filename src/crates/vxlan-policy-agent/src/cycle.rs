@@ -142,10 +142,6 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
 impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
     pub fn new(ports: Ports<A, I>, opts: CycleOptions, c2c_logging: Arc<AtomicBool>) -> Self {
         C2cCycle {
@@ -195,12 +191,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         let mut state = self.state.lock().await;
         let start = Instant::now();
 
-        let t = Instant::now();
-        let store = self.ports.store.clone();
-        let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
-        self.ports
-            .metrics
-            .value("containerMetadataTime", ms(t), "ms");
+        let entries = self.ports.read_store::<CycleError>().await?;
         let containers = local_containers(&entries);
         let ids = group_ids(&containers);
 
@@ -234,9 +225,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
             } else {
                 None
             };
-            self.ports
-                .metrics
-                .value("policyServerPollTime", ms(t), "ms");
+            self.ports.time("policyServerPollTime", t);
             let same = state
                 .fetched
                 .as_ref()
@@ -303,8 +292,8 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         } else {
             silk_ops::log::debug("c2c-rules-unchanged", json!({ "rules": rules }));
         }
-        self.ports.metrics.value("iptablesEnforceTime", ms(t), "ms");
-        self.ports.metrics.value("totalPollTime", ms(start), "ms");
+        self.ports.time("iptablesEnforceTime", t);
+        self.ports.time("totalPollTime", start);
         Ok(Outcome {
             fetched: !reuse,
             chain: enforced.chain,

@@ -110,10 +110,6 @@ struct AsgState {
     verified: Option<Verified>,
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
 impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     pub fn new(ports: Ports<A, I>, opts: AsgOptions, enable_ipv6: bool) -> Self {
         AsgCycle {
@@ -133,13 +129,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 
     async fn read_store(&self) -> Result<Entries, AsgCycleError> {
-        let t = Instant::now();
-        let store = self.ports.store.clone();
-        let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
-        self.ports
-            .metrics
-            .value("containerMetadataTime", ms(t), "ms");
-        Ok(entries)
+        self.ports.read_store().await
     }
 
     /// Counts a failed forced sync or cleanup (the periodic cycle counts its own).
@@ -204,9 +194,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 json!({ "last_updated": last_updated }),
             );
         }
-        self.ports
-            .metrics
-            .value("policyServerASGPollTime", ms(t), "ms");
+        self.ports.time("policyServerASGPollTime", t);
         let groups = state.as_ref().map(|f| f.groups.clone()).unwrap_or_default();
 
         let t = Instant::now();
@@ -254,16 +242,12 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 outcome
             }
         };
-        self.ports
-            .metrics
-            .value("asgIptablesEnforceTime", ms(t), "ms");
+        self.ports.time("asgIptablesEnforceTime", t);
         // The sweep is part of the same restore; there is no separate cleanup step to time.
         self.ports
             .metrics
             .value("asgIptablesCleanupTime", 0.0, "ms");
-        self.ports
-            .metrics
-            .value("asgTotalPollTime", ms(start), "ms");
+        self.ports.time("asgTotalPollTime", start);
         Ok(outcome)
     }
 
@@ -289,9 +273,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 .await
                 .map_err(AsgCycleError::SecurityGroups)?
         };
-        self.ports
-            .metrics
-            .value("policyServerASGPollTime", ms(t), "ms");
+        self.ports.time("policyServerASGPollTime", t);
         let (outcome, _) = self
             .apply(groups, entries, Plan::One(handle.to_string()))
             .await?;
