@@ -57,6 +57,14 @@ pub fn parse<F: clap::Parser>(
 mod tests {
     use super::*;
 
+    /// `prog` followed by `a`, as a command line.
+    fn argv(a: &[&str]) -> Vec<String> {
+        std::iter::once("prog")
+            .chain(a.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
     #[test]
     fn single_dash_long_flags_become_double() {
         let got = normalize(["prog", "-config-file=/a.json", "--x", "y", "-v"].map(String::from));
@@ -65,12 +73,6 @@ mod tests {
 
     #[test]
     fn config_path_reads_every_go_spelling_and_refuses_the_rest() {
-        let argv = |a: &[&str]| {
-            std::iter::once("prog")
-                .chain(a.iter().copied())
-                .map(String::from)
-                .collect::<Vec<_>>()
-        };
         for a in [
             &["-config-file=/a.json"][..],
             &["--config-file=/a.json"][..],
@@ -99,12 +101,6 @@ mod tests {
 
     #[test]
     fn parse_reads_go_flags_and_reports_usage_errors_as_invalid_config() {
-        let argv = |a: &[&str]| {
-            std::iter::once("prog")
-                .chain(a.iter().copied())
-                .map(String::from)
-                .collect::<Vec<_>>()
-        };
         assert_eq!(parse::<Flags>(argv(&[])).unwrap().interval_seconds, 5);
         assert_eq!(
             parse::<Flags>(argv(&["-intervalSeconds=7"]))
