@@ -42,16 +42,6 @@ fn batch(prog: &str, text: &str) -> Result<(), String> {
     }
 }
 
-fn config(args: &CmdArgs) -> Result<Config, CniError> {
-    serde_json::from_value(args.config.clone()).map_err(|e| {
-        CniError::new(
-            silk_cni_skel::ErrorCode::DecodingFailure,
-            "loading config",
-            e.to_string(),
-        )
-    })
-}
-
 /// The host end of the container's veth: the result's interface without a sandbox. Its name
 /// goes into the `tc -batch` text, so it must be an interface name (no whitespace or newline
 /// that would make tc read another command).
@@ -93,7 +83,7 @@ impl CniPlugin for Bandwidth {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let limits = c.effective();
         limits.validate().map_err(err)?;
         let prev = args
@@ -126,7 +116,7 @@ impl CniPlugin for Bandwidth {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let ifb = plan::ifb_name(&c.name, &args.container_id);
         if read_sys(&ifb, "ifindex").is_some() {
             batch("ip", &format!("link del {ifb}\n")).map_err(err)?;
@@ -135,7 +125,7 @@ impl CniPlugin for Bandwidth {
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let limits = c.effective();
         let prev = args
             .prev_result

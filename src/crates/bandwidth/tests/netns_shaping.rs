@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use silk_testkit::netns::{output_with_stdin, run_ok, unshare_test_netns, NsHolder};
+use silk_testkit::netns::{enter_root_test_netns, output_with_stdin, run_ok, NsHolder};
 
 fn plugin(cmd: &str, netns: &str, conf: &serde_json::Value) -> (i32, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bandwidth"));
@@ -24,8 +24,7 @@ fn plugin(cmd: &str, netns: &str, conf: &serde_json::Value) -> (i32, String) {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn shapes_both_directions_and_del_removes_the_ifb() {
-    silk_testkit::require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let ns = NsHolder::spawn().unwrap();
     let netns = ns.path().to_str().unwrap().to_string();
     run_ok(&[

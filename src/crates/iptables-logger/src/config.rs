@@ -59,9 +59,7 @@ impl TryFrom<RawConfig> for Config {
             ("host_ip", &r.host_ip),
             ("host_guid", &r.host_guid),
         ] {
-            if v.trim().is_empty() {
-                e.push(format!("{name}: must not be empty"));
-            }
+            silk_ops::config::nonempty(&mut e, name, v);
         }
         let metron_address = match r.metron_address.parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::{json, Value};
 use silk_ops::dropsonde::{Envelope, EVENT_TYPE_VALUE_METRIC};
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmon");
 
@@ -70,12 +70,7 @@ fn one_cycle(agent: &UdpSocket) -> Vec<(String, f64, String)> {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn emits_the_cycle_metrics_and_telemetry_of_its_namespace() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "needs root: set SILK_TEST_ROOT=1 (scripts/test does)"
-    );
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     // No IPv6 chatter (router solicitations) to move the counters behind the test's back.
     run_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]).unwrap();
     run_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]).unwrap();

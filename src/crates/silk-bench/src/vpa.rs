@@ -30,6 +30,7 @@ use vxlan_policy_agent::asg::{plan_asgs, AsgApi, AsgCycle, AsgOptions, Scope};
 use vxlan_policy_agent::cycle::{C2cCycle, CycleOptions, Outcome, PolicyApi};
 use vxlan_policy_agent::enforcer::{plan_kernel, Actual};
 use vxlan_policy_agent::planner::{local_containers, plan_c2c, plan_rules, PlanOptions};
+use vxlan_policy_agent::ports::Ports;
 
 const CONTAINERS: usize = 100;
 
@@ -206,10 +207,12 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
     };
     let new_cycle = || {
         C2cCycle::new(
-            api.clone(),
-            Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
-            store.clone(),
-            Metrics::new("vxlan-policy-agent", 0),
+            Ports {
+                api: api.clone(),
+                iptables: Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
+                store: store.clone(),
+                metrics: Metrics::new("vxlan-policy-agent", 0),
+            },
             CycleOptions {
                 accepted_udp_logs_per_sec: 100,
                 ..CycleOptions::default()
@@ -428,10 +431,12 @@ async fn asgs(dir: &std::path::Path) -> Result<()> {
     }
     let api = Groups(Arc::new(Mutex::new(security_groups(false))));
     let cycle = AsgCycle::new(
-        api.clone(),
-        Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
-        store,
-        Metrics::new("vxlan-policy-agent", 0),
+        Ports {
+            api: api.clone(),
+            iptables: Arc::new(SystemIptables::new(dir.join("iptables.lock"))),
+            store,
+            metrics: Metrics::new("vxlan-policy-agent", 0),
+        },
         AsgOptions::default(),
         false,
     );

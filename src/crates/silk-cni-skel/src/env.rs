@@ -50,6 +50,15 @@ pub struct CmdArgs {
     pub prev_result: Option<CniResult>,
 }
 
+impl CmdArgs {
+    /// The network configuration decoded as a plugin's config type `T`; a configuration that
+    /// does not decode is CNI error 6 (decoding failure), "loading config".
+    pub fn decode_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, CniError> {
+        serde_json::from_value(self.config.clone())
+            .map_err(|e| CniError::new(ErrorCode::DecodingFailure, "loading config", e.to_string()))
+    }
+}
+
 fn bad_env(msg: impl Into<String>) -> CniError {
     CniError::new(ErrorCode::InvalidEnvironment, msg, "")
 }
@@ -173,6 +182,27 @@ mod tests {
             e.msg,
             "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_PATH] missing"
         );
+    }
+
+    #[test]
+    fn decode_config_reads_the_plugins_type_or_fails_with_code_6() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Conf {
+            name: String,
+        }
+        let m = env(&[
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/a"),
+        ]);
+        let mut a = Env(&m).parse(Command::Del).unwrap();
+        a.config = serde_json::json!({"name": "silk", "type": "silk-cni"});
+        assert_eq!(a.decode_config::<Conf>().unwrap().name, "silk");
+        a.config = serde_json::json!({"name": 1});
+        let e = a.decode_config::<Conf>().unwrap_err();
+        assert_eq!(e.code.as_u32(), 6);
+        assert_eq!(e.msg, "loading config");
+        assert!(e.details.contains("invalid type"), "{}", e.details);
     }
 
     #[test]

@@ -28,16 +28,6 @@ fn code100(msg: &str, details: impl std::fmt::Display) -> CniError {
     CniError::plugin(100, msg, details)
 }
 
-fn config(args: &CmdArgs) -> Result<Config, CniError> {
-    serde_json::from_value(args.config.clone()).map_err(|e| {
-        CniError::new(
-            silk_cni_skel::ErrorCode::DecodingFailure,
-            "loading config",
-            e.to_string(),
-        )
-    })
-}
-
 fn ipam(c: &Config) -> HostLocal {
     HostLocal::new(&Path::new(&c.data_dir).join("ipam"), &c.name)
 }
@@ -55,7 +45,7 @@ impl CniPlugin for SilkCni {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let info = c
             .net_info()
             .map_err(|e| code100("discover network info", e))?;
@@ -160,7 +150,7 @@ impl CniPlugin for SilkCni {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         if let Err(e) = ipam(&c).release(&args.container_id, &args.ifname) {
             silk_cni_skel::filelog::append(
                 LOG_FILE,
@@ -203,7 +193,7 @@ impl CniPlugin for SilkCni {
         // The IPv6 address of prevResult and the one recorded in the silk store, if any.
         let mut expected: Vec<IpAddr> = vec![ip.into()];
         expected.extend(prev.first_ipv6().map(IpAddr::from));
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let stored = SilkStore::new(&c.datastore)
             .get(&store_key(&args.netns))
             .map_err(|e| CniError::internal(format!("CHECK: reading silk store: {e}")))?;
@@ -233,7 +223,7 @@ impl CniPlugin for SilkCni {
     /// GC: releases the addresses of attachments the runtime no longer has, deletes their host
     /// veth ends and drops their silk store entries. Goes on after a failure and reports all.
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         let valid = gc::valid_attachments(args)?;
         let released = ipam(&c)
             .release_unless(|id, ifname| gc::keeps(&valid, id, ifname))
@@ -276,7 +266,7 @@ impl CniPlugin for SilkCni {
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let c = config(args)?;
+        let c: Config = args.decode_config()?;
         c.net_info().map(|_| ()).map_err(|e| {
             CniError::new(
                 silk_cni_skel::ErrorCode::NotAvailable,

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use nix::sched::{setns, CloneFlags};
+use silk_dataplane::ifaddrs;
 use silk_dataplane::netlink::batch::BatchSocket;
 use silk_dataplane::netlink::veth as nl;
 use silk_dataplane::netlink::NetlinkError;
@@ -236,15 +237,11 @@ pub fn delete_host_end(name: &str) -> Result<(), VethError> {
 /// True when `ifname` in `netns` carries `ip` (CHECK).
 pub fn has_address(netns: &str, ifname: &str, ip: IpAddr) -> Result<bool, VethError> {
     in_netns(netns, || {
-        let addrs = nix::ifaddrs::getifaddrs()
+        let addrs = ifaddrs::list()
             .map_err(|e| VethError::Netns(netns.into(), format!("list addresses: {e}")))?;
-        Ok(addrs.into_iter().any(|a| {
-            a.interface_name == ifname
-                && a.address.as_ref().is_some_and(|s| match ip {
-                    IpAddr::V4(v4) => s.as_sockaddr_in().is_some_and(|sin| sin.ip() == v4),
-                    IpAddr::V6(v6) => s.as_sockaddr_in6().is_some_and(|sin| sin.ip() == v6),
-                })
-        }))
+        Ok(addrs
+            .iter()
+            .any(|a| a.interface_name == ifname && ifaddrs::is(a, ip)))
     })
 }
 

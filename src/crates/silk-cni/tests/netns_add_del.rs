@@ -10,12 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 
-use silk_testkit::netns::{output_with_stdin, unshare_test_netns, NsHolder};
-
-fn require_root() {
-    silk_testkit::require_root();
-    unshare_test_netns().expect("unshare netns");
-}
+use silk_testkit::netns::{enter_root_test_netns, output_with_stdin, NsHolder};
 
 /// Serves `body` (`{"overlay_subnet","mtu"[,"ipv6_prefix"]}`) on a free loopback port of the
 /// current namespace.
@@ -59,6 +54,21 @@ fn conf(dir: &std::path::Path, port: u16, mtu: i64) -> String {
         "dataDir": dir.join("host-local"), "datastore": dir.join("silk/store.json"), "mtu": mtu
     })
     .to_string()
+}
+
+/// The start of a root test: the test's own namespace, a fake daemon answering `daemon_body`,
+/// a data directory and the plugin's config (`mtu` 0: the daemon's).
+fn cell(daemon_body: &'static str, mtu: i64) -> (tempfile::TempDir, String) {
+    enter_root_test_netns();
+    let port = fake_daemon(daemon_body);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = conf(dir.path(), port, mtu);
+    (dir, conf)
+}
+
+/// True when `ip -j <args>` lists nothing.
+fn ip_lists_nothing(args: &[&str]) -> bool {
+    ip_json(args).as_array().is_none_or(|a| a.is_empty())
 }
 
 fn ip_json(args: &[&str]) -> serde_json::Value {
@@ -127,10 +137,7 @@ fn is_permanent(neigh: &serde_json::Value) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn add_check_del_wire_the_container_as_upstream() {
-    require_root();
-    let port = fake_daemon(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#);
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
+    let (dir, conf) = cell(r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450}"#, 0);
     let ns = NsHolder::spawn().unwrap();
     let netns = ns.path().to_str().unwrap().to_string();
 
@@ -215,9 +222,7 @@ fn add_check_del_wire_the_container_as_upstream() {
         assert_eq!((d.code, d.stdout.as_str()), (0, ""));
     }
     assert!(!ipam.join("10.255.30.2").exists());
-    assert!(ip_json(&["-j", "link", "show", "s-010255030002"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", "s-010255030002"]));
     assert!(!std::fs::read_to_string(dir.path().join("silk/store.json"))
         .unwrap()
         .contains(&key));
@@ -227,7 +232,7 @@ fn add_check_del_wire_the_container_as_upstream() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn daemon_down_is_code_100_and_leaves_nothing_behind() {
-    require_root();
+    enter_root_test_netns();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
@@ -269,16 +274,9 @@ fn daemon_down_is_code_100_and_leaves_nothing_behind() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn config_mtu_overrides_the_daemon_value() {
-    require_root();
-    let port = fake_daemon(r#"{"overlay_subnet":"10.255.9.0/24","mtu":1450}"#);
-    let dir = tempfile::tempdir().unwrap();
+    let (_dir, conf) = cell(r#"{"overlay_subnet":"10.255.9.0/24","mtu":1450}"#, 1350);
     let ns = NsHolder::spawn().unwrap();
-    let r = cni(
-        "ADD",
-        "h",
-        ns.path().to_str().unwrap(),
-        &conf(dir.path(), port, 1350),
-    );
+    let r = cni("ADD", "h", ns.path().to_str().unwrap(), &conf);
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(
         ip_json(&["-j", "link", "show", "s-010255009002"])[0]["mtu"],
@@ -289,12 +287,10 @@ fn config_mtu_overrides_the_daemon_value() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
-    require_root();
-    let port = fake_daemon(
+    let (dir, conf) = cell(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/64"}"#,
+        0,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
     let ns = NsHolder::spawn().unwrap();
     let netns = named_netns(dir.path(), &ns, "container-6");
     assert_eq!(host_sysctl("net.ipv6.conf.all.forwarding"), "0");
@@ -460,12 +456,14 @@ fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
     assert!(!ipam.join("10.255.30.2").exists());
     assert!(!ipam.join("2001:db8:ab::2").exists());
     assert!(ipam.join("2001:db8:ab::3").exists());
-    assert!(ip_json(&["-j", "link", "show", host])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
-    assert!(ip_json(&["-j", "-6", "route", "show", "2001:db8:ab::2"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", host]));
+    assert!(ip_lists_nothing(&[
+        "-j",
+        "-6",
+        "route",
+        "show",
+        "2001:db8:ab::2"
+    ]));
     let store = std::fs::read_to_string(dir.path().join("silk/store.json")).unwrap();
     assert!(!store.contains("container-6"), "{store}");
     assert!(store.contains("2001:db8:ab::3"), "{store}");
@@ -474,12 +472,10 @@ fn ipv6_prefix_gives_the_container_a_routed_ipv6_address() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn exhausted_ipv6_prefix_fails_add_and_keeps_no_ipv4_address() {
-    require_root();
-    let port = fake_daemon(
+    let (dir, conf) = cell(
         r#"{"overlay_subnet":"10.255.30.0/24","mtu":1450,"ipv6_prefix":"2001:db8:ab::/126"}"#,
+        0,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let conf = conf(dir.path(), port, 0);
     let holders: Vec<_> = (0..3).map(|_| NsHolder::spawn().unwrap()).collect();
     for (i, h) in holders.iter().take(2).enumerate() {
         let r = cni("ADD", &format!("h{i}"), h.path().to_str().unwrap(), &conf);
@@ -497,7 +493,5 @@ fn exhausted_ipv6_prefix_fails_add_and_keeps_no_ipv4_address() {
         )
     );
     assert!(!dir.path().join("host-local/ipam/silk/10.255.30.4").exists());
-    assert!(ip_json(&["-j", "link", "show", "s-010255030004"])
-        .as_array()
-        .is_none_or(|a| a.is_empty()));
+    assert!(ip_lists_nothing(&["-j", "link", "show", "s-010255030004"]));
 }

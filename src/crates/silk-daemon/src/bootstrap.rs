@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use silk_client::{ClientTls, PolicyClient};
 use silk_dataplane::iptables::{Iptables, SystemIptables};
+use silk_ops::config::{nonempty, ConfigError};
 
 use crate::istio::{self, IstioError};
 
@@ -16,10 +17,11 @@ use crate::istio::{self, IstioError};
 pub const INGRESS_ROUTER_ID: &str = "INGRESS_ROUTER";
 pub const INGRESS_ROUTER_TYPE: &str = "router";
 
-/// `bootstrap-config.json` (contract §5.3).
+/// `bootstrap-config.json` (contract §5.3) as rendered. Unknown keys are rejected so a typo
+/// in a template fails loudly.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BootstrapConfig {
+pub struct RawBootstrapConfig {
     #[serde(default)]
     pub policy_server_url: String,
     #[serde(default)]
@@ -34,10 +36,68 @@ pub struct BootstrapConfig {
     pub single_ip_only: bool,
 }
 
+/// A checked `bootstrap-config.json`: when `single_ip_only` is set, the policy server's
+/// https URL and the three mutual-TLS files are present (the no-op config of a VM that is not
+/// single-IP needs nothing else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    pub policy_server_url: String,
+    pub policy_server_ca_cert_file: String,
+    pub policy_client_cert_file: String,
+    pub policy_client_key_file: String,
+    pub iptables_lock_file: String,
+    pub single_ip_only: bool,
+}
+
+impl BootstrapConfig {
+    /// Decodes and checks a rendered `bootstrap-config.json`, every problem listed at once.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        silk_ops::config::parse::<RawBootstrapConfig, BootstrapConfig>(text)
+    }
+}
+
+impl TryFrom<RawBootstrapConfig> for BootstrapConfig {
+    type Error = ConfigError;
+
+    fn try_from(r: RawBootstrapConfig) -> Result<Self, ConfigError> {
+        let mut e = Vec::new();
+        if r.single_ip_only {
+            if !r.policy_server_url.starts_with("https://")
+                || r.policy_server_url.len() == "https://".len()
+            {
+                e.push(format!(
+                    "policy_server_url: must be an https URL, got {:?}",
+                    r.policy_server_url
+                ));
+            }
+            nonempty(
+                &mut e,
+                "policy_server_ca_cert_file",
+                &r.policy_server_ca_cert_file,
+            );
+            nonempty(
+                &mut e,
+                "policy_client_cert_file",
+                &r.policy_client_cert_file,
+            );
+            nonempty(&mut e, "policy_client_key_file", &r.policy_client_key_file);
+        }
+        if !e.is_empty() {
+            return Err(ConfigError::Invalid(e));
+        }
+        Ok(BootstrapConfig {
+            policy_server_url: r.policy_server_url,
+            policy_server_ca_cert_file: r.policy_server_ca_cert_file,
+            policy_client_cert_file: r.policy_client_cert_file,
+            policy_client_key_file: r.policy_client_key_file,
+            iptables_lock_file: r.iptables_lock_file,
+            single_ip_only: r.single_ip_only,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("parse config: {0}")]
-    Config(#[from] serde_json::Error),
     #[error("policy server tls: {0}")]
     Tls(#[from] silk_client::TlsError),
     #[error("policy server request: {0}")]
@@ -128,7 +188,7 @@ mod tests {
 
     #[test]
     fn config_keys_are_the_rendered_ones() {
-        let cfg: BootstrapConfig = serde_json::from_str(
+        let cfg = BootstrapConfig::parse(
             r#"{"policy_server_url":"https://policy-server.service.cf.internal:4003",
                 "policy_server_ca_cert_file":"/c/ca.crt","policy_client_cert_file":"/c/client.crt",
                 "policy_client_key_file":"/c/client.key","iptables_lock_file":"/l",
@@ -136,6 +196,32 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.single_ip_only);
-        assert!(serde_json::from_str::<BootstrapConfig>(r#"{"unknown":1}"#).is_err());
+        assert_eq!(
+            cfg.policy_server_url,
+            "https://policy-server.service.cf.internal:4003"
+        );
+        assert_eq!(cfg.iptables_lock_file, "/l");
+        assert!(matches!(
+            BootstrapConfig::parse(r#"{"unknown":1}"#),
+            Err(ConfigError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn a_single_ip_config_needs_the_policy_server_and_its_tls_files() {
+        let e = BootstrapConfig::parse(
+            r#"{"policy_server_url":"http://policy-server:4003","policy_client_cert_file":" ",
+                "single_ip_only":true}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: policy_server_url: must be an https URL, got \"http://policy-server:4003\"; \
+             policy_server_ca_cert_file: must not be empty; policy_client_cert_file: must not be empty; \
+             policy_client_key_file: must not be empty"
+        );
+        // Not single-IP: the program does nothing, so nothing else is required.
+        let off = BootstrapConfig::parse(r#"{"single_ip_only":false}"#).unwrap();
+        assert!(!off.single_ip_only);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use silk_client::blocking::BlockingClient;
 use silk_dataplane::iptables::{Iptables, SystemIptables};
+use silk_ops::config::{nonempty, ConfigError};
 use silk_ops::log;
 
 use crate::datastore::count_metadata_entries;
@@ -21,7 +22,35 @@ use crate::istio;
 /// Ping attempts before giving up on the daemon stopping (upstream: 5).
 pub const PING_ATTEMPTS: u32 = 5;
 
-#[derive(Debug, Clone)]
+/// The command line as given, upstream's flag names and defaults (jobs/silk-daemon/templates/
+/// drain.erb passes the metadata file, its check timeout, the ping URL, the pid file and the
+/// iptables lock); read through [`silk_ops::flags::parse`], checked into [`ShutdownOpts`].
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "silk-daemon-shutdown")]
+pub struct Flags {
+    #[arg(long = "containerMetadataFile", default_value = "")]
+    pub container_metadata_file: String,
+    /// Seconds between looks at the metadata store.
+    #[arg(long = "containerMetadataFileCheckInterval", default_value_t = 5)]
+    pub check_interval: u64,
+    /// Seconds to wait for the store to empty before going on.
+    #[arg(long = "containerMetadataFileCheckTimeout", default_value_t = 600)]
+    pub check_timeout: u64,
+    /// The daemon's ping URL; empty: the daemon is signalled but not waited for.
+    #[arg(long = "silkDaemonUrl", default_value = "")]
+    pub silk_daemon_url: String,
+    /// Seconds between pings.
+    #[arg(long = "silkDaemonTimeout", default_value_t = 2)]
+    pub silk_daemon_timeout: u64,
+    #[arg(long = "silkDaemonPidPath", default_value = "")]
+    pub silk_daemon_pid_path: String,
+    #[arg(long = "pingServerTimeout", default_value_t = 600)]
+    pub ping_server_timeout: u64,
+    #[arg(long = "iptablesLockFile", default_value = "")]
+    pub iptables_lock_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownOpts {
     pub container_metadata_file: PathBuf,
     pub check_interval: Duration,
@@ -31,6 +60,49 @@ pub struct ShutdownOpts {
     pub silk_daemon_pid_path: Option<PathBuf>,
     pub ping_server_timeout: Duration,
     pub iptables_lock_file: Option<PathBuf>,
+}
+
+impl ShutdownOpts {
+    /// Reads `args` (argv, the program name first) as upstream's flags and checks them, every
+    /// problem listed at once; a usage error is [`ConfigError::Invalid`] too.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, ConfigError> {
+        Self::try_from(silk_ops::flags::parse::<Flags>(args)?)
+    }
+}
+
+impl TryFrom<Flags> for ShutdownOpts {
+    type Error = ConfigError;
+
+    fn try_from(f: Flags) -> Result<Self, ConfigError> {
+        let mut e = Vec::new();
+        nonempty(&mut e, "-containerMetadataFile", &f.container_metadata_file);
+        if f.check_interval == 0 {
+            e.push("-containerMetadataFileCheckInterval: must be at least 1".to_string());
+        }
+        if !(f.silk_daemon_url.is_empty()
+            || f.silk_daemon_url.starts_with("http://")
+            || f.silk_daemon_url.starts_with("https://"))
+        {
+            e.push(format!(
+                "-silkDaemonUrl: must be an http URL or empty, got {:?}",
+                f.silk_daemon_url
+            ));
+        }
+        if !e.is_empty() {
+            return Err(ConfigError::Invalid(e));
+        }
+        let path = |s: String| Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty());
+        Ok(ShutdownOpts {
+            container_metadata_file: PathBuf::from(f.container_metadata_file),
+            check_interval: Duration::from_secs(f.check_interval),
+            check_timeout: Duration::from_secs(f.check_timeout),
+            silk_daemon_url: f.silk_daemon_url,
+            silk_daemon_timeout: Duration::from_secs(f.silk_daemon_timeout),
+            silk_daemon_pid_path: path(f.silk_daemon_pid_path),
+            ping_server_timeout: Duration::from_secs(f.ping_server_timeout),
+            iptables_lock_file: path(f.iptables_lock_file),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +320,87 @@ mod tests {
                     .to_string()
             )]
         );
+    }
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        std::iter::once("silk-daemon-shutdown")
+            .chain(a.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_drain_templates_command_line_with_upstreams_defaults() {
+        let o = ShutdownOpts::from_args(argv(&[
+            "--containerMetadataFile",
+            "/var/vcap/data/container-metadata/store.json",
+            "--containerMetadataFileCheckTimeout",
+            "300",
+            "--silkDaemonUrl",
+            "http://localhost:23954/ping",
+            "--silkDaemonPidPath",
+            "/var/vcap/sys/run/bpm/silk-daemon/silk-daemon.pid",
+            "--iptablesLockFile",
+            "/var/vcap/data/garden-cni/iptables.lock",
+        ]))
+        .unwrap();
+        assert_eq!(
+            o,
+            ShutdownOpts {
+                container_metadata_file: "/var/vcap/data/container-metadata/store.json".into(),
+                check_interval: Duration::from_secs(5),
+                check_timeout: Duration::from_secs(300),
+                silk_daemon_url: "http://localhost:23954/ping".into(),
+                silk_daemon_timeout: Duration::from_secs(2),
+                silk_daemon_pid_path: Some(
+                    "/var/vcap/sys/run/bpm/silk-daemon/silk-daemon.pid".into()
+                ),
+                ping_server_timeout: Duration::from_secs(600),
+                iptables_lock_file: Some("/var/vcap/data/garden-cni/iptables.lock".into()),
+            }
+        );
+        let single = ShutdownOpts::from_args(argv(&[
+            "-containerMetadataFile=/m/store.json",
+            "-containerMetadataFileCheckInterval=1",
+            "-silkDaemonTimeout=3",
+            "-pingServerTimeout=4",
+        ]))
+        .unwrap();
+        assert_eq!(single.check_interval, Duration::from_secs(1));
+        assert_eq!(single.silk_daemon_timeout, Duration::from_secs(3));
+        assert_eq!(single.ping_server_timeout, Duration::from_secs(4));
+        assert_eq!(single.silk_daemon_url, "");
+        assert_eq!(single.silk_daemon_pid_path, None);
+        assert_eq!(single.iptables_lock_file, None);
+    }
+
+    #[test]
+    fn bad_flags_are_listed_together_or_reported_as_usage() {
+        let e = ShutdownOpts::from_args(argv(&[
+            "--containerMetadataFileCheckInterval",
+            "0",
+            "--silkDaemonUrl",
+            "localhost:23954/ping",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: -containerMetadataFile: must not be empty; \
+             -containerMetadataFileCheckInterval: must be at least 1; \
+             -silkDaemonUrl: must be an http URL or empty, got \"localhost:23954/ping\""
+        );
+        for a in [
+            &["--containerMetadataFile=/m", "--silkDaemonTimeout", "two"][..],
+            &["--containerMetadataFile=/m", "--unknown", "1"][..],
+        ] {
+            assert!(
+                matches!(
+                    ShutdownOpts::from_args(argv(a)),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{a:?}"
+            );
+        }
     }
 
     #[test]

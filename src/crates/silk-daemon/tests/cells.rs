@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use silk_lab::fabric::render::Timing;
 use silk_lab::fabric::{Binaries, Options, Testbed, OVERLAY};
+use silk_testkit::ipjson::{assert_silk_vtep, assert_vtep_v4, items};
 
 async fn bed(cells: usize, timing: Timing) -> Testbed {
     silk_testkit::require_root_and_pg();
@@ -44,34 +45,37 @@ struct Entries {
 
 fn entries(bed: &Testbed, i: usize) -> Entries {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let mut routes: Vec<(String, String)> =
-        json(bed, i, &["ip", "-j", "route", "show", "dev", "silk-vtep"])
+    let mut routes: Vec<(String, String)> = items(&json(
+        bed,
+        i,
+        &["ip", "-j", "route", "show", "dev", "silk-vtep"],
+    ))
+    .iter()
+    .filter(|r| r.get("gateway").is_some())
+    .map(|r| (s(&r["dst"]), s(&r["gateway"])))
+    .collect();
+    let mut neigh: Vec<(String, String)> = items(&json(
+        bed,
+        i,
+        &["ip", "-j", "neigh", "show", "dev", "silk-vtep"],
+    ))
+    .iter()
+    .filter(|n| {
+        n["state"]
             .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r.get("gateway").is_some())
-            .map(|r| (s(&r["dst"]), s(&r["gateway"])))
-            .collect();
-    let mut neigh: Vec<(String, String)> =
-        json(bed, i, &["ip", "-j", "neigh", "show", "dev", "silk-vtep"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| {
-                n["state"]
-                    .as_array()
-                    .is_some_and(|st| st.iter().any(|x| x == "PERMANENT"))
-            })
-            .map(|n| (s(&n["dst"]), s(&n["lladdr"])))
-            .collect();
-    let mut fdb: Vec<(String, String)> =
-        json(bed, i, &["bridge", "-j", "fdb", "show", "dev", "silk-vtep"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f.get("dst").is_some())
-            .map(|f| (s(&f["mac"]), s(&f["dst"])))
-            .collect();
+            .is_some_and(|st| st.iter().any(|x| x == "PERMANENT"))
+    })
+    .map(|n| (s(&n["dst"]), s(&n["lladdr"])))
+    .collect();
+    let mut fdb: Vec<(String, String)> = items(&json(
+        bed,
+        i,
+        &["bridge", "-j", "fdb", "show", "dev", "silk-vtep"],
+    ))
+    .iter()
+    .filter(|f| f.get("dst").is_some())
+    .map(|f| (s(&f["mac"]), s(&f["dst"])))
+    .collect();
     routes.sort();
     neigh.sort();
     fdb.sort();
@@ -151,31 +155,15 @@ async fn three_cells_program_vteps_and_ping_across_vxlan() {
     for i in 0..3 {
         let (underlay, subnet, mac) = lease_of(&leases, &bed, i);
         let link = &json(&bed, i, &["ip", "-d", "-j", "link", "show", "silk-vtep"])[0];
-        let data = &link["linkinfo"]["info_data"];
-        assert_eq!(link["linkinfo"]["info_kind"], "vxlan");
-        assert_eq!(data["id"], 1);
-        assert_eq!(data["port"], 4789);
-        assert_eq!(data["gbp"], true);
-        assert_eq!(data["learning"], false);
-        assert_eq!(data["local"], underlay.as_str());
-        assert_eq!(data["link"], "eth0");
+        assert_silk_vtep(link, &underlay, "eth0");
         assert_eq!(link["address"], mac.as_str());
         assert_eq!(link["mtu"], 1450);
         let addrs = &json(&bed, i, &["ip", "-j", "addr", "show", "silk-vtep"])[0]["addr_info"];
-        let v4: Vec<&Value> = addrs
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["family"] == "inet")
-            .collect();
-        let ip = subnet.split('/').next().unwrap();
-        assert_eq!(v4.len(), 1);
-        assert_eq!(v4[0]["local"], ip);
-        assert_eq!(
-            v4[0]["prefixlen"],
-            OVERLAY.split('/').nth(1).unwrap().parse::<u64>().unwrap()
+        assert_vtep_v4(
+            addrs,
+            subnet.split('/').next().unwrap(),
+            OVERLAY.split('/').nth(1).unwrap().parse().unwrap(),
         );
-        assert_eq!(v4[0]["scope"], "link");
         let e = entries(&bed, i);
         assert_eq!(e.routes.len(), 2, "one route per other cell: {e:?}");
         // local API: any path, compact body

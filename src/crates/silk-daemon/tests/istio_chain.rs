@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use silk_daemon::bootstrap::install_istio_chain;
 use silk_daemon::shutdown::{remove_istio_chain, ShutdownOpts};
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 
 fn filter_rules() -> Vec<String> {
     run_ok(&["iptables-save", "-t", "filter"])
@@ -36,8 +36,7 @@ fn drain_opts(dir: &std::path::Path, lock: Option<PathBuf>) -> ShutdownOpts {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn bootstrap_installs_once_and_drain_removes_twice() {
-    silk_testkit::require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("iptables.lock");
     install_istio_chain("00ff", Some(&lock)).unwrap();
@@ -62,8 +61,7 @@ fn bootstrap_installs_once_and_drain_removes_twice() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn a_changed_tag_rewrites_the_chain_and_a_stray_jump_does_not_block_removal() {
-    silk_testkit::require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     install_istio_chain("0004", None).unwrap();
     // The policy server renumbered the router; someone also jumps to the chain from FORWARD.
     run_ok(&[

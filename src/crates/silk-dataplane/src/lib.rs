@@ -6,6 +6,7 @@ pub mod atomicfile;
 pub mod datastore;
 pub mod filelock;
 pub mod hostlocal;
+pub mod ifaddrs;
 pub mod iptables;
 pub mod netlink;
 #[cfg(test)]

@@ -12,14 +12,11 @@ use silk_dataplane::netlink::Netlink;
 use silk_dataplane::vtep::{
     plan_vtep, route_metric, vtep_addresses, LocalVtep, RemovalPolicy, VtepSpec,
 };
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::ipjson::{assert_silk_vtep, assert_vtep_v4, find, has_flag, items};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 
 const OVERLAY: &str = "10.255.0.0/16";
 const UNDERLAY: &str = "192.0.2.1";
-
-fn require_root() {
-    silk_testkit::require_root();
-}
 
 fn json(argv: &[&str]) -> Value {
     serde_json::from_str(&run_ok(argv).unwrap()).unwrap()
@@ -29,8 +26,10 @@ fn lease(underlay: &str, subnet: &str) -> Lease {
     Lease::new(underlay.parse().unwrap(), subnet.parse().unwrap())
 }
 
+/// The start of every test here: root checked, a namespace of the test's own with an underlay
+/// veth pair and a fresh `silk-vtep` on it.
 async fn setup() -> (Netlink, u32, LocalVtep) {
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     run_ok(&[
         "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u1",
     ])
@@ -67,31 +66,14 @@ async fn setup() -> (Netlink, u32, LocalVtep) {
 #[tokio::test]
 #[ignore = "needs root: run via scripts/test"]
 async fn vtep_is_created_with_upstream_attributes() {
-    require_root();
     let (nl, _, _) = setup().await;
     let link = &json(&["ip", "-d", "-j", "link", "show", "silk-vtep"])[0];
-    let data = &link["linkinfo"]["info_data"];
-    assert_eq!(link["linkinfo"]["info_kind"], "vxlan");
-    assert_eq!(data["id"], 1);
-    assert_eq!(data["port"], 4789);
-    assert_eq!(data["gbp"], true);
-    assert_eq!(data["learning"], false);
-    assert_eq!(data["local"], UNDERLAY);
-    assert_eq!(data["link"], "u0");
+    assert_silk_vtep(link, UNDERLAY, "u0");
     assert_eq!(link["address"], "ee:ee:0a:ff:07:00");
     assert_eq!(link["mtu"], 1450, "kernel default: lower MTU 1500 - 50");
-    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(has_flag(&link["flags"], "UP"));
     let addrs = &json(&["ip", "-j", "addr", "show", "silk-vtep"])[0]["addr_info"];
-    let v4: Vec<&Value> = addrs
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["family"] == "inet")
-        .collect();
-    assert_eq!(v4.len(), 1);
-    assert_eq!(v4[0]["local"], "10.255.7.0");
-    assert_eq!(v4[0]["prefixlen"], 16);
-    assert_eq!(v4[0]["scope"], "link");
+    assert_vtep_v4(addrs, "10.255.7.0", 16);
 
     let found = nl.find_vtep("silk-vtep").await.unwrap().unwrap();
     assert_eq!(
@@ -112,7 +94,6 @@ async fn vtep_is_created_with_upstream_attributes() {
 #[tokio::test]
 #[ignore = "needs root: run via scripts/test"]
 async fn plans_apply_converge_and_remove() {
-    require_root();
     let (nl, index, local) = setup().await;
     let leases = vec![
         lease(UNDERLAY, "10.255.7.0/24"),
@@ -135,39 +116,19 @@ async fn plans_apply_converge_and_remove() {
         "{actual:?}"
     );
     let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
-    let r = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["dst"] == "10.255.8.0/24")
-        .unwrap();
+    let r = find(&routes, "dst", "10.255.8.0/24");
     assert_eq!(r["gateway"], "10.255.8.0");
     assert_eq!(r["prefsrc"], "10.255.7.0");
     // route_metric: (0x0aff08 & 0xffff) + 1.
     assert_eq!(r["metric"], 0xff08 + 1, "{r}");
-    let r = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["dst"] == "10.255.0.5")
-        .unwrap();
+    let r = find(&routes, "dst", "10.255.0.5");
     assert_eq!(r["metric"], 6, "{r}");
     let neigh = json(&["ip", "-j", "neigh", "show", "dev", "silk-vtep"]);
-    let n = neigh
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["dst"] == "10.255.8.0")
-        .unwrap();
+    let n = find(&neigh, "dst", "10.255.8.0");
     assert_eq!(n["lladdr"], "ee:ee:0a:ff:08:00");
     assert_eq!(n["state"][0], "PERMANENT");
     let fdb = json(&["bridge", "-j", "fdb", "show", "dev", "silk-vtep"]);
-    let f = fdb
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["mac"] == "ee:ee:0a:ff:08:00")
-        .unwrap();
+    let f = find(&fdb, "mac", "ee:ee:0a:ff:08:00");
     assert_eq!(f["dst"], "192.0.2.13");
     assert_eq!(f["state"], "permanent");
 
@@ -193,7 +154,6 @@ async fn plans_apply_converge_and_remove() {
 #[tokio::test]
 #[ignore = "needs root: run via scripts/test"]
 async fn single_ip_routes_are_onlink() {
-    require_root();
     let (nl, index, mut local) = setup().await;
     local.single_ip_only = true;
     let leases = vec![lease("192.0.2.13", "10.255.8.0/24")];
@@ -205,16 +165,8 @@ async fn single_ip_routes_are_onlink() {
     );
     nl.apply_vtep_plan(index, &plan).await.unwrap();
     let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
-    let r = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["dst"] == "10.255.8.0/24")
-        .unwrap();
-    assert!(
-        r["flags"].as_array().unwrap().iter().any(|f| f == "onlink"),
-        "{r}"
-    );
+    let r = find(&routes, "dst", "10.255.8.0/24");
+    assert!(has_flag(&r["flags"], "onlink"), "{r}");
     let actual = nl.read_vtep_state(index).await.unwrap();
     assert!(actual.routes[0].onlink, "{actual:?}");
     let again = plan_vtep(&leases, &local, &actual, &RemovalPolicy::default());
@@ -224,7 +176,6 @@ async fn single_ip_routes_are_onlink() {
 #[tokio::test]
 #[ignore = "needs root: run via scripts/test"]
 async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
-    require_root();
     let (nl, index, local) = setup().await;
     let good = silk_dataplane::vtep::Route {
         dst: "10.255.8.0/24".parse().unwrap(),
@@ -262,7 +213,6 @@ async fn failed_writes_are_reported_and_the_rest_of_the_phase_applies() {
 #[tokio::test]
 #[ignore = "needs root: run via scripts/test"]
 async fn metric_zero_routes_of_an_upstream_daemon_are_superseded() {
-    require_root();
     let (nl, index, local) = setup().await;
     // What an upstream daemon leaves behind: the same route without a metric.
     run_ok(&[
@@ -292,9 +242,7 @@ async fn metric_zero_routes_of_an_upstream_daemon_are_superseded() {
     nl.apply_vtep_plan(index, &plan).await.unwrap();
 
     let routes = json(&["ip", "-j", "route", "show", "dev", "silk-vtep"]);
-    let ours: Vec<&Value> = routes
-        .as_array()
-        .unwrap()
+    let ours: Vec<&Value> = items(&routes)
         .iter()
         .filter(|r| r["dst"] == "10.255.8.0/24")
         .collect();
@@ -302,9 +250,7 @@ async fn metric_zero_routes_of_an_upstream_daemon_are_superseded() {
     let want = route_metric("10.255.8.0/24".parse().unwrap());
     assert_eq!(ours[0]["metric"], want, "{routes}");
     assert!(
-        routes
-            .as_array()
-            .unwrap()
+        items(&routes)
             .iter()
             .any(|r| r["dst"] == "10.255.0.0/16" && r.get("gateway").is_none()),
         "the connected route stays: {routes}"

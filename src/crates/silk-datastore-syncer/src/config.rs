@@ -56,9 +56,7 @@ impl Config {
     /// Reads `args` (argv, the program name first) as upstream's flags and checks them.
     /// Unknown flags and malformed numbers are clap's errors, reported as [`ConfigError::Invalid`].
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Config, ConfigError> {
-        let flags = Flags::try_parse_from(silk_ops::flags::normalize(args))
-            .map_err(|e| ConfigError::Invalid(vec![e.to_string().trim().to_string()]))?;
-        Config::try_from(flags)
+        Config::try_from(silk_ops::flags::parse::<Flags>(args)?)
     }
 }
 

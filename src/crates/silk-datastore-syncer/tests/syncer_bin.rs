@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,31 +11,15 @@ fn copies_log_config_from_garden_into_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("garden.sock");
     let l = UnixListener::bind(&sock).unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let mut buf = [0u8; 2048];
-            let n = c.read(&mut buf).unwrap_or(0);
-            let line = String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            let body = if line.starts_with("GET /containers/h1/properties") {
-                r#"{"log_config":"{\"guid\":\"app-guid\",\"index\":0,\"source_name\":\"CELL\",\"tags\":{}}","network.app_id":"app-guid"}"#
-            } else if line.starts_with("GET /containers ") {
-                r#"{"Handles":["h1","h2"]}"#
-            } else {
-                "{}"
-            };
-            let _ = c.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-        }
+    silk_testkit::fuzz::serve_unix(l, |line| {
+        let body = if line.starts_with("GET /containers/h1/properties") {
+            r#"{"log_config":"{\"guid\":\"app-guid\",\"index\":0,\"source_name\":\"CELL\",\"tags\":{}}","network.app_id":"app-guid"}"#
+        } else if line.starts_with("GET /containers ") {
+            r#"{"Handles":["h1","h2"]}"#
+        } else {
+            "{}"
+        };
+        (200, body.to_string())
     });
     let store = dir.path().join("store.json");
     std::fs::write(

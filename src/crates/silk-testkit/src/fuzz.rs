@@ -1,7 +1,8 @@
 //! Generators for the property-based tests of every parser that takes outside input (CNI stdin,
 //! request and response bodies, store files, iptables-save text, kernel log lines, configs):
 //! arbitrary JSON, JSON objects built from a parser's own keys, real fixtures with mutated
-//! fields, and fixture bytes truncated or with bytes flipped, inserted or removed.
+//! fields, and fixture bytes truncated or with bytes flipped, inserted or removed; and the
+//! fake local services ([`answer_once`], [`serve_unix`]) such parsers read their input from.
 //!
 //! Case counts come from `PROPTEST_CASES` (`scripts/test` keeps it modest, `scripts/fuzz`
 //! raises it). A failure is reported with proptest's minimal input and becomes a plain unit
@@ -101,6 +102,12 @@ pub fn keys_of(doc: &Value) -> &'static [&'static str] {
 pub fn answer_once<C: Read + Write>(mut conn: C, status: u16, body: &[u8]) -> String {
     let mut buf = [0u8; 4096];
     let n = conn.read(&mut buf).unwrap_or(0);
+    respond(&mut conn, status, body);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Writes an HTTP/1.1 answer with `status` and `body` to `conn`, ignoring a peer that left.
+pub fn respond<C: Write>(conn: &mut C, status: u16, body: &[u8]) {
     let mut resp = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -108,7 +115,29 @@ pub fn answer_once<C: Read + Write>(mut conn: C, status: u16, body: &[u8]) -> St
     .into_bytes();
     resp.extend_from_slice(body);
     let _ = conn.write_all(&resp);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Serves HTTP/1.1 on the unix socket `listener` for the rest of the test process, a thread
+/// per connection, as a local service (garden, the policy agent) would: each request's first
+/// line (`GET /containers HTTP/1.1`) goes to `answer`, whose status and body are sent back.
+pub fn serve_unix<F>(listener: std::os::unix::net::UnixListener, answer: F)
+where
+    F: Fn(&str) -> (u16, String) + Send + Sync + 'static,
+{
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = answer(head.lines().next().unwrap_or(""));
+                respond(&mut conn, status, body.as_bytes());
+            });
+        }
+    });
 }
 
 /// One edit of a JSON document; `path` picks children by index modulo their number.
@@ -382,6 +411,42 @@ pub fn config_text(fixture: &str) -> impl Strategy<Value = String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn serve_unix_answers_each_request_by_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        serve_unix(
+            std::os::unix::net::UnixListener::bind(&sock).unwrap(),
+            |line| {
+                (
+                    if line.starts_with("GET /a ") {
+                        200
+                    } else {
+                        404
+                    },
+                    line.to_string(),
+                )
+            },
+        );
+        for (path, want) in [
+            (
+                "/a",
+                "HTTP/1.1 200 X\r\nContent-Length: 15\r\n\r\nGET /a HTTP/1.1",
+            ),
+            (
+                "/b",
+                "HTTP/1.1 404 X\r\nContent-Length: 15\r\n\r\nGET /b HTTP/1.1",
+            ),
+        ] {
+            let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut got = String::new();
+            c.read_to_string(&mut got).unwrap();
+            assert_eq!(got, want);
+        }
+    }
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod db;
 pub mod dbserver;
 pub mod fuzz;
+pub mod ipjson;
 pub mod loggregator;
 pub mod mysql;
 pub mod netns;

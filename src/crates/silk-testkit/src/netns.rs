@@ -37,6 +37,13 @@ pub fn unshare_test_netns() -> io::Result<()> {
     Ok(())
 }
 
+/// The start of a root test: [`crate::require_root`] (fails unless run by `scripts/test` as
+/// root), then [`unshare_test_netns`], panicking when the namespace cannot be made.
+pub fn enter_root_test_netns() {
+    crate::require_root();
+    unshare_test_netns().expect("unshare a network namespace for the test");
+}
+
 /// Runs `f` on a new thread that first joins the network namespace at `ns` (a bind-mounted
 /// netns file such as `NamedNetns::path`), and returns its result. Sockets `f` creates stay
 /// in that namespace wherever they are used afterwards: a way to listen on a cell's

@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ports::Ports;
 use serde_json::json;
 use silk_client::{ClientError, ClientTls, PolicyClient, TlsError};
 use silk_dataplane::datastore::MetadataStore;
+use silk_dataplane::ifaddrs;
 use silk_dataplane::iptables::SystemIptables;
 use silk_ops::Metrics;
 
@@ -54,20 +56,10 @@ pub enum StartError {
 /// The names of the links carrying each underlay address (upstream fails start-up on a miss;
 /// the names are not used by any c2c rule).
 pub fn underlay_interfaces(ips: &[Ipv4Addr]) -> Result<Vec<String>, StartError> {
-    let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
-        .map_err(|e| StartError::Underlay(e.to_string()))?
-        .collect();
+    let addrs = ifaddrs::list().map_err(|e| StartError::Underlay(e.to_string()))?;
     ips.iter()
         .map(|ip| {
-            addrs
-                .iter()
-                .find(|a| {
-                    a.address
-                        .as_ref()
-                        .and_then(|x| x.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())))
-                        == Some(IpAddr::V4(*ip))
-                })
-                .map(|a| a.interface_name.clone())
+            ifaddrs::carrying(&addrs, IpAddr::V4(*ip))
                 .ok_or_else(|| StartError::Underlay(format!("no link carries {ip}")))
         })
         .collect()
@@ -136,19 +128,23 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     }
     let asg = cfg.enable_asg_syncing.then(|| {
         Arc::new(AsgCycle::new(
-            client.clone(),
-            Arc::clone(&iptables),
-            store.clone(),
-            metrics.clone(),
+            Ports {
+                api: client.clone(),
+                iptables: Arc::clone(&iptables),
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
             cfg.asg_options(),
             ipv6,
         ))
     });
     let cycle = Arc::new(C2cCycle::new(
-        client,
-        Arc::clone(&iptables),
-        store,
-        metrics.clone(),
+        Ports {
+            api: client,
+            iptables: Arc::clone(&iptables),
+            store,
+            metrics: metrics.clone(),
+        },
         CycleOptions {
             accepted_udp_logs_per_sec: cfg.iptables_accepted_udp_logs_per_sec,
             enable_overlay_ingress_rules: cfg.enable_overlay_ingress_rules,

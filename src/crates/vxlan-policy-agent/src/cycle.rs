@@ -18,12 +18,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use silk_client::{ClientError, PolicyClient};
 use silk_core::policy::Policy;
-use silk_dataplane::datastore::{MetadataStore, StoreError};
+use silk_dataplane::datastore::StoreError;
 use silk_dataplane::iptables::Iptables;
-use silk_ops::Metrics;
 
 use crate::enforcer::{EnforceError, Enforcer};
 use crate::planner::{group_ids, local_containers, plan_c2c, C2cPlan, LocalContainer, PlanOptions};
+use crate::ports::Ports;
 
 /// The id and type of the router group whose tag overlay ingress rules accept.
 pub const INGRESS_ROUTER_ID: &str = "INGRESS_ROUTER";
@@ -124,10 +124,7 @@ struct Planned {
 }
 
 pub struct C2cCycle<A, I: ?Sized> {
-    api: A,
-    iptables: Arc<I>,
-    store: MetadataStore,
-    metrics: Metrics,
+    ports: Ports<A, I>,
     opts: CycleOptions,
     /// `iptables_c2c_logging`, switched at runtime by the debug server's
     /// `/iptables-c2c-logging`; read at every cycle.
@@ -145,24 +142,10 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
 impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
-    pub fn new(
-        api: A,
-        iptables: Arc<I>,
-        store: MetadataStore,
-        metrics: Metrics,
-        opts: CycleOptions,
-        c2c_logging: Arc<AtomicBool>,
-    ) -> Self {
+    pub fn new(ports: Ports<A, I>, opts: CycleOptions, c2c_logging: Arc<AtomicBool>) -> Self {
         C2cCycle {
-            api,
-            iptables,
-            store,
-            metrics,
+            ports,
             opts,
             c2c_logging,
             last_updated: AtomicI64::new(0),
@@ -174,7 +157,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
     /// `policies_last_updated` changed since the last successful cycle (or fails: an older
     /// server without the route). The local reconciliation always runs.
     pub async fn tick(&self) -> Result<Outcome, CycleError> {
-        let remote = match self.api.policies_last_updated().await {
+        let remote = match self.ports.api.policies_last_updated().await {
             Ok(v) => Some(v),
             Err(e) => {
                 silk_ops::log::info(
@@ -208,10 +191,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         let mut state = self.state.lock().await;
         let start = Instant::now();
 
-        let t = Instant::now();
-        let store = self.store.clone();
-        let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
-        self.metrics.value("containerMetadataTime", ms(t), "ms");
+        let entries = self.ports.read_store::<CycleError>().await?;
         let containers = local_containers(&entries);
         let ids = group_ids(&containers);
 
@@ -228,14 +208,16 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
             let policies = if ids.is_empty() {
                 Vec::new()
             } else {
-                self.api
+                self.ports
+                    .api
                     .policies(&ids)
                     .await
                     .map_err(CycleError::Policies)?
             };
             let ingress_tag = if self.opts.enable_overlay_ingress_rules && !ids.is_empty() {
                 Some(
-                    self.api
+                    self.ports
+                        .api
                         .ingress_router_tag()
                         .await
                         .map_err(CycleError::Tag)?,
@@ -243,7 +225,7 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
             } else {
                 None
             };
-            self.metrics.value("policyServerPollTime", ms(t), "ms");
+            self.ports.time("policyServerPollTime", t);
             let same = state
                 .fetched
                 .as_ref()
@@ -285,11 +267,12 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
                 plan
             }
         };
-        self.metrics
+        self.ports
+            .metrics
             .value("c2cPlanProblems", plan.problems.len() as f64, "count");
 
         let t = Instant::now();
-        let iptables = Arc::clone(&self.iptables);
+        let iptables = Arc::clone(&self.ports.iptables);
         let head = self.opts.head_rules.clone();
         let mut enforcer = std::mem::take(&mut state.enforcer);
         let rules = plan.rule_count();
@@ -309,8 +292,8 @@ impl<A: PolicyApi, I: Iptables + ?Sized + 'static> C2cCycle<A, I> {
         } else {
             silk_ops::log::debug("c2c-rules-unchanged", json!({ "rules": rules }));
         }
-        self.metrics.value("iptablesEnforceTime", ms(t), "ms");
-        self.metrics.value("totalPollTime", ms(start), "ms");
+        self.ports.time("iptablesEnforceTime", t);
+        self.ports.time("totalPollTime", start);
         Ok(Outcome {
             fetched: !reuse,
             chain: enforced.chain,
@@ -328,7 +311,9 @@ mod tests {
     use std::sync::Mutex;
 
     use silk_core::policy::PoliciesResponse;
+    use silk_dataplane::datastore::MetadataStore;
     use silk_dataplane::iptables::RecordingIptables;
+    use silk_ops::Metrics;
 
     /// A policy server in memory: answers from `policies`, records the id lists.
     #[derive(Default)]
@@ -398,18 +383,35 @@ mod tests {
             .policies;
         let ipt = Arc::new(RecordingIptables::default());
         *ipt.generation.lock().unwrap() = Some(1);
-        let cycle = C2cCycle::new(
-            Arc::clone(&api),
-            Arc::clone(&ipt),
+        let cycle = cycle_over(
+            &api,
+            &ipt,
             store,
-            Metrics::new("vxlan-policy-agent", 0),
             CycleOptions {
                 accepted_udp_logs_per_sec: 100,
                 ..CycleOptions::default()
             },
-            Arc::new(AtomicBool::new(false)),
         );
         (dir, api, ipt, cycle)
+    }
+
+    /// A cycle over the fakes and `store`, with C2C logging off.
+    fn cycle_over(
+        api: &Arc<FakeApi>,
+        ipt: &Arc<RecordingIptables>,
+        store: MetadataStore,
+        opts: CycleOptions,
+    ) -> C2cCycle<Arc<FakeApi>, RecordingIptables> {
+        C2cCycle::new(
+            Ports {
+                api: Arc::clone(api),
+                iptables: Arc::clone(ipt),
+                store,
+                metrics: Metrics::new("vxlan-policy-agent", 0),
+            },
+            opts,
+            Arc::new(AtomicBool::new(false)),
+        )
     }
 
     fn payload(ipt: &RecordingIptables, i: usize) -> String {
@@ -442,7 +444,7 @@ mod tests {
         assert_eq!((out.rules, out.rewritten), (0, 2));
         let p = payload(&ipt, 1);
         assert!(p.contains("-X vpa-d-back\n"), "{p}");
-        assert!(cycle.metrics.last_value("totalPollTime").is_some());
+        assert!(cycle.ports.metrics.last_value("totalPollTime").is_some());
     }
 
     #[tokio::test]
@@ -497,7 +499,7 @@ mod tests {
             "{p}"
         );
         // back's container is deleted: its jump and chain go at the next tick.
-        cycle.store.delete("h-back").unwrap();
+        cycle.ports.store.delete("h-back").unwrap();
         let out = cycle.tick().await.unwrap();
         assert_eq!((out.fetched, out.rules), (false, 1));
         let p = payload(&ipt, 2);
@@ -507,6 +509,7 @@ mod tests {
         );
         // A new container of a group the last fetch did not cover is fetched for.
         cycle
+            .ports
             .store
             .add(
                 "h-new",
@@ -545,6 +548,7 @@ mod tests {
     async fn a_malformed_container_does_not_stop_the_others() {
         let (_dir, _api, ipt, cycle) = setup();
         cycle
+            .ports
             .store
             .add(
                 "h-bad",
@@ -554,12 +558,13 @@ mod tests {
             )
             .unwrap();
         cycle
+            .ports
             .store
             .add("h-weird", "10.255.7.8", None, json!({"policy_group_id": 7}))
             .unwrap();
         let out = cycle.full().await.unwrap();
         assert_eq!(out.rules, 3);
-        assert_eq!(cycle.metrics.last_value("c2cPlanProblems"), Some(1.0));
+        assert_eq!(cycle.ports.metrics.last_value("c2cPlanProblems"), Some(1.0));
         let p = payload(&ipt, 0);
         assert!(
             p.contains("-s 10.255.7.3/32 ") && !p.contains("10.255.7.8"),
@@ -571,16 +576,14 @@ mod tests {
     async fn no_local_groups_means_no_request_and_an_empty_chain() {
         let (dir, api, ipt, _) = setup();
         let store = MetadataStore::new(dir.path().join("empty.json"), None);
-        let cycle = C2cCycle::new(
-            Arc::clone(&api),
-            Arc::clone(&ipt),
+        let cycle = cycle_over(
+            &api,
+            &ipt,
             store,
-            Metrics::new("vxlan-policy-agent", 0),
             CycleOptions {
                 head_rules: vec!["-s 10.255.0.0/16 -d 10.255.0.0/16 -j ACCEPT".into()],
                 ..CycleOptions::default()
             },
-            Arc::new(AtomicBool::new(false)),
         );
         let out = cycle.full().await.unwrap();
         assert_eq!((out.rules, out.rewritten), (0, 1));

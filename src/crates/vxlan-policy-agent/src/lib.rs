@@ -14,6 +14,7 @@ pub mod config;
 pub mod cycle;
 pub mod enforcer;
 pub mod planner;
+pub mod ports;
 #[cfg(test)]
 mod proptests;
 pub mod server;

@@ -3,27 +3,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use vxlan_policy_agent::config::Config;
-
-#[derive(Parser)]
-#[command(name = "vxlan-policy-agent")]
-struct Args {
-    /// Path to vxlan-policy-agent.json.
-    #[arg(long = "config-file")]
-    config_file: String,
-}
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg = match silk_ops::config::load(&args.config_file, Config::parse) {
+    let path = silk_ops::flags::config_path("vxlan-policy-agent", "config-file", std::env::args())
+        .unwrap_or_else(|e| e.exit());
+    let cfg = match silk_ops::config::load(&path, Config::parse) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "cfnetworking: could not read config file {}: {e}",
-                args.config_file
-            );
+            eprintln!("cfnetworking: could not read config file {path}: {e}");
             return ExitCode::from(1);
         }
     };

@@ -20,20 +20,12 @@ use silk_lab::policy_server::{
     write_file, Fault, FaultKind, LabPolicyServer, Route, ServerOptions,
 };
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 
 const ASG_BACKEND: &str = "asg-6f1e4f5a1b2c4d3e8f9a";
 const NETOUT_BACKEND: &str = "netout--6f1e4f5a-1b2c-4d3e-8";
 const ASG_FRONTEND: &str = "asg-1d2e3f4a5b6c4d7e8f90";
 const REJECT: &str = "-j REJECT --reject-with icmp-port-unreachable";
-
-fn require_root() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-}
 
 fn fixture_groups() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(concat!(
@@ -170,8 +162,7 @@ fn log_has(log: &Path, event: &str, text: &str) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn asg_chains_are_synced_repaired_and_kept_through_faults() {
-    require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     store_two_containers(dir.path());
@@ -331,8 +322,7 @@ fn asg_chains_are_synced_repaired_and_kept_through_faults() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn cf_deployment_defaults_render_start_and_sync() {
-    require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join("policies.json");
@@ -426,8 +416,7 @@ fn planned_asg_chains_read_back_as_planned() {
     use silk_dataplane::iptables::{ChainName, Family, Iptables, SystemIptables, Table};
     use vxlan_policy_agent::asg::{plan_asgs, AsgOptions, Scope};
 
-    require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let dir = tempfile::tempdir().unwrap();
     let ipt = SystemIptables::new(dir.path().join("iptables.lock"));
     let mut groups: Vec<SecurityGroup> =
@@ -507,8 +496,7 @@ fn planned_asg_chains_read_back_as_planned() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn ipv6_chains_through_the_binary() {
-    require_root();
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut file_content = lab_file(true);

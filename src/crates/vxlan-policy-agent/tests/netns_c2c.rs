@@ -6,34 +6,28 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::run_ok;
 
 // === tests ===
 
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    let Bed {
+        certs,
+        dir,
+        mut server,
+    } = Bed::new(example_policies());
     // A rule of someone else's in FORWARD: the agent's jump must go before it.
     run_ok(&["iptables", "-N", "overlay--x"]).unwrap();
     run_ok(&["iptables", "-A", "FORWARD", "-j", "overlay--x"]).unwrap();
 
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
-    let mut server = FakeServer::start(&certs, example_policies());
     let force_port = free_port();
     let debug_port = free_port();
     let config = write_config(dir.path(), &certs, server.port, force_port, debug_port);
@@ -177,12 +171,8 @@ fn c2c_rules_are_swapped_in_on_change_and_kept_when_the_server_is_down() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn local_changes_and_kernel_drift_apply_within_one_poll_without_a_policy_change() {
-    enter_test_netns();
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
+    let Bed { certs, dir, server } = Bed::new(example_policies());
     let store = silk_dataplane::datastore::MetadataStore::new(dir.path().join("store.json"), None);
-    let server = FakeServer::start(&certs, example_policies());
     server.state.lock().unwrap().last_updated = 1729785226123456000;
     let debug_port = free_port();
     let config = write_config(dir.path(), &certs, server.port, free_port(), debug_port);
@@ -317,16 +307,7 @@ fn local_changes_and_kernel_drift_apply_within_one_poll_without_a_policy_change(
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn overlay_ingress_and_disabled_policy_through_the_binary() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
-    let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    store_two_containers(dir.path());
-    let server = FakeServer::start(&certs, example_policies()[..1].to_vec());
+    let Bed { certs, dir, server } = Bed::new(example_policies()[..1].to_vec());
     let path = write_config(dir.path(), &certs, server.port, free_port(), free_port());
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -371,12 +352,7 @@ fn bad_config_exits_1_listing_every_problem() {
         r#"{"poll_interval": 0, "vni": 0, "unknown_key": true}"#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
-        .arg(format!("-config-file={}", path.display()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = agent_fails_to_start(&path);
     assert!(
         err.starts_with("cfnetworking: could not read config file"),
         "{err}"
@@ -412,11 +388,6 @@ fn unreachable_policy_server_at_start_exits_1() {
     config["underlay_ips"] = json!([]);
     let path = dir.path().join("vxlan-policy-agent.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
-        .arg(format!("-config-file={}", path.display()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = agent_fails_to_start(&path);
     assert!(err.contains("policy-client-get-policies"), "{err}");
 }

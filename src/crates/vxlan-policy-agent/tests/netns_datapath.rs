@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::*;
 use nix::sched::{setns, CloneFlags};
 use silk_testkit::certs::{ServerKey, TestCerts};
-use silk_testkit::netns::{run_ok, unshare_test_netns, NsHolder};
+use silk_testkit::netns::{enter_root_test_netns, run_ok, NsHolder};
 
 const FRONT_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 7, 3);
 const BACK_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 7, 4);
@@ -140,12 +140,7 @@ fn container(ip: Ipv4Addr, host_if: &str) -> NsHolder {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn policy_admits_exactly_the_policy_port() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     run_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]).unwrap();
     let front = container(FRONT_IP, "h-front");
     let back = container(BACK_IP, "h-back");

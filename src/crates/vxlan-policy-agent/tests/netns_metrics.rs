@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message;
-use silk_testkit::certs::{ServerKey, TestCerts};
 use silk_testkit::loggregator::{
     agent_certs, assert_identity, config_block, gauge, metric_names, TestAgent,
 };
-use silk_testkit::netns::unshare_test_netns;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// What every c2c cycle and the uptime emitter send (policy contract §3.10).
@@ -29,29 +27,8 @@ const CYCLE: [(&str, &str); 5] = [
     ("uptime", "seconds"),
 ];
 
-/// A fresh network namespace for this test thread with the fake policy server and two
-/// containers in the datastore; the agent is spawned by [`Bed::spawn`].
-struct Bed {
-    certs: TestCerts,
-    dir: tempfile::TempDir,
-    server: FakeServer,
-}
-
+/// The common [`Bed`] with every example policy; the agent is spawned by [`Bed::spawn`].
 impl Bed {
-    fn new() -> Bed {
-        assert_eq!(
-            std::env::var("SILK_TEST_ROOT").as_deref(),
-            Ok("1"),
-            "run via scripts/test"
-        );
-        unshare_test_netns().unwrap();
-        let certs = TestCerts::generate(ServerKey::Ecdsa).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        store_two_containers(dir.path());
-        let server = FakeServer::start(&certs, example_policies());
-        Bed { certs, dir, server }
-    }
-
     /// Starts the agent with the test config, `keys` replaced; returns it and its force port.
     fn spawn(&self, keys: serde_json::Value) -> (Agent, u16) {
         let force_port = free_port();
@@ -80,7 +57,7 @@ fn has_cycle(envs: &[silk_ops::loggregator::proto::Envelope]) -> bool {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
-    let bed = Bed::new();
+    let bed = Bed::new(example_policies());
     let lcerts = agent_certs().unwrap();
     let agent = TestAgent::start(&lcerts).unwrap();
     let block = config_block(&lcerts, agent.port(), "vxlan-policy-agent");
@@ -105,7 +82,7 @@ fn metrics_reach_a_loggregator_v2_agent_over_mutual_tls() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn with_the_v2_agent_down_at_start_the_agent_enforces_and_delivers_later() {
-    let bed = Bed::new();
+    let bed = Bed::new(example_policies());
     let lcerts = agent_certs().unwrap();
     let port = free_port();
     // Upstream exits when the agent is not reachable within 1 s; this agent goes on.
@@ -128,7 +105,7 @@ fn with_the_v2_agent_down_at_start_the_agent_enforces_and_delivers_later() {
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn metrics_go_to_metron_over_dropsonde_without_v2() {
-    let bed = Bed::new();
+    let bed = Bed::new(example_policies());
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (mut vpa, _) =

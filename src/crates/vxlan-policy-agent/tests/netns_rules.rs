@@ -7,7 +7,7 @@
 use silk_core::policy::Policy;
 use silk_dataplane::datastore::Entries;
 use silk_dataplane::iptables::SystemIptables;
-use silk_testkit::netns::{run_ok, unshare_test_netns};
+use silk_testkit::netns::{enter_root_test_netns, run_ok};
 use vxlan_policy_agent::enforcer::Enforcer;
 use vxlan_policy_agent::planner::{
     allow_overlay_rules, local_containers, plan_c2c, plan_rules, PlanOptions,
@@ -28,12 +28,7 @@ const POLICIES: &str = r#"[
 #[test]
 #[ignore = "needs root: run via scripts/test"]
 fn planned_rules_read_back_identically() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    unshare_test_netns().unwrap();
+    enter_root_test_netns();
     let dir = tempfile::tempdir().unwrap();
     let iptables = SystemIptables::new(dir.path().join("iptables.lock"));
 

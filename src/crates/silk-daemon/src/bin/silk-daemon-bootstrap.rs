@@ -1,29 +1,21 @@
 //! `silk-daemon-bootstrap --config=<bootstrap-config.json>` (pre-start on single-IP VMs).
+//! Exits 64 on a missing or invalid config, before the policy server is asked or iptables
+//! touched; 1 when the bootstrap fails.
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use silk_daemon::bootstrap::{bootstrap, BootstrapConfig};
-
-#[derive(Parser)]
-#[command(name = "silk-daemon-bootstrap")]
-struct Args {
-    #[arg(long)]
-    config: String,
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
-    let cfg: BootstrapConfig = match std::fs::read_to_string(&args.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| Ok(serde_json::from_str(&t)?))
-    {
+    let cfg = match silk_ops::config::from_command_line(
+        "silk-daemon-bootstrap",
+        "silk-daemon-bootstrap",
+        "config",
+        BootstrapConfig::parse,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("silk-daemon-bootstrap: load config {}: {e:#}", args.config);
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match bootstrap(&cfg).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,51 +1,24 @@
-//! `silk-daemon-shutdown`: the drain's first step, with upstream's flag names and defaults.
+//! `silk-daemon-shutdown`: the drain's first step, with upstream's flag names and defaults
+//! ([`silk_daemon::shutdown::Flags`]). Exits 64 on invalid flags, before anything is read,
+//! signalled or removed; 1 when the drain fails.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::Parser;
 use silk_daemon::shutdown::{drain, ShutdownOpts};
 
-#[derive(Parser)]
-#[command(name = "silk-daemon-shutdown")]
-struct Args {
-    #[arg(long = "containerMetadataFile", default_value = "")]
-    container_metadata_file: String,
-    #[arg(long = "containerMetadataFileCheckInterval", default_value_t = 5)]
-    check_interval: u64,
-    #[arg(long = "containerMetadataFileCheckTimeout", default_value_t = 600)]
-    check_timeout: u64,
-    #[arg(long = "silkDaemonUrl", default_value = "")]
-    silk_daemon_url: String,
-    #[arg(long = "silkDaemonTimeout", default_value_t = 2)]
-    silk_daemon_timeout: u64,
-    #[arg(long = "silkDaemonPidPath", default_value = "")]
-    silk_daemon_pid_path: String,
-    #[arg(long = "pingServerTimeout", default_value_t = 600)]
-    ping_server_timeout: u64,
-    #[arg(long = "iptablesLockFile", default_value = "")]
-    iptables_lock_file: String,
-}
-
 fn main() -> ExitCode {
-    let a = Args::parse_from(silk_ops::flags::normalize(std::env::args()));
+    let opts = match ShutdownOpts::from_args(std::env::args()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cfnetworking.silk-daemon-shutdown error: {e}");
+            return ExitCode::from(silk_ops::config::EXIT_INVALID);
+        }
+    };
     silk_ops::log::init(
         "cfnetworking",
         "silk-daemon-shutdown",
         log::LevelFilter::Debug,
     );
-    let path = |s: String| Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty());
-    let opts = ShutdownOpts {
-        container_metadata_file: PathBuf::from(a.container_metadata_file),
-        check_interval: Duration::from_secs(a.check_interval.max(1)),
-        check_timeout: Duration::from_secs(a.check_timeout),
-        silk_daemon_url: a.silk_daemon_url,
-        silk_daemon_timeout: Duration::from_secs(a.silk_daemon_timeout),
-        silk_daemon_pid_path: path(a.silk_daemon_pid_path),
-        ping_server_timeout: Duration::from_secs(a.ping_server_timeout),
-        iptables_lock_file: path(a.iptables_lock_file),
-    };
     match drain(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

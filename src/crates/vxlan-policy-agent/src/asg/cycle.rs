@@ -18,14 +18,14 @@ use std::time::Instant;
 use serde_json::json;
 use silk_client::{ClientError, PolicyClient};
 use silk_core::asg::SecurityGroup;
-use silk_dataplane::datastore::{Entries, MetadataStore, StoreError};
+use silk_dataplane::datastore::{Entries, StoreError};
 use silk_dataplane::iptables::{Family, Iptables, IptablesError, Table};
-use silk_ops::Metrics;
 
 use super::planner::{
     asg_containers, plan_asgs, plan_cleanup, space_guids, AsgOptions, AsgPlan, AsgPlanError, Scope,
 };
 use super::skip::{decide, remembered_table, Decision, FamilyKey, Verified};
+use crate::ports::Ports;
 
 /// Counted whenever a periodic or forced sync fails before writing (policy server, store,
 /// iptables).
@@ -96,10 +96,7 @@ struct Fetched {
 }
 
 pub struct AsgCycle<A, I: ?Sized> {
-    api: A,
-    iptables: Arc<I>,
-    store: MetadataStore,
-    metrics: Metrics,
+    ports: Ports<A, I>,
     opts: Arc<AsgOptions>,
     enable_ipv6: bool,
     /// The last successful periodic fetch and what the kernel is known to hold; the lock
@@ -113,24 +110,10 @@ struct AsgState {
     verified: Option<Verified>,
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
 impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
-    pub fn new(
-        api: A,
-        iptables: Arc<I>,
-        store: MetadataStore,
-        metrics: Metrics,
-        opts: AsgOptions,
-        enable_ipv6: bool,
-    ) -> Self {
+    pub fn new(ports: Ports<A, I>, opts: AsgOptions, enable_ipv6: bool) -> Self {
         AsgCycle {
-            api,
-            iptables,
-            store,
-            metrics,
+            ports,
             opts: Arc::new(opts),
             enable_ipv6,
             state: tokio::sync::Mutex::new(AsgState::default()),
@@ -146,23 +129,19 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
     }
 
     async fn read_store(&self) -> Result<Entries, AsgCycleError> {
-        let t = Instant::now();
-        let store = self.store.clone();
-        let entries = tokio::task::spawn_blocking(move || store.read_all()).await??;
-        self.metrics.value("containerMetadataTime", ms(t), "ms");
-        Ok(entries)
+        self.ports.read_store().await
     }
 
     /// Counts a failed forced sync or cleanup (the periodic cycle counts its own).
     pub fn count_failure(&self) {
-        self.metrics.incr(POLL_FAILURES);
+        self.ports.metrics.incr(POLL_FAILURES);
     }
 
     /// The periodic cycle: every container, then the orphan sweep.
     pub async fn poll(&self) -> Result<AsgOutcome, AsgCycleError> {
         let result = self.poll_inner().await;
         if let Err(e) = &result {
-            self.metrics.incr(POLL_FAILURES);
+            self.ports.metrics.incr(POLL_FAILURES);
             silk_ops::log::error(
                 "asg-poll-cycle",
                 json!({ "error": e.to_string(), "iptables": "unchanged" }),
@@ -182,7 +161,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let spaces = space_guids(&asg_containers(&entries));
 
         let t = Instant::now();
-        let last_updated = match self.api.security_groups_last_updated().await {
+        let last_updated = match self.ports.api.security_groups_last_updated().await {
             Ok(v) => Some(v),
             Err(e) => {
                 silk_ops::log::debug(
@@ -199,6 +178,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         });
         if !covered && !spaces.is_empty() {
             let groups = self
+                .ports
                 .api
                 .security_groups(&spaces)
                 .await
@@ -214,12 +194,12 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 json!({ "last_updated": last_updated }),
             );
         }
-        self.metrics.value("policyServerASGPollTime", ms(t), "ms");
+        self.ports.time("policyServerASGPollTime", t);
         let groups = state.as_ref().map(|f| f.groups.clone()).unwrap_or_default();
 
         let t = Instant::now();
         let families = self.families();
-        let generation = self.iptables.generation(Family::V4);
+        let generation = self.ports.iptables.generation(Family::V4);
         let outcome = match decide(verified.as_ref(), generation, &groups, &entries, &families) {
             Decision::Skip => {
                 silk_ops::log::debug("asg-chains-unchanged", json!({ "read": false }));
@@ -262,10 +242,12 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
                 outcome
             }
         };
-        self.metrics.value("asgIptablesEnforceTime", ms(t), "ms");
+        self.ports.time("asgIptablesEnforceTime", t);
         // The sweep is part of the same restore; there is no separate cleanup step to time.
-        self.metrics.value("asgIptablesCleanupTime", 0.0, "ms");
-        self.metrics.value("asgTotalPollTime", ms(start), "ms");
+        self.ports
+            .metrics
+            .value("asgIptablesCleanupTime", 0.0, "ms");
+        self.ports.time("asgTotalPollTime", start);
         Ok(outcome)
     }
 
@@ -285,12 +267,13 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         let groups = if spaces.is_empty() {
             Vec::new()
         } else {
-            self.api
+            self.ports
+                .api
                 .security_groups(&spaces)
                 .await
                 .map_err(AsgCycleError::SecurityGroups)?
         };
-        self.metrics.value("policyServerASGPollTime", ms(t), "ms");
+        self.ports.time("policyServerASGPollTime", t);
         let (outcome, _) = self
             .apply(groups, entries, Plan::One(handle.to_string()))
             .await?;
@@ -330,7 +313,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         if entries.contains_key(handle) {
             return Err(AsgCycleError::Live(handle.to_string()));
         }
-        let iptables = Arc::clone(&self.iptables);
+        let iptables = Arc::clone(&self.ports.iptables);
         let families = self.families();
         let h = handle.to_string();
         let (plans, _) = tokio::task::spawn_blocking(move || {
@@ -362,7 +345,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         entries: Entries,
         what: Plan,
     ) -> Result<(AsgOutcome, Option<Known>), AsgCycleError> {
-        let iptables = Arc::clone(&self.iptables);
+        let iptables = Arc::clone(&self.ports.iptables);
         let opts = Arc::clone(&self.opts);
         let families = self.families();
         let (plans, generation, read) = tokio::task::spawn_blocking(move || {
@@ -413,7 +396,7 @@ impl<A: AsgApi, I: Iptables + ?Sized + 'static> AsgCycle<A, I> {
         .await??;
         for (family, plan) in &plans {
             for (handle, e) in &plan.failed {
-                self.metrics.incr(CONTAINER_FAILURES);
+                self.ports.metrics.incr(CONTAINER_FAILURES);
                 silk_ops::log::error(
                     "asg-container-kept",
                     json!({ "container": handle, "family": format!("{family:?}"), "error": e.to_string(), "iptables": "unchanged" }),

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use serde_json::json;
 use silk_core::asg::SecurityGroupsResponse;
+use silk_dataplane::datastore::MetadataStore;
 use silk_dataplane::iptables::RecordingIptables;
+use silk_ops::Metrics;
 
 const SPACE: &str = "7d2c0e5a-9b1f-4a3c-8e6d-2f1a0b9c8d7e";
 const H: &str = "6f1e4f5a-1b2c-4d3e-8f9a-0b1c2d3e4f5a";
@@ -46,10 +48,12 @@ fn cycle_of<I: Iptables + 'static>(
     let metrics = Metrics::new("vxlan-policy-agent", 0);
     let opts = AsgOptions::default();
     AsgCycle::new(
-        Arc::clone(api),
-        Arc::clone(ipt),
-        store,
-        metrics,
+        Ports {
+            api: Arc::clone(api),
+            iptables: Arc::clone(ipt),
+            store,
+            metrics,
+        },
         opts,
         false,
     )
@@ -93,8 +97,9 @@ async fn polls_fetch_for_local_spaces_and_write_one_restore() {
     assert_eq!(out.restores, 1);
     assert_eq!(api.asked.lock().unwrap()[0], vec![SPACE]);
     assert_eq!(ipt.payloads().len(), 1);
-    assert!(cycle.metrics.last_value("asgTotalPollTime").is_some());
+    assert!(cycle.ports.metrics.last_value("asgTotalPollTime").is_some());
     assert!(cycle
+        .ports
         .metrics
         .last_value("policyServerASGPollTime")
         .is_some());
@@ -128,7 +133,7 @@ async fn a_failed_fetch_changes_nothing_and_is_counted() {
         "get security groups: http status 500: database read failed"
     );
     assert!(ipt.payloads().is_empty());
-    assert_eq!(cycle.metrics.counter_total(POLL_FAILURES), 1);
+    assert_eq!(cycle.ports.metrics.counter_total(POLL_FAILURES), 1);
     api.down.store(false, Ordering::SeqCst);
     assert_eq!(cycle.poll().await.unwrap().restores, 1);
 }
@@ -139,7 +144,7 @@ async fn forced_sync_and_cleanup() {
     let out = cycle.sync_container(H).await.unwrap();
     assert_eq!(out.updated, vec![H]);
     assert!(
-        cycle.metrics.last_value("asgTotalPollTime").is_none(),
+        cycle.ports.metrics.last_value("asgTotalPollTime").is_none(),
         "periodic only"
     );
     // Unknown handles: nothing to fetch or write.
@@ -224,7 +229,7 @@ async fn a_restore_iptables_refuses_fails_only_its_container() {
     let out = cycle.poll().await.unwrap();
     assert_eq!(out.updated, vec![other]);
     assert_eq!(out.failed, vec![H]);
-    assert_eq!(cycle.metrics.counter_total(CONTAINER_FAILURES), 1);
+    assert_eq!(cycle.ports.metrics.counter_total(CONTAINER_FAILURES), 1);
     let written = ipt.inner.payloads();
     assert_eq!(written.len(), 1, "the other container's part alone");
     assert!(written[0]

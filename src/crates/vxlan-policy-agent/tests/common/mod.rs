@@ -337,6 +337,18 @@ impl Drop for Agent {
     }
 }
 
+/// Runs the agent with the config at `config`, expecting it to exit 1 at start-up; returns
+/// its stderr.
+pub fn agent_fails_to_start(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
+        .arg(format!("-config-file={}", config.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
 pub fn write_config(
     dir: &Path,
     certs: &TestCerts,
@@ -420,17 +432,6 @@ pub fn vpa_lines() -> Vec<String> {
     out
 }
 
-/// Checks the root tests' precondition and moves the test thread into a network namespace of
-/// its own.
-pub fn enter_test_netns() {
-    assert_eq!(
-        std::env::var("SILK_TEST_ROOT").as_deref(),
-        Ok("1"),
-        "run via scripts/test"
-    );
-    silk_testkit::netns::unshare_test_netns().unwrap();
-}
-
 /// The `vpa-d-` group chains that exist.
 pub fn group_chains() -> Vec<String> {
     run_ok(&["iptables-save", "-t", "filter"])
@@ -485,4 +486,24 @@ pub fn store_two_containers(dir: &Path) {
                    "space_id": SPACE}),
         )
         .unwrap();
+}
+
+/// The start of the agent's root tests: a network namespace of the test's own, fresh
+/// certificates, a directory whose metadata store holds the two example containers, and the
+/// fake policy server answering `policies`.
+pub struct Bed {
+    pub certs: TestCerts,
+    pub dir: tempfile::TempDir,
+    pub server: FakeServer,
+}
+
+impl Bed {
+    pub fn new(policies: Vec<serde_json::Value>) -> Bed {
+        silk_testkit::netns::enter_root_test_netns();
+        let certs = TestCerts::generate(silk_testkit::certs::ServerKey::Ecdsa).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        store_two_containers(dir.path());
+        let server = FakeServer::start(&certs, policies);
+        Bed { certs, dir, server }
+    }
 }
