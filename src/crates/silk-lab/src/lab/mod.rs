@@ -107,6 +107,8 @@ pub struct UpOptions {
     pub apps: usize,
     pub state_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// The controller's database engine.
+    pub engine: silk_testkit::db::Engine,
 }
 
 /// `silk-lab up`.
@@ -148,6 +150,7 @@ pub async fn up(o: UpOptions) -> anyhow::Result<()> {
         },
         detach: true,
         log_level: "info".into(),
+        engine: o.engine,
         ..Options::default()
     };
     let t = Instant::now();
@@ -209,7 +212,11 @@ fn start_all(
         bed.spawn_other("responder outside", &ns, &argv)?;
         Ok(())
     })?;
-    progress.step("silk-controller (api namespace, PostgreSQL)", || {
+    let db = match o.engine {
+        silk_testkit::db::Engine::Postgres => "PostgreSQL",
+        silk_testkit::db::Engine::Mysql => "MySQL over TLS, through the db-relay",
+    };
+    progress.step(&format!("silk-controller (api namespace, {db})"), || {
         Ok(bed.start_controller()?)
     })?;
     progress.step("lab policy server with the demo policies and ASGs", || {
