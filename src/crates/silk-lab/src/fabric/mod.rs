@@ -494,8 +494,9 @@ impl Testbed {
     }
 
     /// On a MySQL bed, starts the relay that makes the MariaDB server on the root namespace's
-    /// loopback reachable on the api namespace's loopback (once; it runs with the bed).
-    fn ensure_db_relay(&mut self) -> Result<()> {
+    /// loopback reachable on the api namespace's loopback at [`relay::MYSQL_LISTEN`] (once; it
+    /// runs with the bed); nothing on a PostgreSQL bed. [`Testbed::start_controller`] calls it.
+    pub fn start_db_relay(&mut self) -> Result<()> {
         let Some(my) = self.database().mysql() else {
             return Ok(());
         };
@@ -539,7 +540,7 @@ impl Testbed {
 
     /// Starts the controller in the api namespace and waits for its health endpoint.
     pub fn start_controller(&mut self) -> Result<()> {
-        self.ensure_db_relay()?;
+        self.start_db_relay()?;
         let argv = vec![
             self.binaries.controller.display().to_string(),
             format!("-config={}", self.controller_config.display()),
