@@ -14,11 +14,12 @@ use std::sync::Mutex;
 
 use silk_lab::fabric::lab::LabState;
 use silk_lab::fabric::sibling_binary;
+use silk_lab::fabric::vcap::VcapUser;
 use silk_lab::lab::LabDemo;
 use silk_testkit::mysql::MysqlServer;
 use silk_testkit::postgres::PgCluster;
 
-/// One lab at a time: both tests create and remove the `vcap` user and load the machine.
+/// One lab at a time: each loads the machine.
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
 fn lab(bin: &Path, args: &[&str]) -> Output {
@@ -95,18 +96,7 @@ fn lab_cycle(
 ) {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let (bin, dir) = binaries();
-    let created_vcap = Command::new("id")
-        .arg("vcap")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap();
-    if created_vcap {
-        let st = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home", "vcap"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd vcap");
-    }
+    let vcap = VcapUser::ensure().unwrap();
     let before = root_view();
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = tmp.path().join("fabric");
@@ -121,9 +111,7 @@ fn lab_cycle(
         scenario(&bin, sd, &up);
     }));
     let down = lab(&bin, &["down", "--state-dir", sd]);
-    if created_vcap {
-        let _ = Command::new("userdel").arg("vcap").status();
-    }
+    drop(vcap);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

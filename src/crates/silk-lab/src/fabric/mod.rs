@@ -23,6 +23,7 @@ pub mod lab;
 pub mod process;
 pub mod relay;
 pub mod render;
+pub mod vcap;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -457,6 +458,15 @@ impl Testbed {
             logger: None,
         });
         Ok(i)
+    }
+
+    /// Renders cell `i`'s conflist again from the silk-cni job's template, with `overrides`
+    /// of the job's properties and links set over the lab's ([`render::cni_conflist_with`],
+    /// e.g. `{"properties/iptables_logging": false}`); for the containers created after.
+    pub fn render_conflist(&self, i: usize, overrides: &serde_json::Value) -> Result<()> {
+        let cell = &self.cells[i];
+        let text = render::cni_conflist_with(&cell.dir, cell.underlay_ip, overrides)?;
+        write_file(&cell.conflist(), &text)
     }
 
     /// Adds a host that is not a cell to the underlay segment: a namespace with `eth0` carrying

@@ -319,7 +319,23 @@ pub fn agent_json(
 
 /// cni-wrapper-plugin.conflist for the cell at `underlay_ip`, rooted at `root`.
 pub fn cni_conflist(root: &Path, underlay_ip: Ipv4Addr) -> Result<String, RenderError> {
-    let ctx = context("silk-cni.json", CNI_CONTEXT, root, Some(underlay_ip))?;
+    cni_conflist_with(root, underlay_ip, &Value::Null)
+}
+
+/// [`cni_conflist`] with `overrides` (an object of `/`-separated paths into the job's context,
+/// e.g. `properties/iptables_logging` or `links/vpa/properties/force_policy_poll_cycle_port`,
+/// to values) set over the lab's: a job property or link value as BOSH would render it.
+pub fn cni_conflist_with(
+    root: &Path,
+    underlay_ip: Ipv4Addr,
+    overrides: &Value,
+) -> Result<String, RenderError> {
+    let mut ctx = context("silk-cni.json", CNI_CONTEXT, root, Some(underlay_ip))?;
+    if let Some(o) = overrides.as_object() {
+        for (path, value) in o {
+            set(&mut ctx, path, value.clone());
+        }
+    }
     render(CNI_TEMPLATE, &ctx)
 }
 
@@ -442,6 +458,23 @@ mod tests {
         let a = parse(&agent_json(root, ip, "10.255.0.0/16", &AgentSettings::lab()).unwrap());
         let c = parse(&cni_conflist(root, ip).unwrap());
         let l = parse(&logger_json(Path::new("/lab"), root, ip).unwrap());
+        let quiet = parse(
+            &cni_conflist_with(
+                root,
+                ip,
+                &json!({"properties/iptables_logging": false,
+                        "properties/outbound_connections/limit": true,
+                        "links/vpa/properties/force_policy_poll_cycle_port": 9999}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(c["plugins"][0]["iptables_asg_logging"], true);
+        assert_eq!(quiet["plugins"][0]["iptables_asg_logging"], false);
+        assert_eq!(quiet["plugins"][0]["outbound_connections"]["limit"], true);
+        assert_eq!(
+            quiet["plugins"][0]["policy_agent_force_poll_address"],
+            "127.0.0.1:9999"
+        );
         let wrapper = &c["plugins"][0];
         assert_eq!(a["cni_datastore_path"], wrapper["datastore"]);
         assert_eq!(a["iptables_lock_file"], wrapper["iptables_lock_file"]);
