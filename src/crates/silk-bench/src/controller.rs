@@ -167,11 +167,25 @@ where
     })
 }
 
-fn print_row(what: &str, clients: usize, o: &Outcome) {
+fn print_row(engine: Engine, what: &str, clients: usize, o: &Outcome) {
+    figures(engine, what, clients, o);
     println!(
         "{what:<8} {clients:>7} {:>10.0} {:>9.2} {:>9.2} {:>12.2}",
         o.per_sec, o.p50, o.p99, o.cpu_per_req
     );
+}
+
+/// The row's figures for the report (`SILK_BENCH_FIGURES`).
+fn figures(engine: Engine, what: &str, clients: usize, o: &Outcome) {
+    let bench = format!("controller-{}", engine.name());
+    for (metric, v) in [
+        ("per_s", o.per_sec),
+        ("p50_ms", o.p50),
+        ("p99_ms", o.p99),
+        ("cpu_ms_per_req", o.cpu_per_req),
+    ] {
+        silk_testkit::figures::record(&bench, what, clients as f64, "clients", metric, v);
+    }
 }
 
 /// `n` rows for hosts 0 … n-1 in one multi-row INSERT per 1,000, renewed now.
@@ -234,7 +248,7 @@ async fn run(bin: &Path, engine: Engine) -> anyhow::Result<()> {
             }
         })
         .await?;
-        print_row("acquire", n, &o);
+        print_row(engine, "acquire", n, &o);
         let leases: Vec<Lease> = acquired
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -251,7 +265,7 @@ async fn run(bin: &Path, engine: Engine) -> anyhow::Result<()> {
             }
         })
         .await?;
-        print_row("renew", n, &o);
+        print_row(engine, "renew", n, &o);
     }
 
     println!();
@@ -274,6 +288,11 @@ async fn run(bin: &Path, engine: Engine) -> anyhow::Result<()> {
             }
         }
         lat.sort();
+        let bench = format!("controller-{}", engine.name());
+        for (metric, q) in [("p50_ms", 0.5), ("p99_ms", 0.99)] {
+            let v = percentile(&lat, q);
+            silk_testkit::figures::record(&bench, "GET /leases", rows as f64, "leases", metric, v);
+        }
         println!(
             "{:<22} {:>9.2} {:>9.2}",
             format!("with {rows} leases"),

@@ -221,7 +221,10 @@ fn lab_up_policies_asgs_restarts_and_down_leave_nothing() {
         }
         // a crash of one cell's daemon and another cell's agent
         ok(bin, &["restart", "silk-daemon-c1", "--state-dir", sd]);
-        ok(bin, &["restart", "vxlan-policy-agent-c2", "--state-dir", sd]);
+        ok(
+            bin,
+            &["restart", "vxlan-policy-agent-c2", "--state-dir", sd],
+        );
         let out = ok(bin, &["status", "--wait", "60", "--state-dir", sd]);
         assert!(out.contains("matrix equals policies"), "{out}");
         assert!(!out.contains("NOT RUNNING"), "{out}");

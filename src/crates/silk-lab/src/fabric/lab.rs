@@ -250,7 +250,10 @@ impl Testbed {
             u.leak();
         }
         let db = self.db.take();
-        let database = db.as_ref().map(|d| d.name().to_string()).unwrap_or_default();
+        let database = db
+            .as_ref()
+            .map(|d| d.name().to_string())
+            .unwrap_or_default();
         let engine = db
             .as_ref()
             .map_or("postgres", |d| d.engine.name())

@@ -189,11 +189,20 @@ pub async fn up(o: UpOptions) -> anyhow::Result<()> {
     println!();
     print_fabric(&state, &lab).await?;
     println!("{}", show(&lab, &rows)?);
+    let total = progress.start.elapsed();
     println!(
         "up in {:.1}s (matrix converged {:.1}s after the containers started)",
-        progress.start.elapsed().as_secs_f64(),
+        total.as_secs_f64(),
         took.as_secs_f64()
     );
+    let case = format!("up on {}", o.engine.name());
+    for (case, d) in [
+        (case.as_str(), total),
+        ("matrix converged after the containers", took),
+    ] {
+        let ms = d.as_secs_f64() * 1000.0;
+        silk_testkit::figures::record("lab", case, o.apps as f64, "apps", "wall_ms", ms);
+    }
     Ok(())
 }
 
