@@ -205,16 +205,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Figure>> {
 mod tests {
     use super::*;
 
-    fn fig(bench: &str, case: &str, scale: f64, unit: &str, metric: &str, value: f64) -> Figure {
-        Figure {
-            bench: bench.into(),
-            case: case.into(),
-            scale,
-            unit: unit.into(),
-            metric: metric.into(),
-            value,
-        }
-    }
+    use Figure as F;
 
     #[test]
     fn metrics_sort_into_latency_cpu_or_neither() {
@@ -233,11 +224,11 @@ mod tests {
     #[test]
     fn figures_group_by_bench_and_unit_with_sorted_scales() {
         let figs = vec![
-            fig("vpa", "first cycle", 1000.0, "policies", "wall_ms", 20.0),
-            fig("vpa", "first cycle", 100.0, "policies", "wall_ms", 5.0),
-            fig("vpa", "first cycle", 100.0, "policies", "cpu_ms", 4.0),
-            fig("controller-mysql", "acquire", 1.0, "clients", "p50_ms", 0.7),
-            fig(
+            F::new("vpa", "first cycle", 1000.0, "policies", "wall_ms", 20.0),
+            F::new("vpa", "first cycle", 100.0, "policies", "wall_ms", 5.0),
+            F::new("vpa", "first cycle", 100.0, "policies", "cpu_ms", 4.0),
+            F::new("controller-mysql", "acquire", 1.0, "clients", "p50_ms", 0.7),
+            F::new(
                 "controller-mysql",
                 "GET /leases",
                 5000.0,
@@ -245,7 +236,7 @@ mod tests {
                 "p99_ms",
                 9.0,
             ),
-            fig("vpa", "first cycle", 100.0, "policies", "wall_ms", 6.0),
+            F::new("vpa", "first cycle", 100.0, "policies", "wall_ms", 6.0),
         ];
         let t = tables(&figs);
         assert_eq!(
@@ -269,9 +260,9 @@ mod tests {
     #[test]
     fn the_markdown_table_has_a_column_per_scale_and_marks_gaps() {
         let figs = vec![
-            fig("daemon", "steady cycle", 1000.0, "leases", "wall_ms", 1.234),
-            fig("daemon", "steady cycle", 5000.0, "leases", "wall_ms", 12.34),
-            fig(
+            F::new("daemon", "steady cycle", 1000.0, "leases", "wall_ms", 1.234),
+            F::new("daemon", "steady cycle", 5000.0, "leases", "wall_ms", 12.34),
+            F::new(
                 "daemon",
                 "resident memory",
                 5000.0,

@@ -26,20 +26,26 @@ pub struct Figure {
     pub value: f64,
 }
 
+impl Figure {
+    pub fn new(bench: &str, case: &str, scale: f64, unit: &str, metric: &str, value: f64) -> Self {
+        Figure {
+            bench: bench.into(),
+            case: case.into(),
+            scale,
+            unit: unit.into(),
+            metric: metric.into(),
+            value,
+        }
+    }
+}
+
 /// Appends one figure to the file in [`ENV`], if set; a failure to write is reported on stderr
 /// and does not stop the benchmark.
 pub fn record(bench: &str, case: &str, scale: f64, unit: &str, metric: &str, value: f64) {
     let Ok(path) = std::env::var(ENV) else {
         return;
     };
-    let figure = Figure {
-        bench: bench.into(),
-        case: case.into(),
-        scale,
-        unit: unit.into(),
-        metric: metric.into(),
-        value,
-    };
+    let figure = Figure::new(bench, case, scale, unit, metric, value);
     let line = match serde_json::to_string(&figure) {
         Ok(l) => l,
         Err(e) => return eprintln!("{ENV}: {e}"),
@@ -60,14 +66,7 @@ mod tests {
 
     #[test]
     fn a_figure_is_one_json_line() {
-        let f = Figure {
-            bench: "vpa".into(),
-            case: "first cycle".into(),
-            scale: 1000.0,
-            unit: "policies".into(),
-            metric: "wall_ms".into(),
-            value: 12.5,
-        };
+        let f = Figure::new("vpa", "first cycle", 1000.0, "policies", "wall_ms", 12.5);
         let line = serde_json::to_string(&f).unwrap();
         assert_eq!(
             line,
