@@ -27,8 +27,8 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `argv` in namespace `ns` (the caller's own when `ns` is empty), stdout and stderr
-    /// appended to `log`. With `detach`, the
-    /// process gets its own session so it outlives the caller's terminal (the lab).
+    /// appended to `log`. With `detach`, the process gets its own session so it outlives the
+    /// caller's terminal (the lab).
     pub fn spawn(
         name: &str,
         ns: &str,
