@@ -1,6 +1,7 @@
 //! Two cells of the multi-cell test bed (real silk-controller, PostgreSQL, silk-daemons, VXLAN),
-//! with the wrapper and silk-cni run inside each cell's namespace as garden-external-networker
-//! runs them, and containers that are namespaces held by a process:
+//! with the wrapper (its conflist entry rendered from the silk-cni job's template) and silk-cni
+//! run inside each cell's namespace as garden-external-networker runs them, and containers that
+//! are namespaces held by a process:
 //!
 //! - c2c: a container on cell 0 reaches a listener in a container on cell 1 across `silk-vtep`
 //!   once vxlan-policy-agent style `vpa--` rules mark its packets at the source and accept the
@@ -29,8 +30,9 @@ use std::time::{Duration, Instant};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use silk_dataplane::iptables::save::normalize;
-use silk_lab::fabric::render::DAEMON_PORT;
-use silk_lab::fabric::{Binaries, Options, Testbed};
+use silk_lab::fabric::render::{self, DAEMON_PORT};
+use silk_lab::fabric::vcap::VcapUser;
+use silk_lab::fabric::{garden, Binaries, Options, Testbed};
 use silk_testkit::cni::CniRunner;
 use silk_testkit::netns::{command_in, output_with_stdin, run_in_ok, NsHolder};
 
@@ -211,29 +213,37 @@ impl CellCtx {
         self.dir.path().join(rel)
     }
 
-    /// The conflist's wrapper entry for this cell, with silk-cni talking to the cell's daemon.
+    /// The wrapper's entry of this cell's conflist, rendered from the silk-cni job's template
+    /// (state under the cell's temp dir, the fake agent's port as the vpa link's, iptables
+    /// logging off, `deny_always` as `deny_networks.always`), as libcni passes it on ADD.
     fn config(&self, deny_always: &[&str], runtime: Value) -> Value {
-        let ip = self.underlay_ip.to_string();
-        json!({
-            "cniVersion": "1.0.0", "name": "cni-wrapper", "type": "cni-wrapper-plugin",
-            "datastore": self.path("container-metadata/store.json"),
-            "datastore_file_owner": "", "datastore_file_group": "",
-            "iptables_lock_file": self.path("garden-cni/iptables.lock"),
-            "instance_address": ip, "no_masquerade_cidr_range": "10.255.0.0/16",
-            "temporary_underlay_interface_names": [], "underlay_ips": [ip],
-            "iptables_asg_logging": false, "iptables_c2c_logging": false,
-            "iptables_denied_logs_per_sec": 1, "iptables_accepted_udp_logs_per_sec": 100,
-            "ingress_tag": INGRESS_TAG, "vtep_name": "silk-vtep",
-            "policy_agent_force_poll_address": format!("127.0.0.1:{}", self.agent.port),
-            "dns_servers": ["169.254.0.53"], "host_tcp_services": [], "host_udp_services": [],
-            "deny_networks": {"always": deny_always, "running": [], "staging": []},
-            "delegate": {"cniVersion": "1.0.0", "name": "silk", "type": "silk-cni",
-                         "daemonPort": DAEMON_PORT, "dataDir": self.path("host-local"),
-                         "datastore": self.path("silk/store.json"), "mtu": 0},
-            "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false},
-            "metadata": {"container_workload": "app", "policy_group_id": "pg", "space_id": "sp", "ports": "8080"},
-            "runtimeConfig": runtime,
-        })
+        let text = render::cni_conflist_with(
+            self.dir.path(),
+            self.underlay_ip,
+            &json!({
+                "properties/iptables_logging": false,
+                "properties/no_masquerade_cidr_range": "10.255.0.0/16",
+                "properties/deny_networks/always": deny_always,
+                "links/vpa/properties/force_policy_poll_cycle_port": self.agent.port,
+            }),
+        )
+        .unwrap();
+        let list: Value = serde_json::from_str(&text).unwrap();
+        let metadata = json!({"container_workload": "app", "policy_group_id": "pg",
+                              "space_id": "sp", "ports": "8080"});
+        let conf = garden::conf_for(
+            &list,
+            &list["plugins"][0],
+            garden::Call::Add {
+                metadata: &metadata,
+                runtime: &runtime,
+                prev: None,
+            },
+        );
+        assert_eq!(conf["type"], "cni-wrapper-plugin");
+        assert_eq!(conf["ingress_tag"], INGRESS_TAG);
+        assert_eq!(conf["delegate"]["daemonPort"], DAEMON_PORT);
+        conf
     }
 
     /// The wrapper as libcni invokes it, in the cell's namespace.
@@ -365,6 +375,8 @@ fn chain_rules(saved: &str, chain: &str) -> Vec<String> {
 #[ignore = "needs postgres/root: run via scripts/test"]
 fn containers_on_two_cells_c2c_netin_netout() {
     silk_testkit::require_root_and_pg();
+    // The rendered conflist makes the wrapper chown its store to vcap, as on a cell.
+    let _vcap = VcapUser::ensure().unwrap();
     let started = Instant::now();
     let bins = Binaries::in_dir(&common::plugin_dir()).unwrap();
     let options = Options {
@@ -523,11 +535,11 @@ fn containers_on_two_cells_c2c_netin_netout() {
         assert_eq!(&cell.rules(), rules, "cell {i}: rules after DEL");
         assert_eq!(&cell.links(), links, "cell {i}: links after DEL");
         assert_eq!(
-            std::fs::read_to_string(cell.path("container-metadata/store.json")).unwrap(),
+            std::fs::read_to_string(cell.path("data/container-metadata/store.json")).unwrap(),
             "{}\n",
             "cell {i}: metadata store"
         );
-        let ipam = cell.path("host-local/ipam/silk");
+        let ipam = cell.path("data/host-local/ipam/silk");
         let reserved: Vec<String> = std::fs::read_dir(&ipam)
             .map(|d| {
                 d.filter_map(|e| e.ok())

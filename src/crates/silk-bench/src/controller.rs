@@ -469,6 +469,35 @@ fn print(engine: Engine, runs: &[Figures]) {
     }
 }
 
+/// The medians of the runs for the report (`SILK_BENCH_FIGURES`).
+fn record(engine: Engine, runs: &[Figures]) {
+    let bench = format!("controller-{}", engine.name());
+    for (i, (op, clients, _)) in runs[0].load.iter().enumerate() {
+        for (metric, f) in [
+            ("per_s", (|o: &Outcome| o.per_sec) as fn(&Outcome) -> f64),
+            ("p50_ms", |o| o.p50),
+            ("p99_ms", |o| o.p99),
+            ("cpu_ms_per_req", |o| o.cpu_per_req),
+            ("cpu_ms_per_req_db", |o| o.db_cpu_per_req),
+        ] {
+            let v = median(&runs.iter().map(|r| f(&r.load[i].2)).collect::<Vec<_>>());
+            silk_testkit::figures::record(&bench, op, *clients as f64, "clients", metric, v);
+        }
+    }
+    for (i, (rows, _, _)) in runs[0].list.iter().enumerate() {
+        for (metric, f) in [
+            (
+                "p50_ms",
+                (|x: &(usize, f64, f64)| x.1) as fn(&(usize, f64, f64)) -> f64,
+            ),
+            ("p99_ms", |x| x.2),
+        ] {
+            let v = median(&runs.iter().map(|r| f(&r.list[i])).collect::<Vec<_>>());
+            silk_testkit::figures::record(&bench, "GET /leases", *rows as f64, "leases", metric, v);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     const USAGE: &str =
         "usage: silk-bench-controller <path to silk-controller> [--db postgres|mysql] [--runs N]";
@@ -498,6 +527,7 @@ fn main() -> anyhow::Result<()> {
             figures.push(run(Path::new(&bin), engine, &certs).await?);
         }
         print(engine, &figures);
+        record(engine, &figures);
         anyhow::Ok(())
     })
 }

@@ -179,7 +179,11 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-fn row(what: &str, out: &Outcome, wall: Duration, cpu: Duration) {
+fn row(n: usize, what: &str, out: &Outcome, wall: Duration, cpu: Duration) {
+    for (metric, d) in [("wall_ms", wall), ("cpu_ms", cpu)] {
+        let ms = d.as_secs_f64() * 1000.0;
+        silk_testkit::figures::record("vpa", what, n as f64, "policies", metric, ms);
+    }
     println!(
         "  {what:<34} {:>9} ms  cpu {:>9} ms  chains written {:>4}  rules written {:>6}  fetched {}  table read {}",
         ms(wall),
@@ -253,7 +257,7 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         firsts.push((out?, w, c));
     }
     let (out, w, c) = median(firsts);
-    row("first cycle", &out, w, c);
+    row(n, "first cycle", &out, w, c);
     println!(
         "  {:<34} {:>9} ms  cpu {:>9} ms  first/floor {:.2} (cpu {:.2}); upstream's single chain: {} ms, cpu {} ms",
         "floor: bare iptables-restore",
@@ -264,13 +268,24 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         ms(floor_upstream.0),
         ms(floor_upstream.1),
     );
+    for (metric, d) in [("wall_ms", floor.0), ("cpu_ms", floor.1)] {
+        let ms = d.as_secs_f64() * 1000.0;
+        silk_testkit::figures::record(
+            "vpa",
+            "floor: bare iptables-restore",
+            n as f64,
+            "policies",
+            metric,
+            ms,
+        );
+    }
     let mut runs = Vec::new();
     for _ in 0..reps {
         let (out, w, c) = timed(cycle.full()).await;
         runs.push((out?, w, c));
     }
     let (out, w, c) = median(runs);
-    row("no-change cycle (with fetch)", &out, w, c);
+    row(n, "no-change cycle (with fetch)", &out, w, c);
     // The first tick stores policies_last_updated (and fetches); the next ones skip the fetch.
     cycle.tick().await?;
     let mut runs = Vec::new();
@@ -279,7 +294,7 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         runs.push((out?, w, c));
     }
     let (out, w, c) = median(runs);
-    row("no-change tick (fetch skipped)", &out, w, c);
+    row(n, "no-change tick (fetch skipped)", &out, w, c);
     let mut runs = Vec::new();
     for i in 0..reps {
         if let Ok(mut b) = api.body.lock() {
@@ -289,14 +304,14 @@ async fn size(n: usize, dir: &std::path::Path) -> Result<()> {
         runs.push((out?, w, c));
     }
     let (out, w, c) = median(runs);
-    row("one-change cycle", &out, w, c);
+    row(n, "one-change cycle", &out, w, c);
     // A change applied after someone else touched the table: the table is read again.
     if let Ok(mut b) = api.body.lock() {
         *b = policies(n, reps.is_multiple_of(2));
     }
     sh(&["iptables", "-N", "bench-touch"], None)?;
     let (out, w, c) = timed(cycle.full()).await;
-    row("one-change cycle, table re-read", &out?, w, c);
+    row(n, "one-change cycle, table re-read", &out?, w, c);
     clean_filter()?;
     Ok(())
 }

@@ -503,32 +503,27 @@ both_engines!(bbr_lock_backup_unlock_wipe_restore);
 
 /// Rows of `subnets`, expired or not: (underlay_ip, overlay_subnet, overlay_hwaddr) and the
 /// `last_renewed_at` of each underlay IP.
-async fn subnet_rows(db: &silk_testkit::postgres::TestDb) -> Rows {
-    let rows = db
-        .client()
-        .await
-        .query(
-            "SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at FROM subnets",
-            &[],
+async fn subnet_rows(db: &TestDb) -> Rows {
+    let mut leases = BTreeSet::new();
+    let mut renewed = Vec::new();
+    for row in db
+        .strings(
+            "SELECT CONCAT(underlay_ip, ' ', overlay_subnet, ' ', overlay_hwaddr, ' ', \
+             last_renewed_at) FROM subnets",
         )
         .await
-        .unwrap();
-    let leases = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let renewed = rows.iter().map(|r| (r.get(0), r.get(3))).collect();
+    {
+        let f: Vec<&str> = row.split(' ').collect();
+        leases.insert((f[0].to_string(), f[1].to_string(), f[2].to_string()));
+        renewed.push((f[0].to_string(), f[3].parse().unwrap()));
+    }
     (leases, renewed)
 }
 
 type Rows = (BTreeSet<(String, String, String)>, Vec<(String, i64)>);
 
 /// Polls [`subnet_rows`] every 100 ms until `done` holds (at most 30 s); the last rows.
-async fn wait_rows(
-    db: &silk_testkit::postgres::TestDb,
-    what: &str,
-    done: impl Fn(&Rows) -> bool,
-) -> Rows {
+async fn wait_rows(db: &TestDb, what: &str, done: impl Fn(&Rows) -> bool) -> Rows {
     for _ in 0..300 {
         let rows = subnet_rows(db).await;
         if done(&rows) {
@@ -548,15 +543,15 @@ fn epoch_now() -> i64 {
     i64::try_from(now.as_secs()).unwrap()
 }
 
-/// The same cycle with real silk-daemons in the multi-cell test bed: the controller runs
-/// inside the bed's api namespace (as on diego-api), its scripts too; the daemons renew every
-/// second and must keep doing so, without exiting, through the backup, the loss of the
-/// database and the restore.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root and postgres: run via scripts/test"]
-async fn bbr_with_running_silk_daemons_on_postgres() {
-    use silk_lab::fabric::{Binaries, Options, Testbed};
-    silk_testkit::require_root_and_pg();
+/// The same cycle with real silk-daemons in the multi-cell test bed, on either engine: the
+/// controller runs inside the bed's api namespace (as on diego-api), its scripts too, with the
+/// database the bed's controller uses (PostgreSQL over its unix socket; MySQL over TLS
+/// through the bed's relay on the namespace's 127.0.0.1:3306); the daemons renew every second
+/// and must keep doing so, without exiting, through the backup, the loss of the database and
+/// the restore.
+async fn bbr_with_running_silk_daemons(engine: Engine) {
+    use silk_lab::fabric::{relay::MYSQL_LISTEN, Binaries, Options, Testbed};
+    silk_testkit::require_root();
     let dir = Path::new(env!("CARGO_BIN_EXE_silk-controller"))
         .parent()
         .unwrap();
@@ -564,25 +559,38 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
         Binaries::in_dir(dir).unwrap(),
         Options {
             cells: 2,
+            engine,
             ..Options::default()
         },
     )
     .await
     .unwrap();
-    let pg = bed.db().cluster.clone();
-    let database = json!({
-        "type": "postgres", "username": pg.user, "password": "bbr-test-marker-password",
-        "host": pg.socket_dir, "port": pg.port, "name": bed.db().name,
-        "connect_timeout_seconds": 10,
-    });
+    let database = match engine {
+        Engine::Postgres => {
+            let pg = bed.db().cluster.clone();
+            json!({
+                "type": "postgres", "username": pg.user, "password": "bbr-test-marker-password",
+                "host": pg.socket_dir, "port": pg.port, "name": bed.db().name,
+                "connect_timeout_seconds": 10,
+            })
+        }
+        Engine::Mysql => {
+            let mut props = database_properties(bed.database());
+            props["port"] = json!(MYSQL_LISTEN.port());
+            props
+        }
+    };
+    let password = database["password"].as_str().unwrap().to_string();
     let controller = controller_properties(bed.certs(), &database, json!({}));
     let vm = Vm::build(
         json!([{ "name": "silk-controller", "properties": controller }, bbr_silkdb()]),
         Some(bed.api_ns().name().to_string()),
     );
+    // The controller is the rendered job's, not the bed's: start the bed's way to MySQL alone.
+    bed.start_db_relay().unwrap();
     vm.boot().await;
     bed.start_daemons().unwrap();
-    let backed_up = wait_rows(bed.db(), "leases of both cells", |r| r.0.len() == 2)
+    let backed_up = wait_rows(bed.database(), "leases of both cells", |r| r.0.len() == 2)
         .await
         .0;
 
@@ -590,20 +598,20 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
     // A cell joins after the backup and is gone again (its VM deleted without a drain).
     let late = bed.add_cell().unwrap();
     bed.start_daemon(late).unwrap();
-    wait_rows(bed.db(), "the late cell's lease", |r| r.0.len() == 3).await;
+    wait_rows(bed.database(), "the late cell's lease", |r| r.0.len() == 3).await;
     bed.kill_daemon(late).unwrap();
 
-    bed.db().client().await.batch_execute(WIPE).await.unwrap();
+    bed.database().execute(WIPE).await;
     vm.restore(async {}).await;
     let restored_at = epoch_now();
-    assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
+    assert_eq!(subnet_rows(bed.database()).await.0, backed_up);
 
     // Both daemons renew the restored leases and never exit.
-    wait_rows(bed.db(), "renewals after the restore", |r| {
+    wait_rows(bed.database(), "renewals after the restore", |r| {
         r.1.len() == 2 && r.1.iter().all(|(_, at)| *at > restored_at)
     })
     .await;
-    assert_eq!(subnet_rows(bed.db()).await.0, backed_up);
+    assert_eq!(subnet_rows(bed.database()).await.0, backed_up);
     for i in 0..2 {
         assert!(
             bed.daemon_running(i),
@@ -611,6 +619,9 @@ async fn bbr_with_running_silk_daemons_on_postgres() {
             bed.daemon_log(i)
         );
     }
-    vm.assert_no_secrets("bbr-test-marker-password");
+    vm.assert_no_secrets(&password);
     vm.shutdown().await;
 }
+
+// `bbr_with_running_silk_daemons::postgres` and `::mysql`.
+both_engines!(bbr_with_running_silk_daemons);

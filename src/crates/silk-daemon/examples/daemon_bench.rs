@@ -129,6 +129,9 @@ async fn propagation(bins: &Binaries, cells: usize) {
         pending.retain(|&i| !has_entries_for(&bed, i, &lease.1, &lease.2));
     }
     let done = acquired.elapsed();
+    let case = "new cell acquire -> entries on every other cell";
+    let ms = done.as_secs_f64() * 1000.0;
+    silk_testkit::figures::record("daemon", case, cells as f64, "cells", "wall_ms", ms);
     println!(
         "propagation: new cell acquire -> entries on all {cells} other cells: {:.2} s \
          (daemon start -> acquired: {:.2} s; poll interval 1 s)",
@@ -212,6 +215,14 @@ async fn scale(bins: &Binaries, n: usize) {
         .unwrap()
         .lines()
         .count();
+    for (case, metric, v) in [
+        ("first converge cycle", "wall_ms", first.0 as f64 / 1e3),
+        ("steady cycle", "wall_ms", median as f64 / 1e3),
+        ("steady cycle", "cpu_ms", (cpu1 - cpu0) * 1e3 / k),
+        ("resident memory", "rss_kib", rss as f64),
+    ] {
+        silk_testkit::figures::record("daemon", case, n as f64, "leases", metric, v);
+    }
     println!(
         "scale {n} leases: first converge cycle {:.3} s wall ({} ops; daemon start -> converged {:.2} s, \
          process CPU so far {:.2} s incl. start-up)",

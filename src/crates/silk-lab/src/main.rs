@@ -1,19 +1,22 @@
 //! `silk-lab`: the whole fabric on one machine with apps and policies (docs/lab.md).
 //!
 //! ```text
-//! silk-lab up --cells N --apps M --state-dir DIR [--bin-dir DIR]
+//! silk-lab up --cells N --apps M --state-dir DIR [--bin-dir DIR] [--db postgres|mysql]
 //! silk-lab status --state-dir DIR [--wait S]
 //! silk-lab policy add|remove SRC DST PORT --state-dir DIR
 //! silk-lab asg add|remove SPACE PROTOCOL DESTINATION PORTS --state-dir DIR
 //! silk-lab restart NAME --state-dir DIR
 //! silk-lab down --state-dir DIR
 //! silk-lab responder --port P --name NAME
+//! silk-lab db-relay --netns PATH --listen ADDR --upstream ADDR
 //! silk-lab policy-server --listen ADDR --file FILE --ca-cert F --server-cert F --server-key F
 //!                        [--control 127.0.0.1:PORT] [--page-size N] [--tag-length 2]
 //! ```
 //!
 //! `up` needs root and a PostgreSQL cluster (SILK_TEST_PG_HOST socket dir, SILK_TEST_PG_PORT,
-//! SILK_TEST_PG_USER); it leaves every process running detached and exits. `down` removes every
+//! SILK_TEST_PG_USER) or, with `--db mysql`, a MariaDB server with TLS
+//! (SILK_TEST_MYSQL_{HOST,PORT,USER,PASSWORD} and its CA in SILK_TEST_DB_CA); it leaves every
+//! process running detached and exits. `down` removes every
 //! namespace, process, database and file `up` recorded in `DIR/lab.json`.
 
 use std::path::PathBuf;
@@ -35,6 +38,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Db {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Action {
     Add,
     Remove,
@@ -53,6 +62,9 @@ enum Cmd {
         /// Where the release's binaries are (default: beside this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// silk-controller's `database.type`.
+        #[arg(long, value_enum, default_value = "postgres")]
+        db: Db,
     },
     /// Print leases, processes, cells, containers and the matrix, re-tested live.
     Status {
@@ -98,6 +110,17 @@ enum Cmd {
         port: u16,
         #[arg(long)]
         name: String,
+    },
+    /// Listen on ADDR inside the network namespace at PATH and relay each connection to
+    /// UPSTREAM in this process's namespace (the controller's way to a MariaDB server on the
+    /// root namespace's loopback).
+    DbRelay {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
     },
     /// Serve policy-server-internal's API (mutual TLS) from a policies-and-ASGs file until
     /// SIGTERM or SIGINT (docs/lab.md).
@@ -167,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             apps,
             state_dir,
             bin_dir,
+            db,
         } => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
@@ -180,9 +204,21 @@ async fn main() -> anyhow::Result<()> {
                 apps,
                 state_dir,
                 bin_dir,
+                engine: match db {
+                    Db::Postgres => silk_testkit::db::Engine::Postgres,
+                    Db::Mysql => silk_testkit::db::Engine::Mysql,
+                },
             })
             .await
         }
+        Cmd::DbRelay {
+            netns,
+            listen,
+            upstream,
+        } => tokio::task::block_in_place(|| {
+            silk_lab::fabric::relay::serve(&netns, listen, upstream)
+                .with_context(|| format!("relay {listen} in {} to {upstream}", netns.display()))
+        }),
         Cmd::Responder { port, name } => {
             lab::probe::serve((std::net::Ipv4Addr::UNSPECIFIED, port).into(), &name)?;
             Ok(())

@@ -1,7 +1,8 @@
 //! End to end on the multi-cell test bed: real silk-controller, PostgreSQL, silk-daemons, one
 //! vxlan-policy-agent per cell (dynamic ASGs on, as cf-deployment runs it) against the lab
-//! policy server, and containers (namespaces held by a process) created by cni-wrapper-plugin
-//! and silk-cni invoked in each cell's namespace as garden-external-networker invokes them.
+//! policy server, and containers (namespaces held by a process) created through each cell's
+//! conflist (rendered from the silk-cni job's template: cni-wrapper-plugin with silk-cni, then
+//! bandwidth) invoked in the cell's namespace as garden-external-networker invokes it.
 //!
 //! - c2c: app A on cell 0 reaches app B on cell 1 on tcp 8080 by policy; B -> A and A -> B:8081
 //!   are refused; removing the policy in the server's file revokes it, adding it back restores
@@ -21,13 +22,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use silk_lab::fabric::render::{AgentSettings, AGENT_FORCE_PORT, DAEMON_PORT};
-use silk_lab::fabric::{sibling_binary, Binaries, Options, Testbed};
+use silk_lab::fabric::render::AgentSettings;
+use silk_lab::fabric::vcap::VcapUser;
+use silk_lab::fabric::{garden, sibling_binary, Binaries, Options, Testbed};
 use silk_lab::policy_server::data::{
     AsgRule, FilePolicy, FileRules, FileSecurityGroup, PolicyFile,
 };
 use silk_lab::policy_server::write_file;
-use silk_testkit::cni::CniRunner;
 use silk_testkit::netns::{run_in_ok, NsHolder};
 use silk_testkit::tcp::{echo_answer, talk, Conn, EchoServer};
 
@@ -65,59 +66,53 @@ fn space_group(port: u16) -> FileSecurityGroup {
     }
 }
 
-/// One cell's CNI side, as garden-external-networker drives it.
+/// One cell's CNI side: the fabric's garden-external-networker running the cell's conflist,
+/// rendered from the silk-cni job's template (with iptables logging off, as these tests read
+/// the chains without LOG rules).
 struct Garden {
+    _vcap: VcapUser,
     ns: PathBuf,
-    dir: PathBuf,
     store: PathBuf,
-    lock: PathBuf,
-    silk_store: PathBuf,
     underlay_ip: Ipv4Addr,
-    cni: CniRunner,
+    garden: garden::Garden,
 }
 
 impl Garden {
-    fn new(bed: &Testbed, i: usize, wrapper: &Path) -> Garden {
+    fn new(bed: &Testbed, i: usize, plugin_dir: &Path) -> Garden {
+        bed.render_conflist(i, &json!({"properties/iptables_logging": false}))
+            .unwrap();
         let c = &bed.cells[i];
         Garden {
+            _vcap: VcapUser::ensure().unwrap(),
             ns: c.ns.path().to_path_buf(),
-            dir: c.dir.clone(),
             store: c.metadata_store(),
-            lock: c.iptables_lock(),
-            silk_store: c.datastore.clone(),
             underlay_ip: c.underlay_ip,
-            cni: CniRunner {
-                ns: c.ns.path().to_path_buf(),
-                plugin: wrapper.to_path_buf(),
-                cni_path: wrapper.parent().unwrap().to_path_buf(),
-            },
+            garden: c.garden(plugin_dir),
         }
     }
 
-    /// The conflist's wrapper entry with garden's runtime injections (the silk-cni job's
-    /// defaults, the cell's paths).
-    fn config(&self, app: &str, runtime: Value) -> Value {
-        let ip = self.underlay_ip.to_string();
-        json!({
-            "cniVersion": "1.0.0", "name": "cni-wrapper", "type": "cni-wrapper-plugin",
-            "datastore": self.store, "datastore_file_owner": "", "datastore_file_group": "",
-            "iptables_lock_file": self.lock,
-            "instance_address": ip, "no_masquerade_cidr_range": "10.255.0.0/16",
-            "temporary_underlay_interface_names": [], "underlay_ips": [ip],
-            "iptables_asg_logging": false, "iptables_c2c_logging": false,
-            "iptables_denied_logs_per_sec": 1, "iptables_accepted_udp_logs_per_sec": 100,
-            "ingress_tag": "ffff0000", "vtep_name": "silk-vtep",
-            "policy_agent_force_poll_address": format!("127.0.0.1:{AGENT_FORCE_PORT}"),
-            "dns_servers": ["169.254.0.53"], "host_tcp_services": [], "host_udp_services": [],
-            "deny_networks": {"always": [], "running": [], "staging": []},
-            "delegate": {"cniVersion": "1.0.0", "name": "silk", "type": "silk-cni",
-                         "daemonPort": DAEMON_PORT, "dataDir": self.dir.join("host-local"),
-                         "datastore": self.silk_store, "mtu": 0},
-            "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false},
-            "metadata": {"app_id": app, "container_workload": "app", "org_id": ORG,
-                         "policy_group_id": app, "ports": "8080", "space_id": SPACE},
-            "runtimeConfig": runtime,
-        })
+    /// ADD through the conflist for container `handle` of `app` (garden's metadata as Diego
+    /// sets it, `net_out_rules` as its runtime config); the container's IPv4 address.
+    fn add(&self, handle: &str, holder: &NsHolder, app: &str, net_out_rules: Value) -> Ipv4Addr {
+        let result = self
+            .garden
+            .up(&garden::Container {
+                handle: handle.into(),
+                netns: holder.path().to_path_buf(),
+                metadata: json!({"app_id": app, "container_workload": "app", "org_id": ORG,
+                                 "policy_group_id": app, "ports": "8080", "space_id": SPACE}),
+                port_mappings: json!([]),
+                net_out_rules,
+            })
+            .unwrap_or_else(|e| panic!("ADD {handle}: {e}"));
+        garden::result_ipv4(&result).unwrap_or_else(|| panic!("no IPv4 in {result}"))
+    }
+
+    /// DEL through the conflist, in reverse, with the cached result.
+    fn del(&self, handle: &str, holder: &NsHolder) {
+        self.garden
+            .down(handle, holder.path())
+            .unwrap_or_else(|e| panic!("DEL {handle}: {e}"));
     }
 
     fn filter(&self) -> String {
@@ -129,7 +124,8 @@ impl Garden {
 struct Bins {
     lab: PathBuf,
     agent: PathBuf,
-    wrapper: PathBuf,
+    /// Where the CNI plugins are (`CNI_PATH`).
+    plugins: PathBuf,
 }
 
 /// A bed of `cells` cells with an "outside" host on the underlay, the controller, the daemons
@@ -140,10 +136,12 @@ fn bed_with_policy_server(cells: usize, content: &PolicyFile) -> (Testbed, PathB
     let dir = lab.parent().unwrap().to_path_buf();
     let bins = Bins {
         agent: sibling_binary(&dir, "vxlan-policy-agent", "vxlan-policy-agent").unwrap(),
-        wrapper: sibling_binary(&dir, "cni-wrapper-plugin", "cni-wrapper-plugin").unwrap(),
+        plugins: dir.clone(),
         lab,
     };
-    sibling_binary(&dir, "silk-cni", "silk-cni").unwrap();
+    for plugin in ["cni-wrapper-plugin", "silk-cni", "bandwidth"] {
+        sibling_binary(&dir, plugin, plugin).unwrap();
+    }
     let options = Options {
         cells,
         log_level: "debug".into(),
@@ -205,15 +203,13 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
             .unwrap_or_else(|e| panic!("agent {i}: {e}\n{}", bed.policy_server_log()));
     }
     let cells: Vec<Garden> = (0..2)
-        .map(|i| Garden::new(&bed, i, &bins.wrapper))
+        .map(|i| Garden::new(&bed, i, &bins.plugins))
         .collect();
 
     // The containers, through the plugins; each ADD made its cell's agent sync at once.
     let (a, b) = (NsHolder::spawn().unwrap(), NsHolder::spawn().unwrap());
-    let conf_a = cells[0].config(APP_A, json!({"netOutRules": []}));
-    let conf_b = cells[1].config(APP_B, json!({"netOutRules": []}));
-    let (res_b, ip_b) = cells[1].cni.add(HANDLE_B, &b, &conf_b);
-    let (res_a, ip_a) = cells[0].cni.add(HANDLE_A, &a, &conf_a);
+    let ip_b = cells[1].add(HANDLE_B, &b, APP_B, json!([]));
+    let ip_a = cells[0].add(HANDLE_A, &a, APP_A, json!([]));
     let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let _b8080 = EchoServer::start(b.path(), any(8080), "b-8080").unwrap();
     let _b8081 = EchoServer::start(b.path(), any(8081), "b-8081").unwrap();
@@ -305,8 +301,8 @@ fn c2c_policy_and_dynamic_asgs_end_to_end_on_two_cells() {
     drop(open);
 
     // DEL: the wrapper's chains and, through the agent's cleanup, its asg- chain go.
-    cells[0].cni.del(HANDLE_A, &a, conf_a, &res_a);
-    cells[1].cni.del(HANDLE_B, &b, conf_b, &res_b);
+    cells[0].del(HANDLE_A, &a);
+    cells[1].del(HANDLE_B, &b);
     for (i, c) in cells.iter().enumerate() {
         let saved = c.filter();
         for h in [HANDLE_A, HANDLE_B] {
@@ -354,12 +350,11 @@ fn upgrade_from_static_to_dynamic_asgs_moves_a_running_container() {
         asg_logging: Some(false),
     };
     bed.start_agent(0, &bins.agent, &static_agent).unwrap();
-    let cell = Garden::new(&bed, 0, &bins.wrapper);
+    let cell = Garden::new(&bed, 0, &bins.plugins);
     let a = NsHolder::spawn().unwrap();
     let rules = json!([{"protocol": 1, "networks": [{"start": OUTSIDE_IP, "end": OUTSIDE_IP}],
                         "ports": [{"start": FIRST_PORT, "end": FIRST_PORT}]}]);
-    let conf = cell.config(APP_A, json!({"netOutRules": rules}));
-    let (res, _) = cell.cni.add(HANDLE_A, &a, &conf);
+    cell.add(HANDLE_A, &a, APP_A, rules);
     let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let _o1 = EchoServer::start(&outside, any(FIRST_PORT), "outside-1").unwrap();
     let _o2 = EchoServer::start(&outside, any(SECOND_PORT), "outside-2").unwrap();
@@ -414,7 +409,7 @@ fn upgrade_from_static_to_dynamic_asgs_moves_a_running_container() {
         "connection opened under the static rules"
     );
     drop(open);
-    cell.cni.del(HANDLE_A, &a, conf, &res);
+    cell.del(HANDLE_A, &a);
     assert!(!cell.filter().contains(&format!(":{asg_chain} ")));
     eprintln!(
         "static to dynamic: the running container moved {:.2}s after the agent restarted (asg poll {POLL}s)",

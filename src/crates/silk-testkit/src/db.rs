@@ -81,6 +81,12 @@ pub struct TestDb {
 impl TestDb {
     /// On the server of `engine` that scripts/test started, reached over TLS.
     pub async fn create(engine: Engine) -> TestDb {
+        TestDb::create_with(engine, DbTls::from_env()).await
+    }
+
+    /// On the server of `engine` that scripts/test started, rendering `tls` (a caller that
+    /// reaches PostgreSQL over its unix socket renders [`DbTls::off`]).
+    pub async fn create_with(engine: Engine, tls: DbTls) -> TestDb {
         let backend = match engine {
             Engine::Postgres => Backend::Postgres(postgres::TestDb::create().await),
             Engine::Mysql => Backend::Mysql(MysqlDb::create().await),
@@ -88,7 +94,23 @@ impl TestDb {
         TestDb {
             engine,
             backend,
-            tls: DbTls::from_env(),
+            tls,
+        }
+    }
+
+    /// The PostgreSQL database, when this is one.
+    pub fn postgres(&self) -> Option<&postgres::TestDb> {
+        match &self.backend {
+            Backend::Postgres(d) => Some(d),
+            Backend::Mysql(_) => None,
+        }
+    }
+
+    /// The MySQL database, when this is one.
+    pub fn mysql(&self) -> Option<&MysqlDb> {
+        match &self.backend {
+            Backend::Mysql(d) => Some(d),
+            Backend::Postgres(_) => None,
         }
     }
 

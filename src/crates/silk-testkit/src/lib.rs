@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cni;
 pub mod db;
 pub mod dbserver;
+pub mod figures;
 pub mod fuzz;
 pub mod ipjson;
 pub mod loggregator;

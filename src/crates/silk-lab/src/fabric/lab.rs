@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Testbed;
+use mysql_async::prelude::Queryable;
+use silk_testkit::mysql::MysqlServer;
 use silk_testkit::netns::run_cmd;
 use silk_testkit::postgres::PgCluster;
 
@@ -88,7 +90,32 @@ pub struct LabState {
     pub pg_user: String,
     pub database: String,
     pub certs_dir: PathBuf,
+    /// `postgres` (the default of older state files) or `mysql`.
+    #[serde(default = "postgres")]
+    pub engine: String,
+    /// The MariaDB server of a MySQL lab (the database is `database`).
+    #[serde(default)]
+    pub mysql: Option<MysqlLogin>,
 }
+
+fn postgres() -> String {
+    "postgres".into()
+}
+
+/// How the lab reaches its MariaDB server from the root namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MysqlLogin {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+/// A row of the `subnets` table: underlay IP, overlay subnet, MAC, last renewal (epoch seconds).
+pub type SubnetRow = (String, String, String, i64);
+
+const SUBNETS_SQL: &str = "SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at \
+     FROM subnets ORDER BY underlay_ip";
 
 impl LabState {
     pub fn read(path: &Path) -> std::io::Result<LabState> {
@@ -108,6 +135,64 @@ impl LabState {
             port: self.pg_port,
             user: self.pg_user.clone(),
         }
+    }
+
+    fn mysql_server(&self) -> Option<MysqlServer> {
+        self.mysql.as_ref().map(|m| MysqlServer {
+            host: m.host.clone(),
+            port: m.port,
+            user: m.user.clone(),
+            password: m.password.clone(),
+        })
+    }
+
+    /// Every row of the lab database's `subnets` table, on either engine.
+    pub async fn subnets(&self) -> anyhow::Result<Vec<SubnetRow>> {
+        match self.mysql_server() {
+            Some(server) => {
+                let mut c = server.connect(Some(&self.database)).await?;
+                let rows: Vec<SubnetRow> = c.query(SUBNETS_SQL).await?;
+                let _ = c.disconnect().await;
+                Ok(rows)
+            }
+            None => {
+                let client = self.cluster().connect(&self.database).await?;
+                let rows = client.query(SUBNETS_SQL, &[]).await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect())
+            }
+        }
+    }
+
+    /// Drops the lab's database (its server stays).
+    async fn drop_database(&self) -> Result<(), String> {
+        let name = &self.database;
+        match self.mysql_server() {
+            Some(server) => {
+                let mut c = server
+                    .connect(None)
+                    .await
+                    .map_err(|e| format!("connect to mysql to drop {name}: {e}"))?;
+                c.query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                    .await
+                    .map_err(|e| format!("drop database {name}: {e}"))?;
+                let _ = c.disconnect().await;
+            }
+            None => {
+                let admin = self
+                    .cluster()
+                    .connect("postgres")
+                    .await
+                    .map_err(|e| format!("connect to postgres to drop {name}: {e}"))?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| format!("drop database {name}: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether process `p` is still the one we started.
@@ -165,17 +250,29 @@ impl Testbed {
             u.leak();
         }
         let db = self.db.take();
-        let (database, cluster) = match &db {
-            Some(d) => (d.name.clone(), d.cluster.clone()),
-            None => (
-                String::new(),
-                PgCluster {
-                    socket_dir: String::new(),
-                    port: 0,
-                    user: String::new(),
-                },
-            ),
-        };
+        let database = db
+            .as_ref()
+            .map(|d| d.name().to_string())
+            .unwrap_or_default();
+        let engine = db
+            .as_ref()
+            .map_or("postgres", |d| d.engine.name())
+            .to_string();
+        let cluster = db
+            .as_ref()
+            .and_then(|d| d.postgres())
+            .map(|p| p.cluster.clone())
+            .unwrap_or(PgCluster {
+                socket_dir: String::new(),
+                port: 0,
+                user: String::new(),
+            });
+        let mysql = db.as_ref().and_then(|d| d.mysql()).map(|m| MysqlLogin {
+            host: m.server.host.clone(),
+            port: m.server.port,
+            user: m.server.user.clone(),
+            password: m.server.password.clone(),
+        });
         std::mem::forget(db);
         let certs_dir = self.certs.take().map(|c| c.keep()).unwrap_or_default();
         LabState {
@@ -190,6 +287,8 @@ impl Testbed {
             pg_user: cluster.user,
             database,
             certs_dir,
+            engine,
+            mysql,
         }
     }
 }
@@ -236,22 +335,8 @@ pub async fn destroy(state: &LabState) -> Vec<String> {
         }
     }
     if !state.database.is_empty() {
-        match state.cluster().connect("postgres").await {
-            Ok(admin) => {
-                if let Err(e) = admin
-                    .batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        state.database
-                    ))
-                    .await
-                {
-                    errors.push(format!("drop database {}: {e}", state.database));
-                }
-            }
-            Err(e) => errors.push(format!(
-                "connect to postgres to drop {}: {e}",
-                state.database
-            )),
+        if let Err(e) = state.drop_database().await {
+            errors.push(e);
         }
     }
     if !state.certs_dir.as_os_str().is_empty() && state.certs_dir.exists() {

@@ -21,7 +21,9 @@
 pub mod garden;
 pub mod lab;
 pub mod process;
+pub mod relay;
 pub mod render;
+pub mod vcap;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -34,8 +36,8 @@ use render::{
     POLICY_SERVER_PORT,
 };
 use silk_testkit::certs::{ServerKey, TestCerts};
+use silk_testkit::db::{DbTls, Engine, TestDb};
 use silk_testkit::netns::{run_ok, unique_token, NamedNetns};
-use silk_testkit::postgres::TestDb;
 
 pub use render::CONTROLLER_HEALTH_PORT;
 
@@ -135,6 +137,9 @@ pub struct Options {
     /// Overlay network and lease block size of the controller and the daemons.
     pub overlay: String,
     pub prefix: u8,
+    /// The controller's database: PostgreSQL (reached over its unix socket) or MySQL (the
+    /// MariaDB server of `SILK_TEST_MYSQL_*`, reached over TCP with TLS through [`relay`]).
+    pub engine: Engine,
 }
 
 impl Default for Options {
@@ -146,6 +151,7 @@ impl Default for Options {
             detach: false,
             overlay: OVERLAY.into(),
             prefix: PREFIX,
+            engine: Engine::Postgres,
         }
     }
 }
@@ -227,6 +233,8 @@ pub struct Testbed {
     containers: Vec<NamedNetns>,
     /// Other processes ([`Testbed::spawn_other`]) and their binaries.
     others: Vec<(Proc, PathBuf)>,
+    /// Whether the MySQL relay runs (it is one of `others`).
+    relay_started: bool,
     // Dropped last: the bridge namespace.
     underlay: Option<NamedNetns>,
     _tmp: Option<tempfile::TempDir>,
@@ -271,7 +279,10 @@ impl Testbed {
     pub async fn build_in(binaries: Binaries, options: Options, dir: PathBuf) -> Result<Testbed> {
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let token = format!("s{}", unique_token(5));
-        let db = TestDb::create().await;
+        let db = match options.engine {
+            Engine::Postgres => TestDb::create_with(Engine::Postgres, DbTls::off()).await,
+            Engine::Mysql => TestDb::create(Engine::Mysql).await,
+        };
         let certs = TestCerts::generate(ServerKey::Rsa)?;
         let underlay =
             NamedNetns::create(&format!("{token}-ul")).map_err(io("create underlay netns"))?;
@@ -296,19 +307,40 @@ impl Testbed {
                 (&certs.server_key, "server.key"),
             ],
         )?;
-        let pg = &db.cluster;
+        let database = match (db.postgres(), db.mysql()) {
+            (Some(pg), _) => Database {
+                kind: "postgres",
+                host: pg.cluster.socket_dir.clone(),
+                port: pg.cluster.port,
+                user: pg.cluster.user.clone(),
+                password: String::new(),
+                name: pg.name.clone(),
+                require_ssl: false,
+            },
+            (None, Some(my)) => {
+                // BOSH writes the `database.ca_cert` property where the template names it.
+                install_certs(
+                    &controller_root,
+                    "silk-controller",
+                    &[(Path::new(&db.tls.ca_cert), "database_ca.crt")],
+                )?;
+                Database {
+                    kind: "mysql",
+                    host: relay::MYSQL_LISTEN.ip().to_string(),
+                    port: relay::MYSQL_LISTEN.port(),
+                    user: my.server.user.clone(),
+                    password: my.server.password.clone(),
+                    name: my.name.clone(),
+                    require_ssl: true,
+                }
+            }
+            (None, None) => unreachable!("a test database is on one engine"),
+        };
         let text = controller_json(
             &controller_root,
             &options.overlay,
             options.prefix,
-            &Database {
-                kind: "postgres",
-                host: &pg.socket_dir,
-                port: pg.port,
-                user: &pg.user,
-                password: "",
-                name: &db.name,
-            },
+            &database,
             &options.timing,
         )?;
         write_file(&controller_config, &text)?;
@@ -331,6 +363,7 @@ impl Testbed {
             extras: Vec::new(),
             containers: Vec::new(),
             others: Vec::new(),
+            relay_started: false,
             underlay: Some(underlay),
             _tmp: None,
         };
@@ -345,9 +378,16 @@ impl Testbed {
         self.certs.as_ref().expect("certs live until leak")
     }
 
-    /// The bed's database.
-    pub fn db(&self) -> &TestDb {
+    /// The bed's database, on either engine.
+    pub fn database(&self) -> &TestDb {
         self.db.as_ref().expect("database lives until leak")
+    }
+
+    /// The bed's PostgreSQL database; panics on a MySQL bed ([`Testbed::database`] serves both).
+    pub fn db(&self) -> &silk_testkit::postgres::TestDb {
+        self.database()
+            .postgres()
+            .expect("the bed runs on PostgreSQL (Options::engine)")
     }
 
     /// The controller's namespace.
@@ -420,6 +460,15 @@ impl Testbed {
         Ok(i)
     }
 
+    /// Renders cell `i`'s conflist again from the silk-cni job's template, with `overrides`
+    /// of the job's properties and links set over the lab's ([`render::cni_conflist_with`],
+    /// e.g. `{"properties/iptables_logging": false}`); for the containers created after.
+    pub fn render_conflist(&self, i: usize, overrides: &serde_json::Value) -> Result<()> {
+        let cell = &self.cells[i];
+        let text = render::cni_conflist_with(&cell.dir, cell.underlay_ip, overrides)?;
+        write_file(&cell.conflist(), &text)
+    }
+
     /// Adds a host that is not a cell to the underlay segment: a namespace with `eth0` carrying
     /// `ip`/24 (pick one outside the cells' range, e.g. 192.0.2.200), removed with the bed. A
     /// stand-in for anything cells reach on their underlay (an external service, a router).
@@ -454,8 +503,54 @@ impl Testbed {
         Ok(pid)
     }
 
+    /// On a MySQL bed, starts the relay that makes the MariaDB server on the root namespace's
+    /// loopback reachable on the api namespace's loopback at [`relay::MYSQL_LISTEN`] (once; it
+    /// runs with the bed); nothing on a PostgreSQL bed. [`Testbed::start_controller`] calls it.
+    pub fn start_db_relay(&mut self) -> Result<()> {
+        let Some(my) = self.database().mysql() else {
+            return Ok(());
+        };
+        if self.relay_started {
+            return Ok(());
+        }
+        let upstream = format!("{}:{}", my.server.host, my.server.port);
+        let dir = self
+            .binaries
+            .controller
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let lab = sibling_binary(&dir, "silk-lab", "silk-lab")?;
+        let api = self.api_ns().path().display().to_string();
+        let argv = vec![
+            lab.display().to_string(),
+            "db-relay".into(),
+            format!("--netns={api}"),
+            format!("--listen={}", relay::MYSQL_LISTEN),
+            format!("--upstream={upstream}"),
+        ];
+        // Started in this (the root) namespace, where the upstream is; it binds its listener
+        // inside the api namespace.
+        self.spawn_other("db-relay", "", &argv)?;
+        let ns = self.api_ns().path().to_path_buf();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !relay::answers(&ns, relay::MYSQL_LISTEN) {
+            if Instant::now() >= deadline {
+                return Err(TestbedError::Timeout(format!(
+                    "db-relay did not listen on {} within 10s; log:\n{}",
+                    relay::MYSQL_LISTEN,
+                    std::fs::read_to_string(self.dir.join("db-relay.log")).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.relay_started = true;
+        Ok(())
+    }
+
     /// Starts the controller in the api namespace and waits for its health endpoint.
     pub fn start_controller(&mut self) -> Result<()> {
+        self.start_db_relay()?;
         let argv = vec![
             self.binaries.controller.display().to_string(),
             format!("-config={}", self.controller_config.display()),
@@ -585,19 +680,24 @@ impl Testbed {
     /// The unexpired leases of the `subnets` table (the controller's `GET /leases` view):
     /// (underlay_ip, overlay_subnet, overlay_hwaddr), sorted by underlay IP.
     pub async fn lease_table(&self) -> Vec<(String, String, String)> {
-        let client = self.db().client().await;
-        let exp = i64::try_from(self.options.timing.lease_expiration_seconds).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
-                 WHERE last_renewed_at + $1 > EXTRACT(EPOCH FROM now())::bigint ORDER BY underlay_ip",
-                &[&exp],
-            )
+        let db = self.database();
+        let exp = self.options.timing.lease_expiration_seconds;
+        let mut rows: Vec<_> = db
+            .strings(&format!(
+                "SELECT CONCAT(underlay_ip, ' ', overlay_subnet, ' ', overlay_hwaddr) FROM subnets \
+                 WHERE last_renewed_at + {exp} > {}",
+                db.engine.now_sql()
+            ))
             .await
-            .expect("query subnets");
-        rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
+            .into_iter()
+            .map(|r| {
+                let mut p = r.split(' ').map(str::to_string);
+                let mut next = || p.next().unwrap_or_default();
+                (next(), next(), next())
+            })
+            .collect();
+        rows.sort();
+        rows
     }
 
     /// Starts the lab policy server (`silk-lab policy-server`, binary `lab`) in the api

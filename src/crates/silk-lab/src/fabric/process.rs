@@ -26,8 +26,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `argv` in namespace `ns`, stdout and stderr appended to `log`. With `detach`, the
-    /// process gets its own session so it outlives the caller's terminal (the lab).
+    /// Starts `argv` in namespace `ns` (the caller's own when `ns` is empty), stdout and stderr
+    /// appended to `log`. With `detach`, the process gets its own session so it outlives the
+    /// caller's terminal (the lab).
     pub fn spawn(
         name: &str,
         ns: &str,
@@ -37,8 +38,15 @@ impl Proc {
     ) -> io::Result<Self> {
         let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(argv);
+        let mut cmd = if ns.is_empty() {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).args(argv);
+            c
+        };
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if detach {
             use std::os::unix::process::CommandExt;

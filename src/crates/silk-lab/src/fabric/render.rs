@@ -189,15 +189,18 @@ fn render_with_seconds(
     Ok(serde_json::to_string_pretty(&v).expect("a JSON value serialises"))
 }
 
-/// The controller's database, as the template's `database.*` properties.
+/// The controller's database, as the template's `database.*` properties. With `require_ssl`,
+/// the template names the CA file `certs/database_ca.crt` of the job (where BOSH writes the
+/// `database.ca_cert` property); the caller puts it there.
 #[derive(Debug, Clone)]
-pub struct Database<'a> {
-    pub kind: &'a str,
-    pub host: &'a str,
+pub struct Database {
+    pub kind: &'static str,
+    pub host: String,
     pub port: u16,
-    pub user: &'a str,
-    pub password: &'a str,
-    pub name: &'a str,
+    pub user: String,
+    pub password: String,
+    pub name: String,
+    pub require_ssl: bool,
 }
 
 /// silk-controller.json, rooted at `root`; listens on every address of its namespace.
@@ -205,7 +208,7 @@ pub fn controller_json(
     root: &Path,
     overlay: &str,
     prefix: u8,
-    db: &Database<'_>,
+    db: &Database,
     t: &Timing,
 ) -> Result<String, RenderError> {
     let mut ctx = context("silk-controller.json", CONTROLLER_CONTEXT, root, None)?;
@@ -223,7 +226,7 @@ pub fn controller_json(
         "properties/database",
         json!({"type": db.kind, "username": db.user, "password": db.password,
                "host": db.host, "port": db.port, "name": db.name,
-               "connect_timeout_seconds": 10}),
+               "require_ssl": db.require_ssl, "connect_timeout_seconds": 10}),
     );
     render_with_seconds(
         CONTROLLER_TEMPLATE,
@@ -316,7 +319,23 @@ pub fn agent_json(
 
 /// cni-wrapper-plugin.conflist for the cell at `underlay_ip`, rooted at `root`.
 pub fn cni_conflist(root: &Path, underlay_ip: Ipv4Addr) -> Result<String, RenderError> {
-    let ctx = context("silk-cni.json", CNI_CONTEXT, root, Some(underlay_ip))?;
+    cni_conflist_with(root, underlay_ip, &Value::Null)
+}
+
+/// [`cni_conflist`] with `overrides` (an object of `/`-separated paths into the job's context,
+/// e.g. `properties/iptables_logging` or `links/vpa/properties/force_policy_poll_cycle_port`,
+/// to values) set over the lab's: a job property or link value as BOSH would render it.
+pub fn cni_conflist_with(
+    root: &Path,
+    underlay_ip: Ipv4Addr,
+    overrides: &Value,
+) -> Result<String, RenderError> {
+    let mut ctx = context("silk-cni.json", CNI_CONTEXT, root, Some(underlay_ip))?;
+    if let Some(o) = overrides.as_object() {
+        for (path, value) in o {
+            set(&mut ctx, path, value.clone());
+        }
+    }
     render(CNI_TEMPLATE, &ctx)
 }
 
@@ -383,11 +402,12 @@ mod tests {
         };
         let db = Database {
             kind: "postgres",
-            host: "/run/pg",
+            host: "/run/pg".into(),
             port: 5433,
-            user: "postgres",
-            password: "",
-            name: "silk_x",
+            user: "postgres".into(),
+            password: String::new(),
+            name: "silk_x".into(),
+            require_ssl: false,
         };
         let c = parse(
             &controller_json(Path::new("/lab/controller"), "10.255.0.0/16", 24, &db, &t).unwrap(),
@@ -397,6 +417,26 @@ mod tests {
         assert_eq!(c["database"]["host"], "/run/pg");
         assert_eq!(c["database"]["port"], 5433);
         assert_eq!(c["database"]["database_name"], "silk_x");
+        assert_eq!(c["database"]["require_ssl"], false);
+        let my = Database {
+            kind: "mysql",
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "silk".into(),
+            password: "secret".into(),
+            name: "silk_y".into(),
+            require_ssl: true,
+        };
+        let c = parse(
+            &controller_json(Path::new("/lab/controller"), "10.255.0.0/16", 24, &my, &t).unwrap(),
+        );
+        assert_eq!(c["database"]["type"], "mysql");
+        assert_eq!(c["database"]["require_ssl"], true);
+        assert_eq!(c["database"]["skip_hostname_validation"], false);
+        assert_eq!(
+            c["database"]["ca_cert"],
+            "/lab/controller/jobs/silk-controller/config/certs/database_ca.crt"
+        );
         let d = parse(
             &daemon_json(
                 Path::new("/lab/c1"),
@@ -418,6 +458,23 @@ mod tests {
         let a = parse(&agent_json(root, ip, "10.255.0.0/16", &AgentSettings::lab()).unwrap());
         let c = parse(&cni_conflist(root, ip).unwrap());
         let l = parse(&logger_json(Path::new("/lab"), root, ip).unwrap());
+        let quiet = parse(
+            &cni_conflist_with(
+                root,
+                ip,
+                &json!({"properties/iptables_logging": false,
+                        "properties/outbound_connections/limit": true,
+                        "links/vpa/properties/force_policy_poll_cycle_port": 9999}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(c["plugins"][0]["iptables_asg_logging"], true);
+        assert_eq!(quiet["plugins"][0]["iptables_asg_logging"], false);
+        assert_eq!(quiet["plugins"][0]["outbound_connections"]["limit"], true);
+        assert_eq!(
+            quiet["plugins"][0]["policy_agent_force_poll_address"],
+            "127.0.0.1:9999"
+        );
         let wrapper = &c["plugins"][0];
         assert_eq!(a["cni_datastore_path"], wrapper["datastore"]);
         assert_eq!(a["iptables_lock_file"], wrapper["iptables_lock_file"]);

@@ -107,6 +107,8 @@ pub struct UpOptions {
     pub apps: usize,
     pub state_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// The controller's database engine.
+    pub engine: silk_testkit::db::Engine,
 }
 
 /// `silk-lab up`.
@@ -148,6 +150,7 @@ pub async fn up(o: UpOptions) -> anyhow::Result<()> {
         },
         detach: true,
         log_level: "info".into(),
+        engine: o.engine,
         ..Options::default()
     };
     let t = Instant::now();
@@ -186,11 +189,20 @@ pub async fn up(o: UpOptions) -> anyhow::Result<()> {
     println!();
     print_fabric(&state, &lab).await?;
     println!("{}", show(&lab, &rows)?);
+    let total = progress.start.elapsed();
     println!(
         "up in {:.1}s (matrix converged {:.1}s after the containers started)",
-        progress.start.elapsed().as_secs_f64(),
+        total.as_secs_f64(),
         took.as_secs_f64()
     );
+    let case = format!("up on {}", o.engine.name());
+    for (case, d) in [
+        (case.as_str(), total),
+        ("matrix converged after the containers", took),
+    ] {
+        let ms = d.as_secs_f64() * 1000.0;
+        silk_testkit::figures::record("lab", case, o.apps as f64, "apps", "wall_ms", ms);
+    }
     Ok(())
 }
 
@@ -209,7 +221,11 @@ fn start_all(
         bed.spawn_other("responder outside", &ns, &argv)?;
         Ok(())
     })?;
-    progress.step("silk-controller (api namespace, PostgreSQL)", || {
+    let db = match o.engine {
+        silk_testkit::db::Engine::Postgres => "PostgreSQL",
+        silk_testkit::db::Engine::Mysql => "MySQL over TLS, through the db-relay",
+    };
+    progress.step(&format!("silk-controller (api namespace, {db})"), || {
         Ok(bed.start_controller()?)
     })?;
     progress.step("lab policy server with the demo policies and ASGs", || {

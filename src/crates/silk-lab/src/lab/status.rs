@@ -21,18 +21,14 @@ fn count(ns: &str, argv: &[&str], key: &str) -> usize {
 }
 
 pub async fn print(state: &LabState) -> anyhow::Result<()> {
-    let client = state.cluster().connect(&state.database).await?;
-    let rows = client
-        .query("SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at FROM subnets ORDER BY underlay_ip", &[])
-        .await?;
+    let rows = state.subnets().await?;
     println!("leases ({}):", rows.len());
     println!(
         "  {:<15} {:<18} {:<17} last_renewed_at",
         "underlay_ip", "overlay_subnet", "overlay_hwaddr"
     );
     let mut subnets = std::collections::BTreeMap::new();
-    for r in &rows {
-        let (u, s, m, t): (String, String, String, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    for (u, s, m, t) in rows {
         println!("  {u:<15} {s:<18} {m:<17} {t}");
         subnets.insert(u, s);
     }
