@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+use silk_dataplane::iptables::{Family, Iptables, SystemIptables};
 use silk_lab::fabric::lab::LabState;
 use silk_lab::fabric::sibling_binary;
 use silk_lab::fabric::vcap::VcapUser;
@@ -52,10 +53,11 @@ fn root_view() -> (String, String) {
         .args(["-o", "link", "show"])
         .output()
         .unwrap();
-    let rules = Command::new("iptables-save").output().unwrap();
-    let strip = |o: Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
+    let rules = SystemIptables::new("unused.lock")
+        .save(Family::V4, None)
+        .unwrap();
+    let strip = |text: &str| {
+        text.lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| {
                 // counters change, names do not
@@ -64,7 +66,10 @@ fn root_view() -> (String, String) {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    (strip(links), strip(rules))
+    (
+        strip(&String::from_utf8_lossy(&links.stdout)),
+        strip(&rules),
+    )
 }
 
 /// The silk-lab binary and the directory of the release's binaries (built when missing).
