@@ -106,6 +106,8 @@ pub struct Cell {
     pub dir: tempfile::TempDir,
     pub server: FakeServer,
     pub cni_path: PathBuf,
+    /// The rendered conflist gives the metadata store to `vcap`.
+    _vcap: silk_lab::fabric::vcap::VcapUser,
 }
 
 pub fn plugin_dir() -> PathBuf {
@@ -156,38 +158,48 @@ impl Cell {
             dir: tempfile::tempdir().unwrap(),
             server,
             cni_path: plugin_dir(),
+            _vcap: silk_lab::fabric::vcap::VcapUser::ensure().unwrap(),
         }
     }
 
+    /// `rel` under the cell's data directory (`<root>/data`, as the rendered conflist puts it).
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.dir.path().join("data").join(rel)
     }
 
-    /// The conflist's wrapper entry with runtime injections (A's settings).
+    /// The wrapper entry of the silk-cni job's conflist, rendered from the release's template
+    /// with the state under this cell's temp dir, silk-daemon's and the agent's port as this
+    /// cell's server, iptables logging off, and `metadata` / `runtimeConfig` injected as libcni
+    /// passes them.
     pub fn config(
         &self,
         metadata: serde_json::Value,
         runtime: serde_json::Value,
     ) -> serde_json::Value {
-        serde_json::json!({
-            "cniVersion": "1.0.0", "name": "cni-wrapper", "type": "cni-wrapper-plugin",
-            "datastore": self.path("container-metadata/store.json"),
-            "datastore_file_owner": "", "datastore_file_group": "",
-            "iptables_lock_file": self.path("garden-cni/iptables.lock"),
-            "instance_address": CELL_IP, "no_masquerade_cidr_range": "10.255.0.0/16",
-            "temporary_underlay_interface_names": [], "underlay_ips": [CELL_IP],
-            "iptables_asg_logging": false, "iptables_c2c_logging": false,
-            "iptables_denied_logs_per_sec": 1, "iptables_accepted_udp_logs_per_sec": 100,
-            "ingress_tag": "ffff0000", "vtep_name": "silk-vtep",
-            "policy_agent_force_poll_address": format!("127.0.0.1:{}", self.server.port),
-            "dns_servers": ["169.254.0.53"], "host_tcp_services": [], "host_udp_services": [],
-            "deny_networks": {"always": [], "running": [], "staging": []},
-            "delegate": {"cniVersion": "1.0.0", "name": "silk", "type": "silk-cni", "daemonPort": self.server.port,
-                         "dataDir": self.path("host-local"), "datastore": self.path("silk/store.json"), "mtu": 0},
-            "outbound_connections": {"limit": false, "logging": false, "burst": 1000, "rate_per_sec": 100, "dry_run": false},
-            "metadata": metadata,
-            "runtimeConfig": runtime,
-        })
+        let text = silk_lab::fabric::render::cni_conflist_with(
+            self.dir.path(),
+            CELL_IP.parse().unwrap(),
+            &serde_json::json!({
+                "properties/iptables_logging": false,
+                "properties/no_masquerade_cidr_range": "10.255.0.0/16",
+                "properties/silk_daemon/listen_port": self.server.port,
+                "links/vpa/properties/force_policy_poll_cycle_port": self.server.port,
+            }),
+        )
+        .unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut conf = silk_lab::fabric::garden::conf_for(
+            &list,
+            &list["plugins"][0],
+            silk_lab::fabric::garden::Call::Add {
+                metadata: &metadata,
+                runtime: &runtime,
+                prev: None,
+            },
+        );
+        assert_eq!(conf["type"], "cni-wrapper-plugin");
+        conf["metadata"] = metadata;
+        conf
     }
 }
 
