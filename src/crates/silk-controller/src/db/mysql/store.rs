@@ -126,9 +126,9 @@ impl LeaseStore for MysqlStore {
         })
     }
 
-    /// The host's row first; when it has none, one INSERT per candidate until one is not
-    /// refused as a duplicate (MySQL has neither `RETURNING` nor `ON CONFLICT`). A duplicate
-    /// `underlay_ip` means the host got a row concurrently, read back on the same connection.
+    /// The INSERT first, one per candidate until one is not refused as a duplicate (MySQL
+    /// has neither `RETURNING` nor `ON CONFLICT`): a new host costs one round trip. A duplicate
+    /// `underlay_ip` means the host has a row, read back on the same connection.
     fn claim<'a>(
         &'a self,
         underlay_ip: &'a str,
@@ -139,13 +139,6 @@ impl LeaseStore for MysqlStore {
         let candidates: Vec<(String, String)> =
             subnets.iter().cloned().zip(macs.iter().cloned()).collect();
         self.with_conn(|mut c| async move {
-            // Lookup first: a host that has a row (restart, repeated acquire) costs one read
-            // and takes no insert intention lock; under many concurrent writers this kept the
-            // p99 lower than trying the INSERT first (docs/controller.md, Performance).
-            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
-            if let Some((s, m)) = row {
-                return Ok(Claim::Existing(lease(ip, s, m)));
-            }
             for (subnet, mac) in candidates {
                 let inserted = c
                     .exec_drop(
@@ -156,21 +149,17 @@ impl LeaseStore for MysqlStore {
                     .await;
                 match inserted {
                     Ok(()) => return Ok(Claim::New(lease(ip, subnet, mac))),
-                    Err(e) if duplicate_underlay(&e) => {
-                        // The host got a row concurrently: hand that one out.
-                        let row: Option<(String, String)> =
-                            c.exec_first(LOOKUP, (&ip,)).await?;
-                        return Ok(match row {
-                            Some((s, m)) => Claim::Existing(lease(ip, s, m)),
-                            None => Claim::Taken,
-                        });
-                    }
+                    Err(e) if duplicate_underlay(&e) => break,
                     Err(mysql_async::Error::Server(s)) if s.code == DUPLICATE_ENTRY => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
-            // Every candidate was taken.
-            Ok(Claim::Taken)
+            // The host's row (or none: every candidate was taken, or the row went again).
+            let row: Option<(String, String)> = c.exec_first(LOOKUP, (&ip,)).await?;
+            Ok(match row {
+                Some((s, m)) => Claim::Existing(lease(ip, s, m)),
+                None => Claim::Taken,
+            })
         })
     }
 
