@@ -3,11 +3,33 @@
 //! injections) on stdin; DEL with the cached result and without the injections.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::netns::{command_in, output_with_stdin, NsHolder};
+
+/// `plugin` run for `command` on container `handle` as libcni runs it for garden: inside the
+/// cell's namespace `ns`, with `CNI_COMMAND`, `CNI_CONTAINERID` (the handle), `CNI_NETNS`,
+/// `CNI_IFNAME=eth0`, `CNI_ARGS=""` and `CNI_PATH=cni_path`; the caller writes the config to stdin.
+pub fn cni_command(
+    ns: &Path,
+    plugin: &Path,
+    cni_path: &Path,
+    command: &str,
+    handle: &str,
+    netns: &Path,
+) -> Command {
+    let mut c = command_in(ns, &plugin.display().to_string());
+    c.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", handle)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", "")
+        .env("CNI_PATH", cni_path);
+    c
+}
 
 /// One plugin of one cell.
 #[derive(Debug, Clone)]
@@ -25,14 +47,8 @@ pub type CniOut = (i32, String, String);
 
 impl CniRunner {
     /// Runs `cmd` for container `handle` with network namespace `netns`.
-    pub fn run(&self, cmd: &str, handle: &str, netns: &std::path::Path, stdin: &str) -> CniOut {
-        let mut c = command_in(&self.ns, &self.plugin.display().to_string());
-        c.env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", handle)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", &self.cni_path);
+    pub fn run(&self, cmd: &str, handle: &str, netns: &Path, stdin: &str) -> CniOut {
+        let mut c = cni_command(&self.ns, &self.plugin, &self.cni_path, cmd, handle, netns);
         match output_with_stdin(&mut c, stdin.as_bytes()) {
             Ok(o) => (
                 o.status.code().unwrap_or(-1),

@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use silk_testkit::netns::{command_in, output_with_stdin};
+use silk_testkit::cni::cni_command;
+use silk_testkit::netns::output_with_stdin;
 
 /// Why a garden call failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,13 +154,14 @@ impl Garden {
     ) -> Result<String, GardenError> {
         let kind = conf["type"].as_str().unwrap_or_default().to_string();
         let bin = self.plugin_dir.join(&kind);
-        let mut c = command_in(&self.cell_ns, &bin.display().to_string());
-        c.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", handle)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", &self.plugin_dir);
+        let mut c = cni_command(
+            &self.cell_ns,
+            &bin,
+            &self.plugin_dir,
+            command,
+            handle,
+            netns,
+        );
         let out = output_with_stdin(&mut c, conf.to_string().as_bytes()).map_err(|source| {
             GardenError::Io {
                 what: format!("run {}", bin.display()),
