@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream as StdTcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +108,16 @@ pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// silk-controller with `config`, stdout to `stdout`, stderr beside it (`.stderr`).
+fn spawn_controller(config: &Path, stdout: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_silk-controller"))
+        .arg(format!("-config={}", config.display()))
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(std::fs::File::create(stdout.with_extension("stderr")).unwrap())
+        .spawn()
+        .expect("spawn silk-controller")
+}
+
 impl Controller {
     pub async fn start(db: &TestDb, certs: &TestCerts, s: &Settings) -> Controller {
         Controller::start_on(&db.controller_database_json(), certs, s).await
@@ -122,54 +132,56 @@ impl Controller {
         Controller::start_on(database, certs, &Settings::default()).await
     }
 
+    /// Starts a controller on free ports. A port picked free can be taken by a parallel test
+    /// before the controller binds it: then it starts again on other ports (a few times).
     async fn start_on(database: &str, certs: &TestCerts, s: &Settings) -> Controller {
-        let ports = (free_port(), free_port(), free_port());
-        let config = write_config(
-            certs.dir(),
-            &format!("controller-{}.json", ports.0),
-            &config_json_with(database, certs, s, ports),
-        );
-        let stdout = certs.dir().join(format!("controller-{}.log", ports.0));
-        let child = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
-            .arg(format!("-config={}", config.display()))
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn silk-controller");
-        let mut c = Controller {
-            child,
-            api_port: ports.0,
-            health_port: ports.1,
-            debug_port: ports.2,
-            stdout,
-            config,
-        };
-        c.wait_healthy().await;
-        c
+        for _ in 0..5 {
+            let ports = (free_port(), free_port(), free_port());
+            let config = write_config(
+                certs.dir(),
+                &format!("controller-{}.json", ports.0),
+                &config_json_with(database, certs, s, ports),
+            );
+            let stdout = certs.dir().join(format!("controller-{}.log", ports.0));
+            let mut c = Controller {
+                child: spawn_controller(&config, &stdout),
+                api_port: ports.0,
+                health_port: ports.1,
+                debug_port: ports.2,
+                stdout,
+                config,
+            };
+            match c.wait_healthy().await {
+                Ok(()) => return c,
+                Err(e) if e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("silk-controller found no free ports in 5 starts");
     }
 
     /// Stops the process and starts a new one with the same config (same ports).
     pub async fn restart(&mut self) {
         assert_eq!(self.terminate(), Some(0));
-        self.child = Command::new(env!("CARGO_BIN_EXE_silk-controller"))
-            .arg(format!("-config={}", self.config.display()))
-            .stdout(std::fs::File::create(&self.stdout).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn silk-controller");
-        self.wait_healthy().await;
+        self.child = spawn_controller(&self.config, &self.stdout);
+        if let Err(e) = self.wait_healthy().await {
+            panic!("{e}");
+        }
     }
 
-    async fn wait_healthy(&mut self) {
+    /// Waits for /health; an early exit is an error with the process's output.
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "silk-controller exited early with {status}; log:\n{}",
-                    std::fs::read_to_string(&self.stdout).unwrap_or_default()
-                );
+                let log = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+                return Err(format!(
+                    "silk-controller exited early with {status}; log:\n{}\nstderr:\n{}",
+                    log(&self.stdout),
+                    log(&self.stdout.with_extension("stderr")),
+                ));
             }
             if let Ok((200, _, _)) = plain_request(self.health_port, "GET", "/health", "").await {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
