@@ -12,9 +12,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-use silk_core::{HardwareAddr, Lease};
+use silk_core::{HardwareAddr, Lease, LeaseTable};
 
-use crate::db::{Claim, Store, StoreError};
+use crate::db::{Batch, Claim, LeaseBatches, Store, StoreError};
 use crate::pool::{CidrPool, Kind};
 
 /// Upstream's `AcquireSubnetLeaseAttempts` is 10; the extra attempts only run under heavy
@@ -277,10 +277,34 @@ impl Leaser {
     }
 
     /// Every unexpired lease.
-    pub async fn routable(&self) -> Result<Vec<Lease>, LeaserError> {
-        self.store.active(self.expiration).await.map_err(store(
-            "all-routable-leases: getting all leases: selecting all active subnets",
-        ))
+    pub async fn routable(&self) -> Result<LeaseTable, LeaserError> {
+        self.store
+            .active(self.expiration)
+            .await
+            .map_err(store(ROUTABLE))
+    }
+
+    /// [`routable`](Self::routable) in batches as the database sends them.
+    pub async fn routable_batches(&self) -> Result<RoutableBatches, LeaserError> {
+        self.store
+            .active_batches(self.expiration)
+            .await
+            .map(RoutableBatches)
+            .map_err(store(ROUTABLE))
+    }
+}
+
+const ROUTABLE: &str = "all-routable-leases: getting all leases: selecting all active subnets";
+
+/// The batches of [`Leaser::routable_batches`]; a failed batch is the error
+/// [`Leaser::routable`] would give, and the last item.
+pub struct RoutableBatches(LeaseBatches);
+
+impl RoutableBatches {
+    /// The next batch; `None` after the last one or after an error.
+    pub async fn next(&mut self) -> Option<Result<Batch, LeaserError>> {
+        let batch = self.0.recv().await?;
+        Some(batch.map_err(store(ROUTABLE)))
     }
 }
 
@@ -619,7 +643,7 @@ mod tests {
         run(l.renew(&b)).unwrap();
         store.advance(1);
         // a: renewed exactly `expiration` ago is expired; b is fresh.
-        assert_eq!(run(l.routable()).unwrap(), vec![b.clone()]);
+        assert_eq!(run(l.routable()).unwrap().to_leases(), vec![b.clone()]);
         run(l.renew(&a)).unwrap();
         assert_eq!(run(l.routable()).unwrap().len(), 2);
     }

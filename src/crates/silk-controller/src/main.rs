@@ -3,6 +3,12 @@
 //! `<log_prefix>.silk-controller error: <error>` on stderr, as upstream.
 
 use clap::Parser;
+
+/// mimalloc: a `GET /leases` body is one large buffer per request, which glibc maps and faults
+/// in afresh each time (above its mmap threshold); mimalloc reuses it. Built with cc alone.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use silk_controller::config::{Config, ConfigError};
 use silk_ops::config::LoadError;
 

@@ -3,10 +3,12 @@
 
 pub mod asg;
 pub mod lease;
+pub mod lease_table;
 pub mod network;
 pub mod policy;
 #[cfg(test)]
 mod proptests;
 
 pub use lease::{HardwareAddr, Lease, LeaseError};
+pub use lease_table::{LeaseRef, LeaseTable};
 pub use network::{NetworkError, NetworkSpec, OverlayNetworks};

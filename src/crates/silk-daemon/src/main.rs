@@ -1,6 +1,11 @@
 //! `silk-daemon -config=<client-config.json>`: exits 64 on a bad config, 1 on a start-up error
 //! or a fatal renew failure, 0 on SIGTERM/SIGINT (leaving the VTEP and its entries in place).
 
+/// The controller's allocator too: the lease list it reads each poll is one large body, and
+/// glibc would map and fault in fresh pages for it every time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use silk_daemon::config::Config;

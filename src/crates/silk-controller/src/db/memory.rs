@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use silk_core::Lease;
+use silk_core::{Lease, LeaseRef, LeaseTable};
 
 use super::{Claim, Counts, LeaseStore, StoreError, StoreResult};
 use crate::pool::Kind;
@@ -228,13 +228,13 @@ impl LeaseStore for MemoryStore {
         ready(self.insert_row(lease, self.now()))
     }
 
-    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>> {
+    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
         let now = self.now();
-        ready(Ok(self
-            .rows()
-            .into_iter()
+        let rows = self.rows();
+        ready(Ok(rows
+            .iter()
             .filter(|r| r.last_renewed_at + expiration > now)
-            .map(|r| r.lease)
+            .map(|r| LeaseRef::from(&r.lease))
             .collect()))
     }
 

@@ -20,13 +20,43 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use silk_core::Lease;
+use silk_core::{Lease, LeaseTable};
 
 use crate::config::{Config, Engine};
 use crate::pool::Kind;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type StoreResult<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Active leases a batch at a time, in the order the engine sends them; the channel ends
+/// with the batch marked `last`, or with the one error that ends the read.
+pub type LeaseBatches = tokio::sync::mpsc::UnboundedReceiver<Result<Batch, StoreError>>;
+
+/// The leases of every batch in one table; the first error ends it.
+pub(crate) async fn join_batches(mut batches: LeaseBatches) -> Result<LeaseTable, StoreError> {
+    let mut table = LeaseTable::default();
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
+        table.append(&batch.leases);
+        if batch.last {
+            return Ok(table);
+        }
+    }
+    Err(StoreError::Connection(
+        "the lease read ended without its last batch".into(),
+    ))
+}
+
+/// Leases per batch of a store's [`LeaseStore::active_batches`]: a few batches for thousands of
+/// leases.
+pub(crate) const BATCH: usize = 1024;
+
+/// Some of the active leases; `last` when no more follow.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub leases: LeaseTable,
+    pub last: bool,
+}
 
 /// A failed statement, engine-neutral.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +149,21 @@ pub trait LeaseStore: Send + Sync {
     fn insert<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, ()>;
 
     /// Every row with `last_renewed_at + expiration > now`.
-    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>>;
+    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable>;
+
+    /// [`active`](Self::active) in batches as the rows arrive, so a caller can work on the
+    /// first while the engine still sends the rest. A read that fails before its first batch
+    /// has read nothing (here or as the first item). The read goes on to its end whatever the
+    /// receiver does, and each batch is sent without waiting: a slow reader never holds a
+    /// database connection.
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+        Box::pin(async move {
+            let leases = self.active(expiration).await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = tx.send(Ok(Batch { leases, last: true }));
+            Ok(rx)
+        })
+    }
 
     /// Deletes the row of `underlay_ip`; returns whether one existed.
     fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool>;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool};
-use silk_core::Lease;
+use silk_core::{Lease, LeaseTable};
 
 use crate::config::Config;
 use crate::db::{
-    initial_slots, kind_filter, runtime, warm, Claim, Counts, LeaseStore, OpenError, StoreError,
-    StoreResult,
+    initial_slots, join_batches, kind_filter, runtime, warm, Batch, Claim, Counts, LeaseBatches,
+    LeaseStore, OpenError, StoreError, StoreResult, BATCH,
 };
 use crate::pool::Kind;
 
@@ -99,6 +99,25 @@ fn lease(underlay_ip: String, overlay_subnet: String, overlay_hardware_addr: Str
         overlay_subnet,
         overlay_hardware_addr,
     }
+}
+
+/// A row of three text columns onto `table`, whole or not at all.
+fn push_row(table: &mut LeaseTable, row: &mysql_async::Row) -> Result<(), String> {
+    let before = table.len();
+    for i in 0..3 {
+        let text = match row.as_ref(i) {
+            Some(mysql_async::Value::Bytes(b)) => std::str::from_utf8(b).map_err(|e| e.to_string()),
+            other => Err(format!("column {i} is {other:?}, want text")),
+        };
+        match text {
+            Ok(text) => table.push_field(text),
+            Err(e) => {
+                table.truncate(before);
+                return Err(format!("reading active subnets: {e}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl LeaseStore for MysqlStore {
@@ -241,17 +260,59 @@ impl LeaseStore for MysqlStore {
         })
     }
 
-    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>> {
-        self.with_conn(move |mut c| async move {
-            let rows: Vec<(String, String, String)> = c
-                .exec(
+    /// Every unexpired row: [`active_batches`](LeaseStore::active_batches) joined.
+    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
+        Box::pin(async move { join_batches(self.active_batches(expiration).await?).await })
+    }
+
+    /// Every unexpired row, each column copied from the driver's row straight into a batch,
+    /// read on the database runtime within the timeouts; a failure is the last item.
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sender = tx.clone();
+        let read = self.with_conn(move |mut c| async move {
+            let mut result = c
+                .exec_iter(
                     "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
                      WHERE last_renewed_at + ? > UNIX_TIMESTAMP()",
                     (expiration,),
                 )
                 .await?;
-            Ok(rows.into_iter().map(|(u, s, m)| lease(u, s, m)).collect())
-        })
+            let (mut table, mut bad) = (LeaseTable::with_capacity(BATCH), None);
+            result
+                .for_each(|row| {
+                    if bad.is_some() {
+                        return;
+                    }
+                    if let Err(e) = push_row(&mut table, &row) {
+                        bad = Some(e);
+                    } else if table.len() >= BATCH {
+                        let leases =
+                            std::mem::replace(&mut table, LeaseTable::with_capacity(BATCH));
+                        let _ = sender.send(Ok(Batch {
+                            leases,
+                            last: false,
+                        }));
+                    }
+                })
+                .await?;
+            match bad {
+                Some(e) => Err(StoreError::Sql(e)),
+                None => {
+                    let _ = sender.send(Ok(Batch {
+                        leases: table,
+                        last: true,
+                    }));
+                    Ok(())
+                }
+            }
+        });
+        runtime::spawn(async move {
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e));
+            }
+        });
+        Box::pin(std::future::ready(Ok(rx)))
     }
 
     fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool> {

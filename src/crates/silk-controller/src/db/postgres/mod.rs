@@ -2,6 +2,7 @@
 //! config's database section and pool keys, schema adoption ([`migrate`]) and the lease
 //! statements ([`PgStore`]).
 
+mod copy_text;
 pub mod migrate;
 mod store;
 

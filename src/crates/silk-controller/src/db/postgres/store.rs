@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use silk_core::Lease;
+use futures::StreamExt;
+use silk_core::{Lease, LeaseTable};
 use tokio_postgres::error::SqlState;
 
+use super::copy_text::CopyReader;
 use crate::config::Config;
 use crate::db::gate::{Gate, Slot};
 use crate::db::runtime::{self, POOL_WAIT};
 use crate::db::{
-    initial_slots, kind_filter, warm, Claim, Counts, LeaseStore, StoreError, StoreResult,
+    initial_slots, join_batches, kind_filter, warm, Batch, Claim, Counts, LeaseBatches, LeaseStore,
+    StoreError, StoreResult, BATCH,
 };
 use crate::pool::Kind;
 
@@ -63,6 +66,33 @@ const CLAIM: &str = concat!(
  SELECT false, overlay_subnet, overlay_hwaddr FROM existing \
  UNION ALL SELECT true, overlay_subnet, overlay_hwaddr FROM inserted"
 );
+
+/// Reads a `COPY` stream into batches of [`BATCH`] leases (the last may be smaller or empty),
+/// each sent as soon as it is full.
+async fn read_batches(
+    stream: tokio_postgres::CopyOutStream,
+    tx: &tokio::sync::mpsc::UnboundedSender<Result<Batch, StoreError>>,
+) -> Result<(), StoreError> {
+    futures::pin_mut!(stream);
+    let mut reader = CopyReader::default();
+    let mut table = LeaseTable::with_capacity(BATCH);
+    while let Some(chunk) = stream.next().await {
+        reader.feed(&chunk?, &mut table).map_err(StoreError::Sql)?;
+        if table.len() >= BATCH {
+            let leases = std::mem::replace(&mut table, LeaseTable::with_capacity(BATCH));
+            let _ = tx.send(Ok(Batch {
+                leases,
+                last: false,
+            }));
+        }
+    }
+    reader.finish().map_err(StoreError::Sql)?;
+    let _ = tx.send(Ok(Batch {
+        leases: table,
+        last: true,
+    }));
+    Ok(())
+}
 
 /// The `subnets` table on a PostgreSQL pool, behind a [`Gate`].
 #[derive(Clone)]
@@ -313,27 +343,40 @@ impl LeaseStore for PgStore {
         })
     }
 
+    /// Every unexpired row: [`active_batches`](LeaseStore::active_batches) joined.
+    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
+        Box::pin(async move { join_batches(self.active_batches(expiration).await?).await })
+    }
+
     /// Every unexpired row (`last_renewed_at + expiration > now`), "now" evaluated once for
-    /// the statement (an init plan) rather than once per row.
-    fn active(&self, expiration: i64) -> StoreResult<'_, Vec<Lease>> {
-        Box::pin(async move {
-            let client = self.conn().await?;
+    /// the statement (an init plan) rather than once per row. Read through `COPY ... TO
+    /// STDOUT` ([`copy_text`](super::copy_text)): no row objects, no string per column. `COPY`
+    /// takes no parameters; `expiration` is an integer.
+    ///
+    /// The read runs on the database runtime, beside the connection's task: the rows arrive
+    /// in hundreds of messages, and each hand-over to an actix worker thread would wake it.
+    /// Batches of [`BATCH`] leases go out as they fill.
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+        let this = self.clone();
+        Box::pin(runtime::run(async move {
+            let client = this.conn().await?;
             let stmt = client
                 .prepare_cached(&format!(
-                    "SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
-                     WHERE last_renewed_at > (SELECT {NOW}) - $1"
+                    "COPY (SELECT underlay_ip, overlay_subnet, overlay_hwaddr FROM subnets \
+                     WHERE last_renewed_at > (SELECT {NOW}) - {expiration}) TO STDOUT"
                 ))
                 .await?;
-            let rows = client.query(&stmt, &[&expiration]).await?;
-            Ok(rows
-                .iter()
-                .map(|r| Lease {
-                    underlay_ip: r.get(0),
-                    overlay_subnet: r.get(1),
-                    overlay_hardware_addr: r.get(2),
-                })
-                .collect())
-        })
+            let stream = client.copy_out(&stmt).await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            runtime::spawn(async move {
+                // The checkout is held until the last row is read.
+                let _client = client;
+                if let Err(e) = read_batches(stream, &tx).await {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            Ok(rx)
+        }))
     }
 
     /// Deletes the row of `underlay_ip`; returns whether one existed.
