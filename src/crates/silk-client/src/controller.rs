@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use silk_core::Lease;
 
 pub use crate::mtls::ClientError;
-use crate::mtls::{check_status, decode_ok, error_text, MtlsClient};
+use crate::mtls::{check_status, decode_list_ok, decode_ok, error_text, MtlsClient};
 use crate::tls::ClientTls;
 
 /// A client for one controller URL. Cheap to clone; clones share idle connections.
@@ -77,7 +77,7 @@ impl ControllerClient {
     /// `GET /leases`: every unexpired lease.
     pub async fn list(&self) -> Result<Vec<Lease>, ClientError> {
         let (status, bytes) = self.call(Method::GET, "/leases", None).await?;
-        decode_ok::<LeaseList>(status, &bytes).map(|l| l.leases)
+        decode_list_ok::<LeaseList>(status, &bytes).map(|l| l.leases)
     }
 
     /// `PUT /leases/release`; idempotent on the server.

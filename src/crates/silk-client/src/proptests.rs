@@ -13,7 +13,7 @@ use silk_core::Lease;
 use silk_testkit::fuzz;
 
 use crate::blocking::{parse, parse_response, Parsed};
-use crate::mtls::{decode_ok, error_text, parse_url};
+use crate::mtls::{decode_list_ok, decode_ok, error_text, parse_url};
 
 fn policies_fixture() -> serde_json::Value {
     json!({"total_policies": 1, "policies": [
@@ -48,8 +48,24 @@ proptest! {
         let _ = decode_ok::<PoliciesResponse>(status, &policies);
         let _ = decode_ok::<i64>(status, &policies);
         let _ = decode_ok::<Lease>(status, &leases);
+        let _ = decode_list_ok::<Vec<Lease>>(status, &leases);
         let _ = decode_ok::<serde_json::Value>(status, &leases);
         let _ = error_text(&leases);
+    }
+
+    /// The list decoder takes exactly what serde_json takes, into the same leases.
+    #[test]
+    fn the_list_decoder_agrees_with_serde_json(
+        status in status(),
+        leases in fuzz::json_input(leases_fixture(), keys()),
+    ) {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct List {
+            leases: Vec<Lease>,
+        }
+        let fast = decode_list_ok::<List>(status, &leases).ok();
+        let slow = decode_ok::<List>(status, &leases).ok();
+        prop_assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&leases));
     }
 
     #[test]
