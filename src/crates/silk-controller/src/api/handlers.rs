@@ -188,8 +188,93 @@ pub async fn release(state: web::Data<ApiState>, payload: web::Payload) -> HttpR
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use actix_web::body::{to_bytes, BodySize, MessageBody};
+    use actix_web::test::{call_service, init_service, TestRequest};
+    use actix_web::App;
+    use silk_core::{LeaseRef, NetworkSpec, OverlayNetworks};
+
     use super::*;
-    use silk_core::LeaseRef;
+    use crate::api::{configure, ApiState};
+    use crate::db::memory::MemoryStore;
+    use crate::db::LeaseStore;
+    use crate::leaser::Leaser;
+    use crate::pool::CidrPool;
+
+    /// A store holding `n` leases, renewed now.
+    async fn store_with(n: usize) -> (Arc<MemoryStore>, Vec<Lease>) {
+        let store = Arc::new(MemoryStore::new(1_700_000_000));
+        let mut leases = Vec::new();
+        for i in 0..n {
+            let (hi, lo) = ((i + 1) / 256, (i + 1) % 256);
+            let lease = Lease {
+                underlay_ip: format!("10.0.{}.{}", i / 256, i % 256),
+                overlay_subnet: format!("10.{hi}.{lo}.0/24"),
+                overlay_hardware_addr: format!("ee:ee:0a:{hi:02x}:{lo:02x}:00"),
+            };
+            store.insert(&lease).await.unwrap();
+            leases.push(lease);
+        }
+        (store, leases)
+    }
+
+    async fn get_leases(store: Arc<MemoryStore>) -> actix_web::dev::ServiceResponse {
+        let nets = OverlayNetworks::parse(&NetworkSpec::One("10.0.0.0/8".into())).unwrap();
+        let state = ApiState {
+            leaser: Leaser::new(store, CidrPool::new(&nets, 24).unwrap(), 1000),
+            metrics: silk_ops::Metrics::new("silk-controller", 0),
+        };
+        let app = init_service(App::new().configure(configure(state))).await;
+        call_service(&app, TestRequest::get().uri("/leases").to_request()).await
+    }
+
+    fn json_of(leases: &[Lease]) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct List<'a> {
+            leases: &'a [Lease],
+        }
+        serde_json::to_vec(&List { leases }).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_list_of_one_batch_goes_whole_and_a_longer_one_as_a_stream() {
+        for (n, streamed) in [(0, false), (1023, false), (1024, true), (2500, true)] {
+            let (store, leases) = store_with(n).await;
+            let resp = get_leases(store).await;
+            assert_eq!(resp.status(), 200);
+            let size = resp.response().body().size();
+            assert_eq!(matches!(size, BodySize::Stream), streamed, "{n}: {size:?}");
+            let body = to_bytes(resp.into_body()).await.unwrap();
+            assert_eq!(body, json_of(&leases), "{n}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_read_that_fails_before_its_first_batch_is_a_500() {
+        let (store, _) = store_with(2500).await;
+        *store.list_fails_after.lock().unwrap() = Some(0);
+        let resp = get_leases(store).await;
+        assert_eq!(resp.status(), 500);
+        let body = to_bytes(resp.into_body()).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("all-routable-leases"),
+            "{v}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_read_that_breaks_off_ends_the_response_in_an_error_never_a_shorter_list() {
+        let (store, _) = store_with(2500).await;
+        *store.list_fails_after.lock().unwrap() = Some(1);
+        let resp = get_leases(store).await;
+        assert_eq!(resp.status(), 200);
+        assert!(to_bytes(resp.into_body()).await.is_err());
+    }
 
     #[test]
     fn the_lease_list_is_the_json_of_the_leases() {

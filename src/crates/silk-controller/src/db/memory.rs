@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use silk_core::{Lease, LeaseRef, LeaseTable};
 
-use super::{Claim, Counts, LeaseStore, StoreError, StoreResult};
+use super::{Batch, Claim, Counts, LeaseBatches, LeaseStore, StoreError, StoreResult, BATCH};
 use crate::pool::Kind;
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct MemoryStore {
     next_id: AtomicI64,
     /// The "database clock".
     pub now: AtomicI64,
+    /// When set, [`LeaseStore::active_batches`] fails after this many batches (a read that
+    /// breaks off, as a database that goes away mid-read).
+    pub list_fails_after: Mutex<Option<usize>>,
 }
 
 fn kind_of(subnet: &str) -> Kind {
@@ -236,6 +239,32 @@ impl LeaseStore for MemoryStore {
             .filter(|r| r.last_renewed_at + expiration > now)
             .map(|r| LeaseRef::from(&r.lease))
             .collect()))
+    }
+
+    /// The active rows in batches of [`BATCH`], cut as the engines cut them.
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+        let fails_after = *self
+            .list_fails_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Box::pin(async move {
+            let all = self.active(expiration).await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Full batches as they fill, then the last (the rest, maybe none), as the engines.
+            let batches = all.len() / BATCH + 1;
+            for b in 0..batches {
+                if fails_after == Some(b) {
+                    let _ = tx.send(Err(StoreError::Connection("connection reset".into())));
+                    return Ok(rx);
+                }
+                let leases = all.iter().skip(b * BATCH).take(BATCH).collect();
+                let _ = tx.send(Ok(Batch {
+                    leases,
+                    last: b + 1 == batches,
+                }));
+            }
+            Ok(rx)
+        })
     }
 
     fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool> {
