@@ -1,5 +1,6 @@
-//! PNG line charts through plotters' bitmap backend; text is drawn with ab_glyph from a
-//! TrueType font registered once ([`register_font`]).
+//! PNG line charts through plotters' bitmap backend into an RGB buffer, written with the `png`
+//! encoder; text is drawn with ab_glyph from a TrueType font registered once
+//! ([`register_font`]).
 
 use std::path::Path;
 
@@ -39,7 +40,24 @@ pub fn line_chart(
         .fold(0.0_f64, f64::max)
         .max(1e-3)
         * 1.15;
-    let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
+    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(&mut rgb, title, x_label, y_label, series, (x_min, x_max, y_max))?;
+    write_png(path, &rgb).with_context(|| format!("write {}", path.display()))
+}
+
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 560;
+
+/// The chart drawn into `rgb` (WIDTH x HEIGHT, 3 bytes a pixel).
+fn draw(
+    rgb: &mut [u8],
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    (x_min, x_max, y_max): (f64, f64, f64),
+) -> anyhow::Result<()> {
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
@@ -76,7 +94,18 @@ pub fn line_chart(
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.present()
-        .with_context(|| format!("write {}", path.display()))?;
+    root.present()?;
+    Ok(())
+}
+
+/// `rgb` as an 8-bit RGB PNG at `path`.
+fn write_png(path: &Path, rgb: &[u8]) -> anyhow::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
     Ok(())
 }
