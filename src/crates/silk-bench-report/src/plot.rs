@@ -41,7 +41,14 @@ pub fn line_chart(
         .max(1e-3)
         * 1.15;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut rgb, title, x_label, y_label, series, (x_min, x_max, y_max))?;
+    draw(
+        &mut rgb,
+        title,
+        x_label,
+        y_label,
+        series,
+        (x_min, x_max, y_max),
+    )?;
     write_png(path, &rgb).with_context(|| format!("write {}", path.display()))
 }
 
