@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use silk_core::{HardwareAddr, Lease, LeaseTable};
 
-use crate::db::{Batch, Claim, LeaseBatches, Store, StoreError};
+use crate::db::{next_batch, Batch, Claim, LeaseBatches, Store, StoreError};
 use crate::pool::{CidrPool, Kind};
 
 /// Upstream's `AcquireSubnetLeaseAttempts` is 10; the extra attempts only run under heavy
@@ -296,15 +296,14 @@ impl Leaser {
 
 const ROUTABLE: &str = "all-routable-leases: getting all leases: selecting all active subnets";
 
-/// The batches of [`Leaser::routable_batches`]; a failed batch is the error
-/// [`Leaser::routable`] would give, and the last item.
+/// The batches of [`Leaser::routable_batches`]; a failed read is the error
+/// [`Leaser::routable`] would give.
 pub struct RoutableBatches(LeaseBatches);
 
 impl RoutableBatches {
-    /// The next batch; `None` after the last one or after an error.
-    pub async fn next(&mut self) -> Option<Result<Batch, LeaserError>> {
-        let batch = self.0.recv().await?;
-        Some(batch.map_err(store(ROUTABLE)))
+    /// The next batch; not to be called after the one marked `last`.
+    pub async fn next(&mut self) -> Result<Batch, LeaserError> {
+        next_batch(&mut self.0).await.map_err(store(ROUTABLE))
     }
 }
 

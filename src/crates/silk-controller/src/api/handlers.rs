@@ -4,36 +4,28 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
 use serde_json::json;
-use silk_core::{Lease, LeaseTable};
+use silk_core::Lease;
 
 use super::body::{read_body, GoObject};
 use super::error::ApiError;
 use super::{observed, ApiState};
-use crate::db::StoreError;
-use crate::leaser::{Acquired, LeaserError};
+use crate::db::Batch;
+use crate::leaser::Acquired;
 
 /// What a lease's JSON adds to its three strings: keys, quotes, colons, commas, braces.
 const LEASE_JSON_OVERHEAD: usize =
     r#"{"underlay_ip":"","overlay_subnet":"","overlay_hardware_addr":""},"#.len();
 
-/// `{"leases":[...]}` of `leases` in one buffer.
-#[cfg(test)]
-fn lease_list(leases: &LeaseTable) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    body.extend_from_slice(LIST_OPEN);
-    lease_items(&mut body, leases, true)?;
-    body.extend_from_slice(LIST_CLOSE);
-    Ok(body)
-}
-
 const LIST_OPEN: &[u8] = br#"{"leases":["#;
 const LIST_CLOSE: &[u8] = b"]}";
 
-/// The leases of `leases` as the items of the list, comma-separated, in a buffer sized for them
-/// up front (escapes aside); a comma first unless `first`. The same bytes as serde_json writes
-/// for a `Vec<Lease>`, without its per-value overhead.
-fn lease_items(body: &mut Vec<u8>, leases: &LeaseTable, first: bool) -> Result<(), ApiError> {
-    body.reserve(leases.text_len() + leases.len() * LEASE_JSON_OVERHEAD + LIST_OPEN.len() + 2);
+/// The leases of `batch` as items of the list, comma-separated (a comma first unless `first`:
+/// no item written yet), and the list's end after the last batch; in a buffer sized for them
+/// up front (escapes aside). The same bytes as serde_json writes for a `Vec<Lease>`, without
+/// its per-value overhead.
+fn render(body: &mut Vec<u8>, batch: &Batch, first: bool) -> Result<(), ApiError> {
+    let leases = &batch.leases;
+    body.reserve(leases.text_len() + leases.len() * LEASE_JSON_OVERHEAD + LIST_CLOSE.len());
     for (i, lease) in leases.iter().enumerate() {
         if i > 0 || !first {
             body.push(b',');
@@ -45,6 +37,9 @@ fn lease_items(body: &mut Vec<u8>, leases: &LeaseTable, first: bool) -> Result<(
         body.extend_from_slice(br#","overlay_hardware_addr":"#);
         json_str(body, lease.overlay_hardware_addr)?;
         body.push(b'}');
+    }
+    if batch.last {
+        body.extend_from_slice(LIST_CLOSE);
     }
     Ok(())
 }
@@ -80,54 +75,37 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 pub async fn index(state: web::Data<ApiState>) -> HttpResponse {
     observed(&state.metrics, "LeasesIndex", async {
         let mut batches = state.leaser.routable_batches().await?;
-        let first = batches.next().await.unwrap_or_else(|| {
-            Err(LeaserError::Store {
-                context: "all-routable-leases",
-                source: StoreError::Connection(
-                    "the lease read ended without its last batch".into(),
-                ),
-            })
-        })?;
-        let mut body = Vec::new();
-        body.extend_from_slice(LIST_OPEN);
-        lease_items(&mut body, &first.leases, true)?;
+        let first = batches.next().await?;
+        let mut body = LIST_OPEN.to_vec();
+        render(&mut body, &first, true)?;
         if first.last {
-            body.extend_from_slice(LIST_CLOSE);
             return Ok(json_ok(body));
         }
-        let rest = futures::stream::unfold(
-            Some((batches, first.leases.is_empty())),
-            |state| async move {
-                let (mut batches, mut empty_so_far) = state?;
-                let item = match batches.next().await {
-                    Some(Ok(batch)) => {
-                        let mut chunk = Vec::new();
-                        let rendered = lease_items(&mut chunk, &batch.leases, empty_so_far);
-                        empty_so_far &= batch.leases.is_empty();
-                        match rendered {
-                            Ok(()) if batch.last => {
-                                chunk.extend_from_slice(LIST_CLOSE);
-                                return Some((Ok(Bytes::from(chunk)), None));
-                            }
-                            Ok(()) => Ok(Bytes::from(chunk)),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Err("the lease read ended without its last batch".to_string()),
-                };
-                match item {
-                    Ok(chunk) => Some((Ok(chunk), Some((batches, empty_so_far)))),
-                    Err(e) => {
-                        silk_ops::log::error(
-                            "request-failed",
-                            json!({ "handler": "LeasesIndex", "error": e }),
-                        );
-                        Some((Err(actix_web::error::ErrorInternalServerError(e)), None))
-                    }
+        // (batches, no item written yet) until the last batch is out or a read failed.
+        let state = Some((batches, first.leases.is_empty()));
+        let rest = futures::stream::unfold(state, |state| async move {
+            let (mut batches, empty) = state?;
+            let next = match batches.next().await {
+                Ok(batch) => {
+                    let mut chunk = Vec::new();
+                    render(&mut chunk, &batch, empty)
+                        .map(|()| (chunk, batch.last, empty && batch.leases.is_empty()))
+                        .map_err(|e| e.to_string())
                 }
-            },
-        );
+                Err(e) => Err(e.to_string()),
+            };
+            match next {
+                Ok((chunk, true, _)) => Some((Ok(Bytes::from(chunk)), None)),
+                Ok((chunk, false, empty)) => Some((Ok(Bytes::from(chunk)), Some((batches, empty)))),
+                Err(e) => {
+                    silk_ops::log::error(
+                        "request-failed",
+                        json!({ "handler": "LeasesIndex", "error": e }),
+                    );
+                    Some((Err(actix_web::error::ErrorInternalServerError(e)), None))
+                }
+            }
+        });
         let head =
             futures::stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(body)) });
         Ok(HttpResponse::Ok().streaming(head.chain(rest)))
@@ -193,7 +171,7 @@ mod tests {
     use actix_web::body::{to_bytes, BodySize, MessageBody};
     use actix_web::test::{call_service, init_service, TestRequest};
     use actix_web::App;
-    use silk_core::{LeaseRef, NetworkSpec, OverlayNetworks};
+    use silk_core::{LeaseRef, LeaseTable, NetworkSpec, OverlayNetworks};
 
     use super::*;
     use crate::api::{configure, ApiState};
@@ -201,6 +179,13 @@ mod tests {
     use crate::db::LeaseStore;
     use crate::leaser::Leaser;
     use crate::pool::CidrPool;
+
+    /// `{"leases":[...]}` of `leases` in one buffer.
+    fn lease_list(leases: LeaseTable) -> Result<Vec<u8>, ApiError> {
+        let mut body = LIST_OPEN.to_vec();
+        render(&mut body, &Batch { leases, last: true }, true)?;
+        Ok(body)
+    }
 
     /// A store holding `n` leases, renewed now.
     async fn store_with(n: usize) -> (Arc<MemoryStore>, Vec<Lease>) {
@@ -297,11 +282,11 @@ mod tests {
             ],
         ] {
             let table: LeaseTable = leases.iter().map(LeaseRef::from).collect();
-            let body = lease_list(&table).unwrap();
+            let body = lease_list(table).unwrap();
             assert_eq!(body, serde_json::to_vec(&List { leases: &leases }).unwrap());
         }
         assert_eq!(
-            lease_list(&LeaseTable::default()).unwrap(),
+            lease_list(LeaseTable::default()).unwrap(),
             br#"{"leases":[]}"#
         );
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use silk_core::{Lease, LeaseRef, LeaseTable};
+use silk_core::{Lease, LeaseRef};
 
 use super::{Batch, Claim, Counts, LeaseBatches, LeaseStore, StoreError, StoreResult, BATCH};
 use crate::pool::Kind;
@@ -231,40 +231,38 @@ impl LeaseStore for MemoryStore {
         ready(self.insert_row(lease, self.now()))
     }
 
-    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
+    /// The active rows in batches of [`BATCH`], cut as the engines cut them: full batches as
+    /// they fill, then the last (the rest, maybe none).
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
         let now = self.now();
         let rows = self.rows();
-        ready(Ok(rows
+        let active: Vec<&Row> = rows
             .iter()
             .filter(|r| r.last_renewed_at + expiration > now)
-            .map(|r| LeaseRef::from(&r.lease))
-            .collect()))
-    }
-
-    /// The active rows in batches of [`BATCH`], cut as the engines cut them.
-    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+            .collect();
         let fails_after = *self
             .list_fails_after
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        Box::pin(async move {
-            let all = self.active(expiration).await?;
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            // Full batches as they fill, then the last (the rest, maybe none), as the engines.
-            let batches = all.len() / BATCH + 1;
-            for b in 0..batches {
-                if fails_after == Some(b) {
-                    let _ = tx.send(Err(StoreError::Connection("connection reset".into())));
-                    return Ok(rx);
-                }
-                let leases = all.iter().skip(b * BATCH).take(BATCH).collect();
-                let _ = tx.send(Ok(Batch {
-                    leases,
-                    last: b + 1 == batches,
-                }));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let batches = active.len() / BATCH + 1;
+        for b in 0..batches {
+            if fails_after == Some(b) {
+                let _ = tx.send(Err(StoreError::Connection("connection reset".into())));
+                break;
             }
-            Ok(rx)
-        })
+            let leases = active
+                .iter()
+                .skip(b * BATCH)
+                .take(BATCH)
+                .map(|r| LeaseRef::from(&r.lease))
+                .collect();
+            let _ = tx.send(Ok(Batch {
+                leases,
+                last: b + 1 == batches,
+            }));
+        }
+        ready(Ok(rx))
     }
 
     fn release<'a>(&'a self, underlay_ip: &'a str) -> StoreResult<'a, bool> {

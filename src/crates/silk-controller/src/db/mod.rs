@@ -32,19 +32,14 @@ pub type StoreResult<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 /// with the batch marked `last`, or with the one error that ends the read.
 pub type LeaseBatches = tokio::sync::mpsc::UnboundedReceiver<Result<Batch, StoreError>>;
 
-/// The leases of every batch in one table; the first error ends it.
-pub(crate) async fn join_batches(mut batches: LeaseBatches) -> Result<LeaseTable, StoreError> {
-    let mut table = LeaseTable::default();
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        table.append(&batch.leases);
-        if batch.last {
-            return Ok(table);
-        }
-    }
-    Err(StoreError::Connection(
-        "the lease read ended without its last batch".into(),
-    ))
+/// The next batch of `batches`; an error when the channel closed before the batch marked
+/// `last` (a reader that stopped without saying why). Not to be called after `last`.
+pub(crate) async fn next_batch(batches: &mut LeaseBatches) -> Result<Batch, StoreError> {
+    batches.recv().await.unwrap_or_else(|| {
+        Err(StoreError::Connection(
+            "the lease read ended without its last batch".into(),
+        ))
+    })
 }
 
 /// Leases per batch of a store's [`LeaseStore::active_batches`]: a few batches for thousands of
@@ -52,7 +47,7 @@ pub(crate) async fn join_batches(mut batches: LeaseBatches) -> Result<LeaseTable
 pub(crate) const BATCH: usize = 1024;
 
 /// Some of the active leases; `last` when no more follow.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
     pub leases: LeaseTable,
     pub last: bool,
@@ -148,20 +143,25 @@ pub trait LeaseStore: Send + Sync {
     /// [`StoreError::UniqueViolation`].
     fn insert<'a>(&'a self, lease: &'a Lease) -> StoreResult<'a, ()>;
 
-    /// Every row with `last_renewed_at + expiration > now`.
-    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable>;
+    /// Every row with `last_renewed_at + expiration > now`, in batches as the rows arrive, so a
+    /// caller can work on the first while the engine still sends the rest. A read that fails
+    /// before its first batch has read nothing (here or as the first item). The read goes on to
+    /// its end whatever the receiver does, and each batch is sent without waiting: a slow
+    /// reader never holds a database connection.
+    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches>;
 
-    /// [`active`](Self::active) in batches as the rows arrive, so a caller can work on the
-    /// first while the engine still sends the rest. A read that fails before its first batch
-    /// has read nothing (here or as the first item). The read goes on to its end whatever the
-    /// receiver does, and each batch is sent without waiting: a slow reader never holds a
-    /// database connection.
-    fn active_batches(&self, expiration: i64) -> StoreResult<'_, LeaseBatches> {
+    /// [`active_batches`](Self::active_batches) in one table; the first error ends it.
+    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
         Box::pin(async move {
-            let leases = self.active(expiration).await?;
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let _ = tx.send(Ok(Batch { leases, last: true }));
-            Ok(rx)
+            let mut batches = self.active_batches(expiration).await?;
+            let mut table = LeaseTable::default();
+            loop {
+                let batch = next_batch(&mut batches).await?;
+                table.append(&batch.leases);
+                if batch.last {
+                    return Ok(table);
+                }
+            }
         })
     }
 

@@ -16,8 +16,8 @@ use silk_core::{Lease, LeaseTable};
 
 use crate::config::Config;
 use crate::db::{
-    initial_slots, join_batches, kind_filter, runtime, warm, Batch, Claim, Counts, LeaseBatches,
-    LeaseStore, OpenError, StoreError, StoreResult, BATCH,
+    initial_slots, kind_filter, runtime, warm, Batch, Claim, Counts, LeaseBatches, LeaseStore,
+    OpenError, StoreError, StoreResult, BATCH,
 };
 use crate::pool::Kind;
 
@@ -258,11 +258,6 @@ impl LeaseStore for MysqlStore {
             .await?;
             Ok(())
         })
-    }
-
-    /// Every unexpired row: [`active_batches`](LeaseStore::active_batches) joined.
-    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
-        Box::pin(async move { join_batches(self.active_batches(expiration).await?).await })
     }
 
     /// Every unexpired row, each column copied from the driver's row straight into a batch,

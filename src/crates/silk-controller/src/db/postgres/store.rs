@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::db::gate::{Gate, Slot};
 use crate::db::runtime::{self, POOL_WAIT};
 use crate::db::{
-    initial_slots, join_batches, kind_filter, warm, Batch, Claim, Counts, LeaseBatches, LeaseStore,
-    StoreError, StoreResult, BATCH,
+    initial_slots, kind_filter, warm, Batch, Claim, Counts, LeaseBatches, LeaseStore, StoreError,
+    StoreResult, BATCH,
 };
 use crate::pool::Kind;
 
@@ -341,11 +341,6 @@ impl LeaseStore for PgStore {
                 .await?;
             Ok(())
         })
-    }
-
-    /// Every unexpired row: [`active_batches`](LeaseStore::active_batches) joined.
-    fn active(&self, expiration: i64) -> StoreResult<'_, LeaseTable> {
-        Box::pin(async move { join_batches(self.active_batches(expiration).await?).await })
     }
 
     /// Every unexpired row (`last_renewed_at + expiration > now`), "now" evaluated once for
