@@ -333,39 +333,37 @@ async fn run(bin: &Path, engine: Engine, certs: &TestCerts) -> anyhow::Result<Fi
         }
         // On a thread of its own with a current-thread runtime, as silk-daemon runs its client
         // (the connection's task and the request's on one thread), on a fresh connection.
-        let url = controller.url.clone();
-        let files = (
-            path_str(&certs.ca_cert).to_string(),
-            path_str(&certs.client_cert).to_string(),
-            path_str(&certs.client_key).to_string(),
-        );
-        let (first, mut lat) = tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let tls = ClientTls::from_files(&files.0, &files.1, &files.2)?;
-                let c = ControllerClient::new(&url, &tls, Duration::from_secs(30))?;
-                let list = |c: ControllerClient| async move {
-                    let t = Instant::now();
-                    let got = c.list().await?;
-                    if got.len() != rows {
-                        bail!("GET /leases returned {} leases, want {rows}", got.len());
-                    }
-                    anyhow::Ok(t.elapsed())
-                };
-                let first = list(c.clone()).await?;
-                for _ in 1..LIST_WARM_UP {
-                    list(c.clone()).await?;
-                }
-                let mut lat = Vec::with_capacity(samples);
-                for _ in 0..samples {
-                    lat.push(list(c.clone()).await?);
-                }
-                anyhow::Ok((first, lat))
-            })
-        })
-        .await??;
+        let url = &controller.url;
+        let (first, mut lat) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async {
+                        let c = client(url, certs)?;
+                        let list = |c: ControllerClient| async move {
+                            let t = Instant::now();
+                            let got = c.list().await?;
+                            if got.len() != rows {
+                                bail!("GET /leases returned {} leases, want {rows}", got.len());
+                            }
+                            anyhow::Ok(t.elapsed())
+                        };
+                        let first = list(c.clone()).await?;
+                        for _ in 1..LIST_WARM_UP {
+                            list(c.clone()).await?;
+                        }
+                        let mut lat = Vec::with_capacity(samples);
+                        for _ in 0..samples {
+                            lat.push(list(c.clone()).await?);
+                        }
+                        anyhow::Ok((first, lat))
+                    })
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the list client's thread panicked"))?
+        })?;
         lat.sort();
         figures.list.push(ListFigures {
             rows,
