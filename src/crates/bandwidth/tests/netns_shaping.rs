@@ -3,17 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // test code: panics are the failure report
 
+use std::path::Path;
 use std::process::Command;
 
 use silk_testkit::netns::{enter_root_test_netns, output_with_stdin, run_ok, NsHolder};
 
 fn plugin(cmd: &str, netns: &str, conf: &serde_json::Value) -> (i32, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bandwidth"));
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", "handle-1")
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent");
+    silk_testkit::cni::cni_env(&mut c, cmd, "handle-1", netns, Path::new("/nonexistent"));
     let o = output_with_stdin(&mut c, conf.to_string().as_bytes()).unwrap();
     (
         o.status.code().unwrap_or(-1),

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 
 use silk_testkit::netns::{enter_root_test_netns, output_with_stdin, NsHolder};
@@ -36,11 +37,7 @@ struct Run {
 
 fn cni(cmd: &str, id: &str, netns: &str, conf: &str) -> Run {
     let mut c = Command::new(env!("CARGO_BIN_EXE_silk-cni"));
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent");
+    silk_testkit::cni::cni_env(&mut c, cmd, id, netns, Path::new("/nonexistent"));
     let out = output_with_stdin(&mut c, conf.as_bytes()).unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),

@@ -2,6 +2,7 @@
 //! network namespace, `CNI_*` in the environment, the network config (with garden's runtime
 //! injections) on stdin; DEL with the cached result and without the injections.
 
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,13 +23,24 @@ pub fn cni_command(
     netns: &Path,
 ) -> Command {
     let mut c = command_in(ns, &plugin.display().to_string());
+    cni_env(&mut c, command, handle, netns, cni_path);
+    c
+}
+
+/// The `CNI_*` environment of [`cni_command`] on `c`, for a plugin run where `c` runs.
+pub fn cni_env<'a>(
+    c: &'a mut Command,
+    command: &str,
+    handle: &str,
+    netns: impl AsRef<OsStr>,
+    cni_path: &Path,
+) -> &'a mut Command {
     c.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", handle)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_ARGS", "")
-        .env("CNI_PATH", cni_path);
-    c
+        .env("CNI_PATH", cni_path)
 }
 
 /// One plugin of one cell.

@@ -226,12 +226,7 @@ pub fn cni(
     env_drop: &[&str],
 ) -> Out {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cni-wrapper-plugin"));
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_ARGS", "")
-        .env("CNI_PATH", cell_path);
+    silk_testkit::cni::cni_env(&mut c, cmd, id, netns, cell_path);
     for k in env_drop {
         c.env_remove(k);
     }
